@@ -1,0 +1,190 @@
+#include "app/app.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "blobs/blob_store.h"
+#include "bus/in_process_bus.h"
+#include "common/log.h"
+#include "consumers/analytics_consumer.h"
+#include "consumers/categorization_consumer.h"
+#include "coordination/driver.h"
+#include "http/api.h"
+#include "http/server.h"
+#include "store/repos.h"
+#include "store/schema.h"
+#include "store/sqlite/sqlite_database.h"
+
+namespace lastcall {
+
+Result<int> SweepOrphanBlobs(Database& db, BlobStore& blobs) {
+  auto keys = blobs.List();
+  if (!keys.ok()) return keys.status();
+  int removed = 0;
+  for (const auto& key : *keys) {
+    bool referenced = true;
+    Status st = db.Read([&](SqlTx& tx) {
+      auto r = BlobReferenced(tx, key);
+      if (!r.ok()) return r.status();
+      referenced = *r;
+      return Status::Ok();
+    });
+    if (!st.ok()) return st;
+    if (referenced) continue;
+    LASTCALL_RETURN_IF_ERROR(blobs.Delete(key));
+    ++removed;
+  }
+  return removed;
+}
+
+namespace {
+
+log::Level ParseLevel(const std::string& s) {
+  if (s == "debug") return log::Level::kDebug;
+  if (s == "warn") return log::Level::kWarn;
+  if (s == "error") return log::Level::kError;
+  return log::Level::kInfo;
+}
+
+// The bus rules, in the manner of EventBridge rules: name, pattern, targets.
+std::vector<Rule> Rules() {
+  return {
+      {"file-uploads", {{kFileUploaded}, {kApiSource}}, {kAnalyticsConsumer, kCategorizationConsumer}},
+      {"file-deletion-requests",
+       {{kFileDeleteRequested}, {kApiSource}},
+       {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer}},
+      {"consumer-completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}},
+  };
+}
+
+}  // namespace
+
+int RunServe(const Config& config) {
+  log::SetLevel(ParseLevel(config.log_level));
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  if (ec) {
+    log::Error("cannot create the data folder", {{"dataDir", config.data_dir}, {"error", ec.message()}});
+    return 1;
+  }
+  bool created = false;
+  auto secret = ResolveJwtSecret(config, true, &created);
+  if (!secret.ok()) {
+    log::Error("no JWT secret", {{"error", secret.status().message()}});
+    return 1;
+  }
+  if (created) {
+    log::Info("created a random JWT secret (mode 0600); `lastcall token` signs with it",
+              {{"path", config.secret_path()}});
+  } else if (!config.jwt_secret) {
+    log::Info("using the JWT secret file", {{"path", config.secret_path()}});
+  }
+
+  auto db = SqliteDatabase::Open({config.db_path(), config.sqlite_synchronous});
+  if (!db.ok()) {
+    log::Error("cannot open the database", {{"error", db.status().message()}});
+    return 1;
+  }
+  if (Status st = Migrate(**db); !st.ok()) {
+    log::Error("schema migration failed", {{"error", st.message()}});
+    return 1;
+  }
+  auto blobs = FsBlobStore::Open(config.blob_dir());
+  if (!blobs.ok()) {
+    log::Error("cannot open the blob folder", {{"error", blobs.status().message()}});
+    return 1;
+  }
+  auto swept = SweepOrphanBlobs(**db, **blobs);
+  if (!swept.ok()) {
+    log::Error("orphan blob sweep failed", {{"error", swept.status().message()}});
+    return 1;
+  }
+  if (*swept > 0) log::Info("removed blobs no file references", {{"count", *swept}});
+
+  SystemClock clock;
+  RandomIdGenerator ids;
+  InProcessBus bus(**db, clock, ids);
+  Outbox outbox([&bus] { bus.Notify(); });
+  CoordinatorConfig cc;
+  cc.expected_consumers = config.expected_consumers;
+  cc.timeout_ms = config.coordination_timeout_ms;
+  cc.test_deletion_delay_ms = config.test_deletion_delay_ms;
+  CoordinationDriver driver(**db, **blobs, outbox, clock, ids, cc);
+  AnalyticsConsumer analytics(outbox, clock, ids);
+  CategorizationConsumer categorization(outbox, clock, ids);
+  bus.AddTarget(kFileDeletionConsumer, &driver);
+  bus.AddTarget(kAnalyticsConsumer, &analytics);
+  bus.AddTarget(kCategorizationConsumer, &categorization);
+  for (const Rule& r : Rules()) bus.AddRule(r);
+  if (Status st = bus.Start(); !st.ok()) {
+    log::Error("event bus failed to start", {{"error", st.message()}});
+    return 1;
+  }
+  driver.Start();
+
+  ApiConfig api_config{*secret, config.max_upload_bytes, config.event_publishing};
+  Api api(**db, **blobs, outbox, driver, clock, ids, api_config);
+  std::atomic<int> in_flight{0};
+  boost::asio::io_context io(config.http_threads);
+  HttpServerOptions http_options;
+  http_options.address = config.listen_address;
+  http_options.port = config.listen_port;
+  http_options.body_limit = config.max_upload_bytes + 64 * 1024;
+  HttpServer server(io, http_options, [&](HttpRequest&& req, Respond respond) {
+    ++in_flight;
+    api.Handle(std::move(req), [&in_flight, respond = std::move(respond)](HttpResponse r) {
+      respond(std::move(r));
+      --in_flight;
+    });
+  });
+  if (Status st = server.Start(); !st.ok()) {
+    log::Error("cannot start the HTTP server", {{"error", st.message()}});
+    driver.Stop();
+    bus.Stop();
+    (*db)->Close();
+    return 1;
+  }
+  log::Info("listening", {{"address", config.listen_address + ":" + std::to_string(server.port())},
+                          {"dataDir", config.data_dir},
+                          {"eventPublishing", config.event_publishing},
+                          {"expectedConsumers", config.expected_consumers},
+                          {"coordinationTimeoutMs", config.coordination_timeout_ms}});
+
+  // SIGTERM/SIGINT: stop accepting, let requests in flight finish (10 s at most), then stop.
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  boost::asio::steady_timer drain(io);
+  auto deadline = std::make_shared<std::chrono::steady_clock::time_point>();
+  std::function<void()> wait_drain = [&] {
+    if (in_flight.load() == 0 || std::chrono::steady_clock::now() > *deadline) {
+      io.stop();
+      return;
+    }
+    drain.expires_after(std::chrono::milliseconds(10));
+    drain.async_wait([&](const boost::system::error_code&) { wait_drain(); });
+  };
+  signals.async_wait([&](const boost::system::error_code& e, int sig) {
+    if (e) return;
+    log::Info("shutting down", {{"signal", sig}});
+    server.Stop();
+    *deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    wait_drain();
+  });
+
+  std::vector<std::thread> threads;
+  for (int i = 1; i < config.http_threads; ++i) threads.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& t : threads) t.join();
+
+  driver.Stop();
+  bus.Stop();
+  (*db)->Close();
+  log::Info("stopped");
+  return 0;
+}
+
+}  // namespace lastcall

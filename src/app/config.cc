@@ -1,0 +1,192 @@
+#include "app/config.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "common/ids.h"
+
+namespace lastcall {
+namespace {
+
+Status Bad(const std::string& var, const std::string& what) {
+  return Status::Invalid("invalid_config", var + ": " + what);
+}
+
+std::string Trim(const std::string& s) {
+  size_t a = s.find_first_not_of(" \t");
+  if (a == std::string::npos) return "";
+  size_t b = s.find_last_not_of(" \t");
+  return s.substr(a, b - a + 1);
+}
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool ParseInt(const std::string& s, int64_t lo, int64_t hi, int64_t* out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno != 0 || *end != '\0' || v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+
+bool ValidConsumerName(const std::string& n) {
+  if (n.empty() || n.size() > 64) return false;
+  for (char c : n) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::string> ProcessEnv(const std::string& name) {
+  const char* v = std::getenv(name.c_str());
+  if (!v) return std::nullopt;
+  return std::string(v);
+}
+
+Result<Config> LoadConfig(const GetEnv& getenv) {
+  Config c;
+  if (auto v = getenv("LASTCALL_DATA_DIR")) {
+    if (v->empty()) return Bad("LASTCALL_DATA_DIR", "must not be empty");
+    c.data_dir = *v;
+  }
+  if (auto v = getenv("LASTCALL_LISTEN")) {
+    size_t colon = v->rfind(':');
+    int64_t port = 0;
+    if (colon == std::string::npos || colon == 0 || !ParseInt(v->substr(colon + 1), 0, 65535, &port)) {
+      return Bad("LASTCALL_LISTEN", "must be host:port, e.g. 127.0.0.1:8080");
+    }
+    c.listen_address = v->substr(0, colon);
+    if (c.listen_address.size() > 2 && c.listen_address.front() == '[' && c.listen_address.back() == ']') {
+      c.listen_address = c.listen_address.substr(1, c.listen_address.size() - 2);
+    }
+    if (c.listen_address == "localhost") c.listen_address = "127.0.0.1";
+    c.listen_port = static_cast<unsigned short>(port);
+  }
+  if (auto v = getenv("LASTCALL_JWT_SECRET")) {
+    if (v->size() < 16) return Bad("LASTCALL_JWT_SECRET", "must be at least 16 characters");
+    c.jwt_secret = *v;
+  }
+  if (auto v = getenv("LASTCALL_MAX_UPLOAD_BYTES")) {
+    int64_t n = 0;
+    if (!ParseInt(Trim(*v), 1, int64_t{1} << 30, &n)) {
+      return Bad("LASTCALL_MAX_UPLOAD_BYTES", "must be a whole number of bytes from 1 to 1073741824");
+    }
+    c.max_upload_bytes = static_cast<uint64_t>(n);
+  }
+  if (auto v = getenv("ENABLE_EVENT_PUBLISHING")) {
+    std::string s = Lower(Trim(*v));
+    if (s == "true" || s == "1" || s == "yes" || s == "on") {
+      c.event_publishing = true;
+    } else if (s == "false" || s == "0" || s == "no" || s == "off") {
+      c.event_publishing = false;
+    } else {
+      return Bad("ENABLE_EVENT_PUBLISHING", "must be true or false, got \"" + *v + "\"");
+    }
+  }
+  if (auto v = getenv("COORDINATION_TIMEOUT_MINUTES")) {
+    std::string s = Trim(*v);
+    char* end = nullptr;
+    errno = 0;
+    double minutes = s.empty() ? NAN : std::strtod(s.c_str(), &end);
+    if (s.empty() || errno != 0 || *end != '\0' || !std::isfinite(minutes) || minutes <= 0 ||
+        minutes > 7 * 24 * 60) {
+      return Bad("COORDINATION_TIMEOUT_MINUTES",
+                 "must be a number of minutes greater than 0 and at most 10080 (fractions such as "
+                 "0.02 allowed), got \"" + *v + "\"");
+    }
+    c.coordination_timeout_ms = std::max<int64_t>(1, std::llround(minutes * 60000.0));
+  }
+  if (auto v = getenv("EXPECTED_CONSUMERS")) {
+    c.expected_consumers.clear();
+    std::string s = *v;
+    size_t start = 0;
+    while (start <= s.size()) {
+      size_t comma = s.find(',', start);
+      if (comma == std::string::npos) comma = s.size();
+      std::string name = Trim(s.substr(start, comma - start));
+      if (!name.empty()) {
+        if (!ValidConsumerName(name)) {
+          return Bad("EXPECTED_CONSUMERS", "consumer names are 1-64 characters of a-z, 0-9, _ and -; got \"" + name + "\"");
+        }
+        if (std::find(c.expected_consumers.begin(), c.expected_consumers.end(), name) ==
+            c.expected_consumers.end()) {
+          c.expected_consumers.push_back(name);
+        }
+      }
+      start = comma + 1;
+    }
+  }
+  if (auto v = getenv("LASTCALL_SQLITE_SYNCHRONOUS")) {
+    std::string s = Trim(*v);
+    for (char& ch : s) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    if (s != "FULL" && s != "NORMAL") return Bad("LASTCALL_SQLITE_SYNCHRONOUS", "must be FULL or NORMAL");
+    c.sqlite_synchronous = s;
+  }
+  if (auto v = getenv("LASTCALL_HTTP_THREADS")) {
+    int64_t n = 0;
+    if (!ParseInt(Trim(*v), 1, 256, &n)) return Bad("LASTCALL_HTTP_THREADS", "must be 1 to 256");
+    c.http_threads = static_cast<int>(n);
+  }
+  if (auto v = getenv("LASTCALL_LOG_LEVEL")) {
+    std::string s = Lower(Trim(*v));
+    if (s != "debug" && s != "info" && s != "warn" && s != "error") {
+      return Bad("LASTCALL_LOG_LEVEL", "must be debug, info, warn or error");
+    }
+    c.log_level = s;
+  }
+  if (auto v = getenv("LASTCALL_TEST_DELETION_DELAY_MS")) {
+    int64_t n = 0;
+    if (!ParseInt(Trim(*v), 0, 600000, &n)) {
+      return Bad("LASTCALL_TEST_DELETION_DELAY_MS", "must be 0 to 600000");
+    }
+    c.test_deletion_delay_ms = n;
+  }
+  return c;
+}
+
+Result<std::string> ResolveJwtSecret(const Config& config, bool create, bool* created) {
+  *created = false;
+  if (config.jwt_secret) return *config.jwt_secret;
+  std::string path = config.secret_path();
+  std::ifstream in(path);
+  if (in) {
+    std::string secret;
+    std::getline(in, secret);
+    secret = Trim(secret);
+    if (secret.size() < 16) return Status::Invalid("invalid_config", "the secret file " + path + " is too short");
+    return secret;
+  }
+  if (!create) {
+    return Status::Invalid("invalid_config",
+                           "no LASTCALL_JWT_SECRET and no secret file at " + path +
+                               " (start `lastcall serve` once to create it)");
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  std::string secret = RandomHex(32);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::Unavailable("cannot create " + path + ": " + std::strerror(errno));
+  std::string line = secret + "\n";
+  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) return Status::Unavailable("cannot write " + path);
+  *created = true;
+  return secret;
+}
+
+}  // namespace lastcall

@@ -1,0 +1,46 @@
+// Configuration from the environment, validated at start: a bad value stops the service with a
+// message naming the variable. The seed's names (ENABLE_EVENT_PUBLISHING,
+// COORDINATION_TIMEOUT_MINUTES, EXPECTED_CONSUMERS) are kept as they are.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace lastcall {
+
+struct Config {
+  std::string data_dir = "var";               // LASTCALL_DATA_DIR
+  std::string listen_address = "127.0.0.1";   // LASTCALL_LISTEN host
+  unsigned short listen_port = 8080;          // LASTCALL_LISTEN port
+  std::optional<std::string> jwt_secret;      // LASTCALL_JWT_SECRET (never logged)
+  uint64_t max_upload_bytes = 20ull * 1024 * 1024;  // LASTCALL_MAX_UPLOAD_BYTES
+  bool event_publishing = true;               // ENABLE_EVENT_PUBLISHING
+  int64_t coordination_timeout_ms = 5 * 60 * 1000;  // COORDINATION_TIMEOUT_MINUTES
+  std::vector<std::string> expected_consumers = {"analytics_consumer", "categorization_consumer"};
+  std::string sqlite_synchronous = "FULL";    // LASTCALL_SQLITE_SYNCHRONOUS: FULL or NORMAL
+  int http_threads = 2;                       // LASTCALL_HTTP_THREADS
+  std::string log_level = "info";             // LASTCALL_LOG_LEVEL: debug, info, warn, error
+  int64_t test_deletion_delay_ms = 0;         // LASTCALL_TEST_DELETION_DELAY_MS (fault injection)
+
+  std::string db_path() const { return data_dir + "/lastcall.db"; }
+  std::string blob_dir() const { return data_dir + "/blobs"; }
+  std::string secret_path() const { return data_dir + "/jwt_secret"; }
+};
+
+// Reads the variables through getenv (a function so tests can pass a map). Errors:
+// kInvalidArgument "invalid_config" whose message names the variable and the accepted values.
+using GetEnv = std::function<std::optional<std::string>(const std::string&)>;
+Result<Config> LoadConfig(const GetEnv& getenv);
+std::optional<std::string> ProcessEnv(const std::string& name);
+
+// The JWT secret: LASTCALL_JWT_SECRET when set; else the secret file in the data folder, created
+// with 32 random bytes (hex) and mode 0600 when create is true and it does not exist yet.
+// *created tells whether this call made it.
+Result<std::string> ResolveJwtSecret(const Config& config, bool create, bool* created);
+
+}  // namespace lastcall

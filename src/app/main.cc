@@ -1,0 +1,83 @@
+// lastcall: the command line. Only wiring; everything else lives in lastcall_core.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "app/app.h"
+#include "app/config.h"
+#include "common/clock.h"
+#include "http/jwt.h"
+
+namespace {
+
+// "90", "90s", "30m", "1h", "7d" -> seconds; -1 when malformed or not positive.
+int64_t ParseTtl(const std::string& s) {
+  if (s.empty()) return -1;
+  int64_t mult = 1;
+  std::string digits = s;
+  switch (s.back()) {
+    case 's': mult = 1; digits.pop_back(); break;
+    case 'm': mult = 60; digits.pop_back(); break;
+    case 'h': mult = 3600; digits.pop_back(); break;
+    case 'd': mult = 86400; digits.pop_back(); break;
+    default: break;
+  }
+  if (digits.empty() || digits.size() > 9 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
+    return -1;
+  }
+  int64_t v = std::stoll(digits) * mult;
+  return v > 0 ? v : -1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"lastcall: coordinated, durable deletion of uploaded bank statements"};
+  app.require_subcommand(1);
+
+  auto* serve = app.add_subcommand(
+      "serve",
+      "Start the service. Configured by environment: LASTCALL_DATA_DIR (var), LASTCALL_LISTEN "
+      "(127.0.0.1:8080), LASTCALL_JWT_SECRET, LASTCALL_MAX_UPLOAD_BYTES, ENABLE_EVENT_PUBLISHING, "
+      "COORDINATION_TIMEOUT_MINUTES, EXPECTED_CONSUMERS, LASTCALL_SQLITE_SYNCHRONOUS, "
+      "LASTCALL_HTTP_THREADS, LASTCALL_LOG_LEVEL (see docs/operations.md)");
+
+  auto* token = app.add_subcommand(
+      "token", "Print a JWT for a user, signed with LASTCALL_JWT_SECRET or the data folder's secret");
+  std::string user;
+  std::string ttl = "1h";
+  std::string role;
+  token->add_option("--user", user, "the user id (the token's sub)")->required();
+  token->add_option("--ttl", ttl, "lifetime: 90s, 30m, 1h, 7d")->capture_default_str();
+  token->add_option("--role", role, "optional role claim, e.g. operator");
+
+  CLI11_PARSE(app, argc, argv);
+
+  auto config = lastcall::LoadConfig(lastcall::ProcessEnv);
+  if (!config.ok()) {
+    std::fprintf(stderr, "lastcall: %s\n", config.status().message().c_str());
+    return 2;
+  }
+  if (*serve) return lastcall::RunServe(*config);
+
+  int64_t ttl_seconds = ParseTtl(ttl);
+  if (ttl_seconds < 0) {
+    std::fprintf(stderr, "lastcall token: --ttl must look like 90s, 30m, 1h or 7d\n");
+    return 2;
+  }
+  if (user.empty() || user.size() > 128) {
+    std::fprintf(stderr, "lastcall token: --user must be 1 to 128 characters\n");
+    return 2;
+  }
+  bool created = false;
+  auto secret = lastcall::ResolveJwtSecret(*config, true, &created);
+  if (!secret.ok()) {
+    std::fprintf(stderr, "lastcall token: %s\n", secret.status().message().c_str());
+    return 1;
+  }
+  std::cout << lastcall::SignJwt(user, role, ttl_seconds, *secret, lastcall::SystemClock().Now())
+            << "\n";
+  return 0;
+}

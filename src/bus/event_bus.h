@@ -1,0 +1,73 @@
+// The event bus: how an event written to the outbox reaches the handlers that its rules select.
+//
+// Publishing is always transactional: Outbox::Append writes the event in the caller's transaction,
+// so an event exists exactly when the state change that caused it committed. A bus then delivers
+// each event to every target whose rule matches it, at least once and in order per target. A target
+// handler runs inside a write unit together with the record processed(target, event id): the
+// handler's effects and that record commit together, so a redelivery changes nothing.
+//
+// Implementations: InProcessBus (the embedded default, reading the outbox table) and, later, a
+// NATS JetStream bus (relaying the outbox with Nats-Msg-Id = event id).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "domain/events.h"
+#include "store/sql.h"
+
+namespace lastcall {
+
+// An EventBridge-style pattern: an event matches when its type is one of types (or types is
+// empty) and its source starts with one of source_prefixes (or source_prefixes is empty).
+struct EventPattern {
+  std::vector<std::string> types;
+  std::vector<std::string> source_prefixes;
+  bool Matches(const CloudEvent& e) const;
+};
+
+// A handler of events for one target (a consumer). Called on the bus's thread inside a write
+// unit; must be idempotent per event id (the bus also records processed ids). Returning an error
+// rolls the handler's effects back and the bus retries the delivery later with backoff; after the
+// last attempt the event is dead-lettered for that target.
+class EventHandler {
+ public:
+  virtual ~EventHandler() = default;
+  virtual Status Handle(const CloudEvent& event, SqlTx& tx) = 0;
+};
+
+struct Rule {
+  std::string name;
+  EventPattern pattern;
+  std::vector<std::string> targets;
+};
+
+// Writes events in the caller's transaction and wakes the bus after the commit.
+class Outbox {
+ public:
+  explicit Outbox(std::function<void()> on_commit) : on_commit_(std::move(on_commit)) {}
+  // Appends e (its id, type, source, subject, time and data must be set). Thread: any writer unit.
+  Status Append(SqlTx& tx, const CloudEvent& e, WallMillis now);
+
+ private:
+  std::function<void()> on_commit_;
+};
+
+class EventBus {
+ public:
+  virtual ~EventBus() = default;
+  // Registers a target's handler. Before Start only. handler must outlive the bus.
+  virtual void AddTarget(const std::string& target, EventHandler* handler) = 0;
+  virtual void AddRule(const Rule& rule) = 0;
+  // Starts delivering (resuming where each target's record stops after a restart).
+  virtual Status Start() = 0;
+  // Something was appended to the outbox and committed. Thread-safe, cheap, never blocks.
+  virtual void Notify() = 0;
+  // Stops delivering; returns after the delivery in flight finished. Idempotent.
+  virtual void Stop() = 0;
+};
+
+}  // namespace lastcall

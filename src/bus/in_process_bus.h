@@ -1,0 +1,79 @@
+// The embedded default bus: delivers events straight from the outbox table. One dispatcher thread
+// keeps a cursor per target (delivery_cursors) and hands each target its next batch of matching
+// events inside one write unit, so delivery shares the store's group commit. Delivery is in outbox
+// order per target; a failed delivery stops that target (keeping order) and is retried with
+// exponential backoff and full jitter; after max_attempts the event is dead-lettered for that target
+// and the target moves on.
+#pragma once
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "bus/event_bus.h"
+#include "common/clock.h"
+#include "common/ids.h"
+
+namespace lastcall {
+
+struct InProcessBusOptions {
+  int batch = 256;                // events per target per unit of work
+  int max_attempts = 8;           // then dead-letter
+  int64_t backoff_base_ms = 100;
+  int64_t backoff_cap_ms = 30000;
+  int64_t idle_poll_ms = 1000;    // safety net when no Notify arrives
+};
+
+class InProcessBus : public EventBus {
+ public:
+  InProcessBus(Database& db, Clock& clock, IdGenerator& ids, InProcessBusOptions options = {});
+  ~InProcessBus() override;
+
+  void AddTarget(const std::string& target, EventHandler* handler) override;
+  void AddRule(const Rule& rule) override;
+  Status Start() override;
+  void Notify() override;
+  void Stop() override;
+
+  // Events delivered and delivery failures so far (for metrics). Thread-safe.
+  uint64_t delivered() const;
+  uint64_t failures() const;
+
+ private:
+  struct Target {
+    std::string name;
+    EventHandler* handler = nullptr;
+    std::vector<EventPattern> patterns;
+    WallMillis retry_at = 0;
+    std::string failing_event;
+    int attempts = 0;
+  };
+  struct Progress {
+    int consumed = 0;
+    int64_t failed_seq = 0;
+    std::string failed_event;
+    Status failure;
+  };
+  void Loop();
+  Status DeliverBatch(Target& t, SqlTx& tx, Progress* p);
+  void OnFailure(Target& t, const Progress& p);
+
+  Database& db_;
+  Clock& clock_;
+  IdGenerator& ids_;
+  InProcessBusOptions options_;
+  std::vector<Target> targets_;  // fixed after Start; used by the dispatcher thread only
+  std::mt19937_64 rng_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool dirty_ = false;    // guarded by mu_
+  bool stopping_ = false; // guarded by mu_
+  uint64_t delivered_ = 0;
+  uint64_t failures_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace lastcall

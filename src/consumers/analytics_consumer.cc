@@ -1,0 +1,96 @@
+#include "consumers/analytics_consumer.h"
+
+#include <map>
+
+#include "consumers/categorize.h"
+#include "store/repos.h"
+
+namespace lastcall {
+
+Status AddToMonthly(SqlTx& tx, const std::string& user_id, const std::string& month,
+                    const std::string& category, int64_t units, int64_t count) {
+  auto row = tx.QueryOne(
+      "SELECT total_units, count FROM analytics_monthly WHERE user_id = ? AND month = ? AND "
+      "category = ?",
+      {user_id, month, category});
+  if (!row.ok()) return row.status();
+  int64_t total = *row ? (*row)->Int(0) : 0;
+  int64_t n = *row ? (*row)->Int(1) : 0;
+  if (__builtin_add_overflow(total, units, &total) || __builtin_add_overflow(n, count, &n)) {
+    return Status::Unprocessable("amount_out_of_range", "monthly total out of range");
+  }
+  Result<int64_t> r = n <= 0 ? tx.Exec("DELETE FROM analytics_monthly WHERE user_id = ? AND "
+                                       "month = ? AND category = ?",
+                                       {user_id, month, category})
+                             : tx.Exec("INSERT INTO analytics_monthly (user_id, month, category, "
+                                       "total_units, count) VALUES (?, ?, ?, ?, ?) ON CONFLICT "
+                                       "(user_id, month, category) DO UPDATE SET total_units = "
+                                       "excluded.total_units, count = excluded.count",
+                                       {user_id, month, category, total, n});
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+Status AnalyticsConsumer::Handle(const CloudEvent& event, SqlTx& tx) {
+  if (event.type == kFileUploaded) return OnUploaded(event, tx);
+  if (event.type == kFileDeleteRequested) {
+    return CompleteAfter(tx, outbox_, clock_, ids_, kAnalyticsConsumer, event,
+                         [&] { return Archive(event, tx); });
+  }
+  return Status::Ok();
+}
+
+Status AnalyticsConsumer::OnUploaded(const CloudEvent& event, SqlTx& tx) {
+  std::string file_id = event.data.value("fileId", std::string());
+  auto file = FindFileById(tx, file_id);
+  if (!file.ok()) return file.status();
+  if (!*file) return Status::Ok();  // deleted before we got to it: nothing to count
+  auto rows = ListFileTransactions(tx, file_id);
+  if (!rows.ok()) return rows.status();
+  // Bucket by month and by the category the transaction has (or will get) now.
+  std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> buckets;
+  for (const Transaction& t : *rows) {
+    auto choice = ChooseCategory(tx, t);
+    if (!choice.ok()) return choice.status();
+    auto& b = buckets[{t.date.substr(0, 7), choice->category}];
+    if (__builtin_add_overflow(b.first, t.amount.units(), &b.first)) {
+      return Status::Unprocessable("amount_out_of_range", "file total out of range");
+    }
+    ++b.second;
+  }
+  for (const auto& [key, value] : buckets) {
+    auto ins = tx.Exec(
+        "INSERT INTO analytics_file_totals (user_id, file_id, month, category, total_units, count) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        {(*file)->user_id, file_id, key.first, key.second, value.first, value.second});
+    if (!ins.ok()) return ins.status();
+    LASTCALL_RETURN_IF_ERROR(
+        AddToMonthly(tx, (*file)->user_id, key.first, key.second, value.first, value.second));
+  }
+  return Status::Ok();
+}
+
+WorkResult AnalyticsConsumer::Archive(const CloudEvent& event, SqlTx& tx) {
+  std::string file_id = event.data.value("fileId", std::string());
+  std::string coordination_id = event.data.value("coordinationId", std::string());
+  auto rows = tx.QueryAll(
+      "SELECT user_id, month, category, total_units, count FROM analytics_file_totals WHERE "
+      "file_id = ? ORDER BY month, category",
+      {file_id});
+  if (!rows.ok()) return rows.status();
+  WallMillis now = clock_.Now();
+  for (const SqlRow& r : *rows) {
+    auto ins = tx.Exec(
+        "INSERT INTO analytics_archive (user_id, file_id, coordination_id, month, category, "
+        "total_units, count, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (file_id, month, category) DO NOTHING",
+        {r.Text(0), file_id, coordination_id, r.Text(1), r.Text(2), r.Int(3), r.Int(4), now});
+    if (!ins.ok()) return ins.status();
+    Status st = AddToMonthly(tx, r.Text(0), r.Text(1), r.Text(2), -r.Int(3), -r.Int(4));
+    if (!st.ok()) return st;
+  }
+  auto del = tx.Exec("DELETE FROM analytics_file_totals WHERE file_id = ?", {file_id});
+  if (!del.ok()) return del.status();
+  return nlohmann::json{{"archivedBuckets", rows->size()}};
+}
+
+}  // namespace lastcall

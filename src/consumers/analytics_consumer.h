@@ -1,0 +1,32 @@
+// analytics_consumer: keeps each user's monthly totals (per month and category: sum and count).
+//  - file.uploaded: adds the file's transactions to the totals, remembering the file's own
+//    contribution so that exactly that can be taken out again.
+//  - file.delete_requested: saves the file's contribution as an archived summary that outlives the
+//    file (per month and category; no transaction-level data), removes it from the totals, then
+//    completes (also when there was nothing to archive).
+#pragma once
+
+#include "consumers/consumer.h"
+
+namespace lastcall {
+
+class AnalyticsConsumer : public EventHandler {
+ public:
+  AnalyticsConsumer(Outbox& outbox, Clock& clock, IdGenerator& ids)
+      : outbox_(outbox), clock_(clock), ids_(ids) {}
+  Status Handle(const CloudEvent& event, SqlTx& tx) override;
+
+ private:
+  Status OnUploaded(const CloudEvent& event, SqlTx& tx);
+  WorkResult Archive(const CloudEvent& event, SqlTx& tx);
+  Outbox& outbox_;
+  Clock& clock_;
+  IdGenerator& ids_;
+};
+
+// Adds delta (units, count) to one monthly bucket with checked arithmetic; a bucket that reaches
+// count 0 is removed.
+Status AddToMonthly(SqlTx& tx, const std::string& user_id, const std::string& month,
+                    const std::string& category, int64_t units, int64_t count);
+
+}  // namespace lastcall

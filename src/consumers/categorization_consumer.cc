@@ -1,0 +1,49 @@
+#include "consumers/categorization_consumer.h"
+
+#include "consumers/categorize.h"
+#include "store/repos.h"
+
+namespace lastcall {
+
+Status CategorizationConsumer::Handle(const CloudEvent& event, SqlTx& tx) {
+  if (event.type == kFileUploaded) return OnUploaded(event, tx);
+  if (event.type == kFileDeleteRequested) {
+    return CompleteAfter(tx, outbox_, clock_, ids_, kCategorizationConsumer, event,
+                         [&] { return Learn(event, tx); });
+  }
+  return Status::Ok();
+}
+
+Status CategorizationConsumer::OnUploaded(const CloudEvent& event, SqlTx& tx) {
+  auto rows = ListFileTransactions(tx, event.data.value("fileId", std::string()));
+  if (!rows.ok()) return rows.status();
+  for (const Transaction& t : *rows) {
+    if (t.category) continue;  // imported or already chosen: never overwrite
+    auto choice = ChooseCategory(tx, t);
+    if (!choice.ok()) return choice.status();
+    LASTCALL_RETURN_IF_ERROR(SetCategory(tx, t.id, choice->category, choice->source));
+  }
+  return Status::Ok();
+}
+
+WorkResult CategorizationConsumer::Learn(const CloudEvent& event, SqlTx& tx) {
+  auto rows = ListFileTransactions(tx, event.data.value("fileId", std::string()));
+  if (!rows.ok()) return rows.status();
+  int64_t learned = 0;
+  WallMillis now = clock_.Now();
+  for (const Transaction& t : *rows) {
+    if (t.category_source != std::optional<std::string>("user") || !t.category) continue;
+    std::string key = MerchantKey(t);
+    if (key.empty()) continue;
+    auto r = tx.Exec(
+        "INSERT INTO merchant_mappings (user_id, merchant, category, learned_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (user_id, merchant) DO UPDATE SET category = excluded.category, "
+        "learned_at = excluded.learned_at",
+        {t.user_id, key, *t.category, now});
+    if (!r.ok()) return r.status();
+    ++learned;
+  }
+  return nlohmann::json{{"mappingsLearned", learned}};
+}
+
+}  // namespace lastcall

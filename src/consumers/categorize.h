@@ -1,0 +1,36 @@
+// How a transaction gets its category: the user's learned merchant mappings first, then the
+// documented keyword rules, else "uncategorized". Pure functions plus one lookup.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "domain/model.h"
+#include "store/sql.h"
+
+namespace lastcall {
+
+inline constexpr char kUncategorized[] = "uncategorized";
+
+// The key a merchant mapping is stored under: the merchant (else the description), trimmed and
+// lower-cased (ASCII). Empty when both are empty.
+std::string MerchantKey(const Transaction& t);
+
+// The keyword rules (docs/api.md lists them): the first rule whose keyword occurs,
+// case-insensitively, in the merchant or description; nullopt when none does.
+std::optional<std::string> KeywordCategory(std::string_view merchant, std::string_view description);
+
+// A valid category: 1..64 characters of [a-z0-9_ -] after ASCII lower-casing; nullopt otherwise.
+std::optional<std::string> NormalizeCategory(std::string_view raw);
+
+struct CategoryChoice {
+  std::string category;
+  std::string source;  // "import", "learned", "rule", "default" (stored)
+};
+
+// The category a transaction gets now: its imported one if it has one, else a learned mapping of
+// the user, else a keyword rule, else uncategorized.
+Result<CategoryChoice> ChooseCategory(SqlTx& tx, const Transaction& t);
+
+}  // namespace lastcall

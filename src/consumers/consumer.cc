@@ -1,0 +1,44 @@
+#include "consumers/consumer.h"
+
+#include "common/log.h"
+
+namespace lastcall {
+
+Status CompleteAfter(SqlTx& tx, Outbox& outbox, Clock& clock, IdGenerator& ids,
+                     const std::string& consumer, const CloudEvent& request,
+                     const std::function<WorkResult()>& work) {
+  std::string coordination_id = request.data.value("coordinationId", std::string());
+  std::string file_id = request.data.value("fileId", std::string());
+  auto sp = tx.Exec("SAVEPOINT consumer_work");
+  if (!sp.ok()) return sp.status();
+  WorkResult r = work();
+  std::string status = "completed";
+  nlohmann::json detail;
+  if (r.ok()) {
+    detail = r.value();
+  } else {
+    (void)tx.Exec("ROLLBACK TO consumer_work");
+    status = "failed";
+    detail = {{"reason", r.status().message()}};
+    log::Warn("consumer processing failed; reporting failure", {{"consumer", consumer},
+                                                               {"coordinationId", coordination_id},
+                                                               {"fileId", file_id},
+                                                               {"error", r.status().ToString()}});
+  }
+  auto rel = tx.Exec("RELEASE consumer_work");
+  if (!rel.ok()) return rel.status();
+  WallMillis now = clock.Now();
+  CloudEvent e;
+  e.id = ids.NewUuid();
+  e.source = std::string(kConsumerSourcePrefix) + consumer;
+  e.type = kConsumerCompletion;
+  e.subject = "coordinations/" + coordination_id;
+  e.time = FormatRfc3339(now);
+  e.data = {{"coordinationId", coordination_id},
+            {"consumer", consumer},
+            {"status", status},
+            {"detail", detail}};
+  return outbox.Append(tx, e, now);
+}
+
+}  // namespace lastcall

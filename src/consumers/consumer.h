@@ -1,0 +1,30 @@
+// What every in-process consumer shares: its stored name and the way it reports completion.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "bus/event_bus.h"
+#include "common/clock.h"
+#include "common/ids.h"
+#include "store/sql.h"
+
+namespace lastcall {
+
+// stored: do not rename
+inline constexpr char kAnalyticsConsumer[] = "analytics_consumer";
+inline constexpr char kCategorizationConsumer[] = "categorization_consumer";
+
+// The effects of a consumer's work on file.delete_requested: ok with a detail object, or a
+// failure whose message becomes the reason.
+using WorkResult = Result<nlohmann::json>;
+
+// Runs work inside a savepoint and appends the consumer's consumer.completion for the
+// coordination in the same transaction: "completed" with work's detail, or, when work fails, its
+// effects rolled back and "failed" with {"reason": message}. A failure never blocks deletion, and
+// every path completes (including "nothing to do").
+Status CompleteAfter(SqlTx& tx, Outbox& outbox, Clock& clock, IdGenerator& ids,
+                     const std::string& consumer, const CloudEvent& request,
+                     const std::function<WorkResult()>& work);
+
+}  // namespace lastcall

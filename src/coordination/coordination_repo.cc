@@ -1,0 +1,135 @@
+#include "coordination/coordination_repo.h"
+
+#include <nlohmann/json.hpp>
+
+namespace lastcall {
+namespace {
+
+std::string JoinJson(const std::vector<std::string>& v) { return nlohmann::json(v).dump(); }
+
+std::vector<std::string> SplitJson(const std::string& s) {
+  auto j = nlohmann::json::parse(s, nullptr, false);
+  std::vector<std::string> out;
+  if (!j.is_array()) return out;
+  for (const auto& x : j) {
+    if (x.is_string()) out.push_back(x.get<std::string>());
+  }
+  return out;
+}
+
+SqlValue OptInt(const std::optional<int64_t>& v) { return v ? SqlValue(*v) : SqlValue(SqlNull{}); }
+
+}  // namespace
+
+Result<std::vector<Completion>> LoadCompletions(SqlTx& tx, const std::string& coordination_id) {
+  std::vector<Completion> out;
+  Status st = tx.Query(
+      "SELECT consumer, status, detail, expected, completed_at, event_id FROM "
+      "coordination_completions WHERE coordination_id = ? ORDER BY completed_at, consumer",
+      {coordination_id}, [&](const SqlRow& r) {
+        Completion c;
+        c.consumer = r.Text(0);
+        c.status = ParseConsumerStatus(r.Text(1)).value_or(ConsumerStatus::kFailed);
+        c.detail_json = r.Text(2);
+        c.expected = r.Int(3) != 0;
+        c.at = r.Int(4);
+        c.event_id = r.Text(5);
+        out.push_back(std::move(c));
+        return true;
+      });
+  if (!st.ok()) return st;
+  return out;
+}
+
+Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::string& id) {
+  auto row = tx.QueryOne(
+      "SELECT id, user_id, file_id, account_id, transaction_count, expected_consumers, status, "
+      "outcome, missing_consumers, started_at, deadline_at, completed_at, transactions_deleted "
+      "FROM coordinations WHERE id = ?",
+      {id});
+  if (!row.ok()) return row.status();
+  if (!*row) return std::optional<Coordination>();
+  const SqlRow& r = **row;
+  Coordination c;
+  c.id = r.Text(0);
+  c.user_id = r.Text(1);
+  c.file_id = r.Text(2);
+  c.account_id = r.Text(3);
+  c.transaction_count = r.Int(4);
+  c.expected = SplitJson(r.Text(5));
+  auto status = ParseCoordinationStatus(r.Text(6));
+  if (!status) return Status::Internal("coordination " + id + " has an unknown status");
+  c.status = *status;
+  c.outcome = ParseOutcome(r.Text(7)).value_or(Outcome::kNone);
+  c.missing = SplitJson(r.IsNull(8) ? "[]" : r.Text(8));
+  c.started_at = r.Int(9);
+  c.deadline_at = r.Int(10);
+  c.completed_at = r.OptInt(11);
+  c.transactions_deleted = r.OptInt(12);
+  auto comps = LoadCompletions(tx, id);
+  if (!comps.ok()) return comps.status();
+  c.completions = std::move(comps).value();
+  return std::optional<Coordination>(std::move(c));
+}
+
+Status InsertCoordination(SqlTx& tx, const Coordination& c) {
+  auto r = tx.Exec(
+      "INSERT INTO coordinations (id, user_id, file_id, account_id, transaction_count, "
+      "expected_consumers, status, outcome, missing_consumers, started_at, deadline_at, "
+      "completed_at, transactions_deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      {c.id, c.user_id, c.file_id, c.account_id, c.transaction_count, JoinJson(c.expected),
+       std::string(ToString(c.status)),
+       c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
+       JoinJson(c.missing), c.started_at, c.deadline_at, OptInt(c.completed_at),
+       OptInt(c.transactions_deleted)});
+  if (!r.ok()) return r.status();
+  for (const auto& comp : c.completions) LASTCALL_RETURN_IF_ERROR(UpsertCompletion(tx, c.id, comp));
+  return Status::Ok();
+}
+
+Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c) {
+  auto r = tx.Exec(
+      "UPDATE coordinations SET status = ?, outcome = ?, missing_consumers = ?, completed_at = ?, "
+      "transactions_deleted = ? WHERE id = ?",
+      {std::string(ToString(c.status)),
+       c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
+       JoinJson(c.missing), OptInt(c.completed_at), OptInt(c.transactions_deleted), c.id});
+  if (!r.ok()) return r.status();
+  if (*r != 1) return Status::Internal("coordination " + c.id + " vanished during an update");
+  return Status::Ok();
+}
+
+Status UpsertCompletion(SqlTx& tx, const std::string& coordination_id, const Completion& c) {
+  auto r = tx.Exec(
+      "INSERT INTO coordination_completions (coordination_id, consumer, status, detail, expected, "
+      "completed_at, event_id) VALUES (?, ?, ?, ?, ?, ?, ?) "
+      "ON CONFLICT (coordination_id, consumer) DO UPDATE SET expected = excluded.expected",
+      {coordination_id, c.consumer, std::string(ToString(c.status)), c.detail_json,
+       static_cast<int64_t>(c.expected ? 1 : 0), c.at, c.event_id});
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+Result<std::vector<std::string>> DueCoordinations(SqlTx& tx, CoordinationStatus s, WallMillis due,
+                                                  int limit) {
+  std::vector<std::string> ids;
+  Status st = tx.Query(
+      "SELECT id FROM coordinations WHERE status = ? AND deadline_at <= ? ORDER BY deadline_at "
+      "LIMIT ?",
+      {std::string(ToString(s)), s == CoordinationStatus::kWaiting ? due : INT64_MAX,
+       static_cast<int64_t>(limit)},
+      [&](const SqlRow& r) {
+        ids.push_back(r.Text(0));
+        return true;
+      });
+  if (!st.ok()) return st;
+  return ids;
+}
+
+Result<std::optional<WallMillis>> NextDeadline(SqlTx& tx) {
+  auto r = tx.QueryOne("SELECT MIN(deadline_at) FROM coordinations WHERE status = 'waiting'");
+  if (!r.ok()) return r.status();
+  if (!*r || (*r)->IsNull(0)) return std::optional<WallMillis>();
+  return std::optional<WallMillis>((*r)->Int(0));
+}
+
+}  // namespace lastcall

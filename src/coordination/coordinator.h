@@ -1,0 +1,123 @@
+// The coordinator's decisions, as a pure state machine: Decide(state, input, now) -> new state and
+// actions. No I/O, no clock of its own: the driver (coordination/driver.h) loads the state, calls
+// Decide, and applies the actions in one transaction. Every rule of a coordinated deletion lives
+// here, so "where does a deletion decide to proceed?" has one answer: Decide().
+#pragma once
+
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/clock.h"
+
+namespace lastcall {
+
+// stored: do not rename. Held, cancelled and vetoed are reserved for holds, cancels and vetoes.
+enum class CoordinationStatus { kWaiting, kDeleting, kCompleted };
+// stored: do not rename.
+enum class Outcome { kNone, kAllCompleted, kTimedOut };
+// stored: do not rename.
+enum class ConsumerStatus { kPending, kCompleted, kFailed };
+
+const char* ToString(CoordinationStatus s);
+const char* ToString(Outcome o);
+const char* ToString(ConsumerStatus s);
+std::optional<CoordinationStatus> ParseCoordinationStatus(const std::string& s);
+std::optional<Outcome> ParseOutcome(const std::string& s);
+std::optional<ConsumerStatus> ParseConsumerStatus(const std::string& s);
+
+// A completion reported by a consumer (kept even when it arrives before its coordination).
+struct Completion {
+  std::string consumer;
+  ConsumerStatus status = ConsumerStatus::kCompleted;  // kCompleted or kFailed
+  std::string detail_json = "{}";                      // an object
+  WallMillis at = 0;
+  std::string event_id;
+  bool expected = false;  // set by Decide: counted toward the coordination only when true
+};
+
+struct Coordination {
+  std::string id;
+  std::string user_id;
+  std::string file_id;
+  std::string account_id;
+  int64_t transaction_count = 0;
+  std::vector<std::string> expected;  // fixed when the coordination is created
+  CoordinationStatus status = CoordinationStatus::kWaiting;
+  Outcome outcome = Outcome::kNone;
+  std::vector<std::string> missing;   // expected consumers that had not completed at the decision
+  WallMillis started_at = 0;
+  WallMillis deadline_at = 0;
+  std::optional<WallMillis> completed_at;
+  std::optional<int64_t> transactions_deleted;
+  std::vector<Completion> completions;  // every recorded completion, expected or not
+
+  // The recorded completion of an expected consumer, or nullptr while it is pending.
+  const Completion* CompletionOf(const std::string& consumer) const;
+  // Expected consumers with no recorded completion, in expected order.
+  std::vector<std::string> Pending() const;
+};
+
+// ---- inputs ----
+struct DeleteRequested {
+  std::string coordination_id, user_id, file_id, account_id;
+  int64_t transaction_count = 0;
+  std::vector<std::string> expected;
+  int64_t timeout_ms = 0;
+};
+struct CompletionReported {
+  std::string coordination_id;
+  Completion completion;
+};
+struct Tick {};  // time passed: the deadline may be due
+struct DeletionDone {
+  int64_t transactions_deleted = 0;
+};
+using Input = std::variant<DeleteRequested, CompletionReported, Tick, DeletionDone>;
+
+// ---- decisions ----
+enum class ActionKind {
+  kCreate,              // store the new coordination (and any completions it already had)
+  kRecordCompletion,    // store decision.completion (expected: counted)
+  kRecordUnexpected,    // store decision.completion (not expected: never counted)
+  kKeepEarly,           // store decision.completion for a coordination that does not exist yet
+  kIgnore,              // nothing to store; reason says why (duplicate, after deletion, ...)
+  kWarnTimeout,         // log a warning naming decision.state->missing
+  kBeginDeletion,       // status became deleting: run the deletion step
+  kFinish,              // status became completed
+};
+
+struct Action {
+  ActionKind kind;
+  std::string reason;  // for kIgnore and logs
+};
+
+struct Decision {
+  std::optional<Coordination> state;  // the new state (nullopt: still no coordination)
+  std::vector<Action> actions;
+  std::optional<Completion> completion;  // the completion to store, for record/keep actions
+  bool changed = false;                  // state differs from the input state
+  bool Has(ActionKind k) const;
+};
+
+// Decides what an input means for a coordination.
+//   existing: the stored coordination, or nullopt when none exists yet.
+//   early:    completions stored for this coordination id before it existed (used on creation).
+// Rules:
+//  - DeleteRequested creates the coordination (waiting, deadline = now + timeout), then applies
+//    early completions; a duplicate request changes nothing.
+//  - A completion for an unknown coordination is kept (kKeepEarly), applied when the request comes.
+//  - A completion from a consumer not in expected is recorded as unexpected and never counted.
+//  - A second completion from the same consumer changes nothing (the first one stands).
+//  - A completion after the deletion began changes nothing (logged).
+//  - The coordination proceeds (kBeginDeletion) when every expected consumer has completed
+//    (completed or failed: a failure never blocks deletion), outcome all_completed; or when
+//    now >= deadline_at with some missing, outcome timed_out, with kWarnTimeout. Completions
+//    recorded at or before the moment of the decision count: a last completion arriving at the
+//    deadline instant gives all_completed.
+//  - DeletionDone moves deleting -> completed (kFinish); otherwise ignored.
+Decision Decide(const std::optional<Coordination>& existing, const std::vector<Completion>& early,
+                const Input& input, WallMillis now);
+
+}  // namespace lastcall

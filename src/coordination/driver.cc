@@ -1,0 +1,375 @@
+#include "coordination/driver.h"
+
+#include <algorithm>
+#include <future>
+
+#include "common/log.h"
+#include "coordination/coordination_repo.h"
+#include "store/repos.h"
+
+namespace lastcall {
+
+CoordinationDriver::CoordinationDriver(Database& db, BlobStore& blobs, Outbox& outbox, Clock& clock,
+                                       IdGenerator& ids, CoordinatorConfig config)
+    : db_(db), blobs_(blobs), outbox_(outbox), clock_(clock), ids_(ids), config_(std::move(config)) {}
+
+CoordinationDriver::~CoordinationDriver() { Stop(); }
+
+Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
+                                 const std::optional<Coordination>& before) {
+  const std::string id = d.state ? d.state->id : "";
+  for (const Action& a : d.actions) {
+    switch (a.kind) {
+      case ActionKind::kCreate:
+        LASTCALL_RETURN_IF_ERROR(InsertCoordination(tx, *d.state));
+        break;
+      case ActionKind::kRecordCompletion:
+      case ActionKind::kRecordUnexpected:
+        LASTCALL_RETURN_IF_ERROR(UpsertCompletion(tx, id, *d.completion));
+        log::Info(a.reason, {{"coordinationId", id},
+                             {"consumer", d.completion->consumer},
+                             {"status", ToString(d.completion->status)}});
+        break;
+      case ActionKind::kKeepEarly:
+        break;  // stored by the caller, which knows the id
+      case ActionKind::kIgnore:
+        log::Info("coordination input ignored", {{"coordinationId", id}, {"reason", a.reason}});
+        break;
+      case ActionKind::kWarnTimeout:
+        log::Warn("coordination timed out; proceeding without missing consumers",
+                  {{"coordinationId", id},
+                   {"fileId", d.state->file_id},
+                   {"missingConsumers", d.state->missing}});
+        break;
+      case ActionKind::kBeginDeletion:
+        log::Info("deletion decided", {{"coordinationId", id},
+                                       {"fileId", d.state->file_id},
+                                       {"outcome", ToString(d.state->outcome)}});
+        tx.AfterCommit([this] { Wake(); });
+        break;
+      case ActionKind::kFinish:
+        break;
+    }
+  }
+  if (d.changed && before) LASTCALL_RETURN_IF_ERROR(UpdateCoordinationDecision(tx, *d.state));
+  return Status::Ok();
+}
+
+Result<std::string> CoordinationDriver::RequestDeletion(SqlTx& tx, const FileRecord& file) {
+  if (file.status == kFileDeletionRequested && file.coordination_id) return *file.coordination_id;
+  std::string coordination_id = ids_.NewUuid();
+  auto marked = MarkDeletionRequested(tx, file.id, coordination_id);
+  if (!marked.ok()) return marked.status();
+  if (!*marked) return Status::Conflict("conflict", "the file changed during the request");
+  WallMillis now = clock_.Now();
+  DeleteRequested req{coordination_id,  file.user_id, file.id, file.account_id,
+                      file.transaction_count, config_.expected_consumers, config_.timeout_ms};
+  auto early = LoadCompletions(tx, coordination_id);
+  if (!early.ok()) return early.status();
+  Decision d = Decide(std::nullopt, *early, req, now);
+  LASTCALL_RETURN_IF_ERROR(Apply(tx, d, std::nullopt));
+
+  CloudEvent e;
+  e.id = ids_.NewUuid();
+  e.source = kApiSource;
+  e.type = kFileDeleteRequested;
+  e.subject = "files/" + file.id;
+  e.time = FormatRfc3339(now);
+  e.data = {{"coordinationId", coordination_id},
+            {"userId", file.user_id},
+            {"fileId", file.id},
+            {"accountId", file.account_id},
+            {"transactionCount", file.transaction_count},
+            {"expectedConsumers", config_.expected_consumers},
+            {"requestedAt", FormatRfc3339(now)}};
+  LASTCALL_RETURN_IF_ERROR(outbox_.Append(tx, e, now));
+  tx.AfterCommit([this] { Wake(); });
+  log::Info("deletion requested", {{"coordinationId", coordination_id},
+                                   {"fileId", file.id},
+                                   {"userId", file.user_id},
+                                   {"expectedConsumers", config_.expected_consumers}});
+  return coordination_id;
+}
+
+Status CoordinationDriver::Handle(const CloudEvent& event, SqlTx& tx) {
+  if (event.type == kConsumerCompletion) return HandleCompletion(event, tx);
+  if (event.type == kFileDeleteRequested) return HandleDeleteRequested(event, tx);
+  log::Warn("file_deletion_consumer got an event it does not handle", {{"eventId", event.id},
+                                                                      {"type", event.type}});
+  return Status::Ok();
+}
+
+Status CoordinationDriver::HandleDeleteRequested(const CloudEvent& e, SqlTx& tx) {
+  const auto& d = e.data;
+  auto str = [&](const char* k) {
+    auto it = d.find(k);
+    return it != d.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  std::string id = str("coordinationId");
+  if (id.empty() || !IsUuid(id)) {
+    log::Warn("file.delete_requested without a valid coordinationId ignored", {{"eventId", e.id}});
+    return Status::Ok();
+  }
+  auto existing = LoadCoordination(tx, id);
+  if (!existing.ok()) return existing.status();
+  if (*existing) return Status::Ok();  // created with the request, as it should be
+  // Created elsewhere (another producer): build it from the event.
+  DeleteRequested req;
+  req.coordination_id = id;
+  req.user_id = str("userId");
+  req.file_id = str("fileId");
+  req.account_id = str("accountId");
+  req.transaction_count = d.value("transactionCount", int64_t{0});
+  req.expected = config_.expected_consumers;
+  if (auto it = d.find("expectedConsumers"); it != d.end() && it->is_array()) {
+    req.expected.clear();
+    for (const auto& x : *it) {
+      if (x.is_string()) req.expected.push_back(x.get<std::string>());
+    }
+  }
+  req.timeout_ms = config_.timeout_ms;
+  auto early = LoadCompletions(tx, id);
+  if (!early.ok()) return early.status();
+  return Apply(tx, Decide(std::nullopt, *early, req, clock_.Now()), std::nullopt);
+}
+
+Status CoordinationDriver::HandleCompletion(const CloudEvent& e, SqlTx& tx) {
+  const auto& d = e.data;
+  auto str = [&](const char* k) {
+    auto it = d.find(k);
+    return it != d.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  std::string id = str("coordinationId");
+  std::string consumer = str("consumer");
+  auto status = ParseConsumerStatus(str("status"));
+  auto detail = d.find("detail");
+  if (!IsUuid(id) || consumer.empty() || !status || *status == ConsumerStatus::kPending ||
+      (detail != d.end() && !detail->is_object() && !detail->is_null())) {
+    log::Warn("malformed consumer.completion ignored", {{"eventId", e.id}});
+    return Status::Ok();
+  }
+  // A consumer completes only as itself: the event's source names the consumer that published it.
+  if (e.source != std::string(kConsumerSourcePrefix) + consumer) {
+    log::Warn("consumer.completion refused: source does not match consumer",
+              {{"eventId", e.id}, {"coordinationId", id}, {"consumer", consumer},
+               {"source", e.source}});
+    return Status::Ok();
+  }
+  Completion c;
+  c.consumer = consumer;
+  c.status = *status;
+  c.detail_json = (detail != d.end() && detail->is_object()) ? detail->dump() : "{}";
+  c.at = clock_.Now();
+  c.event_id = e.id;
+  auto existing = LoadCoordination(tx, id);
+  if (!existing.ok()) return existing.status();
+  Decision dec = Decide(*existing, {}, CompletionReported{id, c}, clock_.Now());
+  if (dec.Has(ActionKind::kKeepEarly)) {
+    log::Info("completion kept until its delete request arrives",
+              {{"coordinationId", id}, {"consumer", consumer}});
+    return UpsertCompletion(tx, id, *dec.completion);
+  }
+  return Apply(tx, dec, *existing);
+}
+
+Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordination_id) {
+  auto loaded = LoadCoordination(tx, coordination_id);
+  if (!loaded.ok()) return loaded.status();
+  if (!*loaded || (*loaded)->status != CoordinationStatus::kDeleting) return Status::Ok();
+  const Coordination& c = **loaded;
+  WallMillis now = clock_.Now();
+  int64_t deleted = 0;
+  auto file = FindFileById(tx, c.file_id);
+  if (!file.ok()) return file.status();
+  if (*file) {
+    DeletionRecord rec{c.id, c.started_at, ToString(c.outcome), now};
+    auto n = DeleteFileData(tx, **file, rec);
+    if (!n.ok()) return n.status();
+    deleted = *n;
+  } else {
+    log::Warn("file of a coordination was already gone", {{"coordinationId", c.id},
+                                                         {"fileId", c.file_id}});
+  }
+  Decision d = Decide(*loaded, {}, DeletionDone{deleted}, now);
+  LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *loaded));
+  CloudEvent e;
+  e.id = ids_.NewUuid();
+  e.source = kCoordinatorSource;
+  e.type = kFileDeleted;
+  e.subject = "files/" + c.file_id;
+  e.time = FormatRfc3339(now);
+  e.data = {{"coordinationId", c.id},
+            {"userId", c.user_id},
+            {"fileId", c.file_id},
+            {"outcome", ToString(c.outcome)},
+            {"transactionsDeleted", deleted},
+            {"missingConsumers", c.missing}};
+  LASTCALL_RETURN_IF_ERROR(outbox_.Append(tx, e, now));
+  tx.AfterCommit([this, id = c.id, file_id = c.file_id, user = c.user_id, deleted,
+                  outcome = std::string(ToString(c.outcome)), ms = now - c.started_at] {
+    ++deletions_executed_;
+    log::Info("file deleted", {{"coordinationId", id},
+                               {"fileId", file_id},
+                               {"userId", user},
+                               {"outcome", outcome},
+                               {"transactionsDeleted", deleted},
+                               {"durationMs", ms}});
+    Wake();  // its blob is queued for removal
+  });
+  return Status::Ok();
+}
+
+void CoordinationDriver::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+void CoordinationDriver::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void CoordinationDriver::Wake() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    dirty_ = true;
+  }
+  cv_.notify_one();
+}
+
+bool CoordinationDriver::FireDeadlines() {
+  WallMillis now = clock_.Now();
+  std::vector<std::string> ids;
+  Status st = db_.Read([&](SqlTx& tx) {
+    auto due = DueCoordinations(tx, CoordinationStatus::kWaiting, now, config_.batch);
+    if (!due.ok()) return due.status();
+    ids = std::move(due).value();
+    return Status::Ok();
+  });
+  if (!st.ok() || ids.empty()) {
+    if (!st.ok()) {
+      log::Error("deadline scan failed", {{"error", st.ToString()}});
+      step_failed_ = true;
+    }
+    return false;
+  }
+  st = db_.WriteSync([&](SqlTx& tx) -> Status {
+    for (const auto& id : ids) {
+      auto c = LoadCoordination(tx, id);
+      if (!c.ok()) return c.status();
+      if (!*c) continue;
+      LASTCALL_RETURN_IF_ERROR(Apply(tx, Decide(*c, {}, Tick{}, clock_.Now()), *c));
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) {
+    log::Error("firing deadlines failed", {{"error", st.ToString()}});
+    step_failed_ = true;
+  }
+  return st.ok();
+}
+
+bool CoordinationDriver::RunDeletions() {
+  std::vector<std::string> ids;
+  Status st = db_.Read([&](SqlTx& tx) {
+    auto due = DueCoordinations(tx, CoordinationStatus::kDeleting, 0, config_.batch);
+    if (!due.ok()) return due.status();
+    ids = std::move(due).value();
+    return Status::Ok();
+  });
+  if (!st.ok() || ids.empty()) {
+    if (!st.ok()) log::Error("deletion scan failed", {{"error", st.ToString()}});
+    return false;
+  }
+  if (config_.test_deletion_delay_ms > 0) {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::milliseconds(config_.test_deletion_delay_ms),
+                 [&] { return stopping_; });
+    if (stopping_) return false;
+  }
+  // One unit per coordination, submitted together: they share a commit, and one failing
+  // deletion does not hold back the others.
+  std::vector<std::promise<Status>> done(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    db_.Write([this, id = ids[i]](SqlTx& tx) { return ExecuteDeletion(tx, id); },
+              [&done, i](Status s) { done[i].set_value(std::move(s)); });
+  }
+  bool progressed = false;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    Status s = done[i].get_future().get();
+    if (s.ok()) {
+      progressed = true;
+    } else {
+      log::Error("deletion step failed; will retry", {{"coordinationId", ids[i]},
+                                                      {"error", s.ToString()}});
+    }
+  }
+  return progressed;
+}
+
+bool CoordinationDriver::CollectBlobs() {
+  std::vector<std::string> keys;
+  Status st = db_.Read([&](SqlTx& tx) {
+    auto r = ListBlobGc(tx, config_.batch);
+    if (!r.ok()) return r.status();
+    keys = std::move(r).value();
+    return Status::Ok();
+  });
+  if (!st.ok() || keys.empty()) return false;
+  std::vector<std::string> removed;
+  for (const auto& k : keys) {
+    Status d = blobs_.Delete(k);
+    if (d.ok()) {
+      removed.push_back(k);
+    } else {
+      log::Error("blob removal failed; will retry", {{"error", d.ToString()}});
+    }
+  }
+  if (removed.empty()) return false;
+  st = db_.WriteSync([&](SqlTx& tx) -> Status {
+    for (const auto& k : removed) LASTCALL_RETURN_IF_ERROR(RemoveBlobGc(tx, k));
+    return Status::Ok();
+  });
+  return st.ok();
+}
+
+void CoordinationDriver::Loop() {
+  int64_t error_backoff_ms = 0;
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopping_) return;
+      dirty_ = false;
+    }
+    bool worked = false;
+    step_failed_ = false;
+    worked |= FireDeadlines();
+    worked |= RunDeletions();
+    worked |= CollectBlobs();
+    if (worked) continue;
+
+    std::optional<WallMillis> next;
+    Status st = db_.Read([&](SqlTx& tx) {
+      auto r = NextDeadline(tx);
+      if (!r.ok()) return r.status();
+      next = *r;
+      return Status::Ok();
+    });
+    // Sleep until the earliest deadline, a Wake(), or a periodic check for deletions and blobs
+    // whose earlier attempt failed.
+    int64_t wait_ms = 1000;
+    if (!st.ok() || step_failed_) {
+      error_backoff_ms = std::min<int64_t>(std::max<int64_t>(error_backoff_ms * 2, 100), 5000);
+      wait_ms = error_backoff_ms;
+    } else {
+      error_backoff_ms = 0;
+      if (next) wait_ms = std::clamp<int64_t>(*next - clock_.Now(), 0, wait_ms);
+    }
+    if (wait_ms <= 0) continue;  // a deadline fell due while we looked
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::milliseconds(wait_ms), [&] { return dirty_ || stopping_; });
+  }
+}
+
+}  // namespace lastcall

@@ -1,0 +1,87 @@
+// The file deletion consumer: the I/O around Decide(). It is the bus target
+// "file_deletion_consumer" (file.delete_requested and consumer.completion), creates coordinations
+// for DELETE requests, and owns one thread that fires due deadlines, runs the deletion step of
+// coordinations in "deleting", and removes the blobs of deleted files.
+//
+// Each input is loaded, decided and applied inside one write unit, so a decision and its effects
+// (rows, outbox events) commit together or not at all; after a crash everything resumes from the
+// store: waiting coordinations get their deadline timer back, "deleting" ones are deleted, queued
+// blobs are removed.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "blobs/blob_store.h"
+#include "bus/event_bus.h"
+#include "common/clock.h"
+#include "common/ids.h"
+#include "coordination/coordinator.h"
+#include "domain/model.h"
+#include "store/sql.h"
+
+namespace lastcall {
+
+inline constexpr char kFileDeletionConsumer[] = "file_deletion_consumer";  // stored: do not rename
+
+struct CoordinatorConfig {
+  std::vector<std::string> expected_consumers;
+  int64_t timeout_ms = 5 * 60 * 1000;
+  int64_t test_deletion_delay_ms = 0;  // fault injection: pause before each deletion step
+  int batch = 256;                     // coordinations per unit of work
+};
+
+class CoordinationDriver : public EventHandler {
+ public:
+  CoordinationDriver(Database& db, BlobStore& blobs, Outbox& outbox, Clock& clock, IdGenerator& ids,
+                     CoordinatorConfig config);
+  ~CoordinationDriver() override;
+
+  // Bus target: file.delete_requested and consumer.completion.
+  Status Handle(const CloudEvent& event, SqlTx& tx) override;
+
+  // Inside the DELETE request's unit of work: marks the file deletion_requested, creates its
+  // coordination and appends file.delete_requested. Returns the coordination id; for a file whose
+  // deletion is already pending, returns the pending coordination's id and changes nothing.
+  Result<std::string> RequestDeletion(SqlTx& tx, const FileRecord& file);
+
+  // Starts the deadline/deletion thread (resuming whatever the store holds). Stop joins it.
+  void Start();
+  void Stop();
+  // Something changed (a new deadline, a coordination entered deleting). Thread-safe, cheap.
+  void Wake();
+
+  // Counters (thread-safe) for metrics and tests.
+  uint64_t deletions_executed() const { return deletions_executed_.load(); }
+
+ private:
+  Status Apply(SqlTx& tx, const Decision& d, const std::optional<Coordination>& before);
+  Status HandleCompletion(const CloudEvent& e, SqlTx& tx);
+  Status HandleDeleteRequested(const CloudEvent& e, SqlTx& tx);
+  Status ExecuteDeletion(SqlTx& tx, const std::string& coordination_id);
+  void Loop();
+  bool FireDeadlines();
+  bool RunDeletions();
+  bool CollectBlobs();
+
+  Database& db_;
+  BlobStore& blobs_;
+  Outbox& outbox_;
+  Clock& clock_;
+  IdGenerator& ids_;
+  CoordinatorConfig config_;
+  std::atomic<uint64_t> deletions_executed_{0};
+  bool step_failed_ = false;  // driver thread only
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool dirty_ = false;     // guarded by mu_
+  bool stopping_ = false;  // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace lastcall

@@ -1,0 +1,739 @@
+#include "http/api.h"
+
+#include <openssl/sha.h>
+
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "common/log.h"
+#include "consumers/categorize.h"
+#include "coordination/coordination_repo.h"
+#include "domain/events.h"
+#include "http/jwt.h"
+#include "http/multipart.h"
+#include "import/statement.h"
+#include "store/repos.h"
+
+namespace lastcall {
+
+using json = nlohmann::json;
+
+namespace {
+
+json Null() { return json(nullptr); }
+
+template <typename T>
+json OrNull(const std::optional<T>& v) {
+  return v ? json(*v) : Null();
+}
+
+json AccountJson(const Account& a) {
+  return {{"accountId", a.id},
+          {"name", a.name},
+          {"currency", a.currency},
+          {"balance", a.balance.ToString()},
+          {"transactionCount", a.transaction_count},
+          {"lastTransactionDate", OrNull(a.last_transaction_date)}};
+}
+
+json FileJson(const FileRecord& f) {
+  return {{"fileId", f.id},
+          {"accountId", f.account_id},
+          {"name", f.name},
+          {"contentType", f.content_type},
+          {"sizeBytes", f.size_bytes},
+          {"sha256", f.sha256},
+          {"transactionCount", f.transaction_count},
+          {"status", f.status},
+          {"coordinationId", OrNull(f.coordination_id)},
+          {"uploadedAt", FormatRfc3339(f.uploaded_at)}};
+}
+
+json TransactionJson(const Transaction& t) {
+  return {{"transactionId", t.id},
+          {"accountId", t.account_id},
+          {"fileId", t.file_id},
+          {"date", t.date},
+          {"description", t.description},
+          {"amount", t.amount.ToString()},
+          {"currency", t.currency},
+          {"merchant", OrNull(t.merchant)},
+          {"category", OrNull(t.category)}};
+}
+
+json CoordinationJson(const Coordination& c) {
+  json consumers = json::array();
+  for (const auto& name : c.expected) {
+    const Completion* done = nullptr;
+    for (const auto& comp : c.completions) {
+      if (comp.consumer == name) done = &comp;
+    }
+    json entry = {{"name", name}, {"status", "pending"}, {"completedAt", Null()}, {"detail", Null()}};
+    if (done) {
+      entry["status"] = ToString(done->status);
+      entry["completedAt"] = FormatRfc3339(done->at);
+      entry["detail"] = json::parse(done->detail_json, nullptr, false);
+      if (entry["detail"].is_discarded()) entry["detail"] = json::object();
+      if (!done->expected) entry["counted"] = false;  // arrived after the deletion was decided
+    }
+    consumers.push_back(std::move(entry));
+  }
+  return {{"coordinationId", c.id},
+          {"fileId", c.file_id},
+          {"status", ToString(c.status)},
+          {"outcome", c.outcome == Outcome::kNone ? Null() : json(ToString(c.outcome))},
+          {"expectedConsumers", c.expected},
+          {"consumers", consumers},
+          {"missingConsumers", c.missing},
+          {"startedAt", FormatRfc3339(c.started_at)},
+          {"deadlineAt", FormatRfc3339(c.deadline_at)},
+          {"completedAt", c.completed_at ? json(FormatRfc3339(*c.completed_at)) : Null()}};
+}
+
+HttpResponse JsonResponse(int status, const json& body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  return r;
+}
+
+std::string Sha256Hex(std::string_view bytes) {
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), md);
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : md) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 0xf]);
+  }
+  return out;
+}
+
+bool IsCurrencyCode(const std::string& s) {
+  return s.size() == 3 && std::all_of(s.begin(), s.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
+}
+
+std::vector<std::string> SplitPath(const std::string& path) {
+  std::vector<std::string> parts;
+  size_t i = 1;
+  while (i <= path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    parts.push_back(path.substr(i, j - i));
+    i = j + 1;
+  }
+  if (!parts.empty() && parts.back().empty()) parts.pop_back();  // trailing slash
+  return parts;
+}
+
+Result<json> ParseJsonObject(const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded()) return Status::Invalid("invalid_json", "the request body is not valid JSON");
+  if (!j.is_object()) return Status::Invalid("invalid_json", "the request body must be a JSON object");
+  return j;
+}
+
+Result<std::string> RequiredString(const json& j, const char* field, size_t max_len) {
+  auto it = j.find(field);
+  if (it == j.end()) return Status::Invalid("invalid_request", std::string("missing field \"") + field + "\"");
+  if (!it->is_string()) return Status::Invalid("invalid_request", std::string("field \"") + field + "\" must be a string");
+  std::string v = it->get<std::string>();
+  if (v.empty() || v.size() > max_len) {
+    return Status::Invalid("invalid_request", std::string("field \"") + field + "\" must be 1 to " +
+                                                  std::to_string(max_len) + " characters");
+  }
+  return v;
+}
+
+}  // namespace
+
+class Api::Impl {
+ public:
+  Impl(Database& db, BlobStore& blobs, Outbox& outbox, CoordinationDriver& coordinator, Clock& clock,
+       IdGenerator& ids, ApiConfig config)
+      : db_(db), blobs_(blobs), outbox_(outbox), coordinator_(coordinator), clock_(clock), ids_(ids),
+        config_(std::move(config)) {}
+
+  void Handle(HttpRequest&& req, Respond respond) {
+    Respond logged = [respond, method = req.method, path = req.path, id = req.request_id,
+                      start = std::chrono::steady_clock::now()](HttpResponse r) {
+      if (r.status >= 500) {
+        log::Error("request failed", {{"requestId", id}, {"method", method}, {"status", r.status}});
+      }
+      log::Debug("request", {{"requestId", id},
+                             {"method", method},
+                             {"path", path},
+                             {"status", r.status},
+                             {"micros", std::chrono::duration_cast<std::chrono::microseconds>(
+                                            std::chrono::steady_clock::now() - start)
+                                            .count()}});
+      respond(std::move(r));
+    };
+    try {
+      Route(req, logged);
+    } catch (const std::exception& e) {
+      log::Error("handler threw", {{"requestId", req.request_id}, {"error", e.what()}});
+      logged(ErrorResponse(Status::Internal("internal error; see the server log for request " +
+                                            req.request_id)));
+    }
+  }
+
+ private:
+  struct Caller {
+    std::string user_id;
+    std::string role;
+  };
+
+  Result<Caller> Authenticate(const HttpRequest& req) {
+    const std::string prefix = "Bearer ";
+    if (req.authorization.empty()) return Status::Unauthenticated("missing Authorization header");
+    if (req.authorization.size() <= prefix.size() ||
+        strncasecmp(req.authorization.c_str(), prefix.c_str(), prefix.size()) != 0) {
+      return Status::Unauthenticated("the Authorization header must be \"Bearer <token>\"");
+    }
+    auto claims = VerifyJwt(std::string_view(req.authorization).substr(prefix.size()),
+                            config_.jwt_secret, clock_.Now());
+    if (!claims.ok()) return claims.status();
+    return Caller{claims->sub, claims->role};
+  }
+
+  static Status MethodNotAllowed(const HttpRequest& req) {
+    return Status(Code::kMethodNotAllowed, "method_not_allowed",
+                  req.method + " is not allowed on " + req.path);
+  }
+
+  static Status CheckId(const std::string& id, const char* what) {
+    if (!IsUuid(id)) {
+      return Status::Invalid("invalid_id", std::string("malformed ") + what + " id in the path");
+    }
+    return Status::Ok();
+  }
+
+  void Route(const HttpRequest& req, const Respond& respond) {
+    auto fail = [&](const Status& st) { respond(ErrorResponse(st)); };
+    std::vector<std::string> p = SplitPath(req.path);
+    const std::string& m = req.method;
+
+    if (p.size() == 1 && p[0] == "healthz") {
+      if (m != "GET") return fail(MethodNotAllowed(req));
+      Status st = db_.Read([](SqlTx& tx) {
+        auto r = tx.QueryOne("SELECT 1");
+        return r.ok() ? Status::Ok() : r.status();
+      });
+      if (!st.ok()) return fail(Status::Unavailable("the store does not answer"));
+      return respond(JsonResponse(200, {{"status", "ok"}}));
+    }
+
+    // Which routes exist, and with which methods: unknown paths are 404, known ones with another
+    // method 405, both before authentication so nothing about data leaks.
+    std::vector<std::string> allowed = AllowedMethods(p);
+    if (allowed.empty()) return fail(Status::NotFound("no such endpoint: " + req.path));
+    if (std::find(allowed.begin(), allowed.end(), m) == allowed.end()) {
+      HttpResponse r = ErrorResponse(MethodNotAllowed(req));
+      std::string allow;
+      for (const auto& a : allowed) allow += (allow.empty() ? "" : ", ") + a;
+      r.headers["Allow"] = allow;
+      return respond(std::move(r));
+    }
+
+    auto caller = Authenticate(req);
+    if (!caller.ok()) return fail(caller.status());
+    const std::string& user = caller->user_id;
+
+    if (p[0] == "accounts") {
+      if (p.size() == 1 && m == "POST") return CreateAccount(user, req, respond);
+      if (p.size() == 1) return ListAccountsRoute(user, respond);
+      if (Status st = CheckId(p[1], "account"); !st.ok()) return fail(st);
+      return GetAccount(user, p[1], respond);
+    }
+    if (p[0] == "files") {
+      if (p.size() == 1 && m == "POST") return Upload(user, req, respond);
+      if (p.size() == 1) return ListFilesRoute(user, respond);
+      if (Status st = CheckId(p[1], "file"); !st.ok()) return fail(st);
+      if (p.size() == 2 && m == "DELETE") return DeleteFile(user, p[1], respond);
+      if (p.size() == 2) return GetFile(user, p[1], respond);
+      if (p[2] == "content") return GetContent(user, p[1], respond);
+      return GetFileTransactions(user, p[1], respond);
+    }
+    if (p[0] == "transactions") {
+      if (p.size() == 1) return ListTransactions(user, req, respond);
+      if (Status st = CheckId(p[1], "transaction"); !st.ok()) return fail(st);
+      return PatchTransaction(user, p[1], req, respond);
+    }
+    if (p[0] == "coordinations") {
+      if (Status st = CheckId(p[1], "coordination"); !st.ok()) return fail(st);
+      return GetCoordination(user, p[1], respond);
+    }
+    if (p[0] == "analytics" && p[1] == "monthly") return Monthly(user, respond);
+    if (p[0] == "analytics" && p[1] == "archive") return ArchiveRoute(user, respond);
+    if (p[0] == "categorization") return Mappings(user, respond);
+    fail(Status::NotFound("no such endpoint: " + req.path));
+  }
+
+  static std::vector<std::string> AllowedMethods(const std::vector<std::string>& p) {
+    if (p.empty()) return {};
+    const std::string& a = p[0];
+    if (a == "accounts" && p.size() == 1) return {"GET", "POST"};
+    if (a == "accounts" && p.size() == 2) return {"GET"};
+    if (a == "files" && p.size() == 1) return {"GET", "POST"};
+    if (a == "files" && p.size() == 2) return {"GET", "DELETE"};
+    if (a == "files" && p.size() == 3 && (p[2] == "content" || p[2] == "transactions")) return {"GET"};
+    if (a == "transactions" && p.size() == 1) return {"GET"};
+    if (a == "transactions" && p.size() == 2) return {"GET", "PATCH"};
+    if (a == "coordinations" && p.size() == 2) return {"GET"};
+    if (a == "analytics" && p.size() == 2 && (p[1] == "monthly" || p[1] == "archive")) return {"GET"};
+    if (a == "categorization" && p.size() == 2 && p[1] == "mappings") return {"GET"};
+    return {};
+  }
+
+  // Runs a read and answers with its JSON, or the error.
+  void ReadJson(const Respond& respond, const std::function<Result<json>(SqlTx&)>& fn,
+                int status = 200) {
+    json out;
+    Status st = db_.Read([&](SqlTx& tx) {
+      auto r = fn(tx);
+      if (!r.ok()) return r.status();
+      out = std::move(r).value();
+      return Status::Ok();
+    });
+    if (!st.ok()) return respond(ErrorResponse(st));
+    respond(JsonResponse(status, out));
+  }
+
+  // Queues a write; answers once it committed.
+  void WriteJson(const Respond& respond, std::function<Result<std::pair<int, json>>(SqlTx&)> fn,
+                 std::function<void(bool ok)> after = nullptr) {
+    auto out = std::make_shared<std::pair<int, json>>();
+    db_.Write(
+        [fn = std::move(fn), out](SqlTx& tx) -> Status {
+          auto r = fn(tx);
+          if (!r.ok()) return r.status();
+          *out = std::move(r).value();
+          return Status::Ok();
+        },
+        [respond, out, after = std::move(after)](Status st) {
+          if (after) after(st.ok());
+          if (!st.ok()) return respond(ErrorResponse(st));
+          respond(JsonResponse(out->first, out->second));
+        });
+  }
+
+  void CreateAccount(const std::string& user, const HttpRequest& req, const Respond& respond) {
+    auto body = ParseJsonObject(req.body);
+    if (!body.ok()) return respond(ErrorResponse(body.status()));
+    auto name = RequiredString(*body, "name", 200);
+    if (!name.ok()) return respond(ErrorResponse(name.status()));
+    auto currency = RequiredString(*body, "currency", 3);
+    if (!currency.ok()) return respond(ErrorResponse(currency.status()));
+    if (!IsCurrencyCode(*currency)) {
+      return respond(ErrorResponse(Status::Unprocessable(
+          "invalid_currency", "currency must be an ISO 4217 code of three upper-case letters")));
+    }
+    Account a;
+    a.id = ids_.NewUuid();
+    a.user_id = user;
+    a.name = *name;
+    a.currency = *currency;
+    a.created_at = clock_.Now();
+    WriteJson(respond, [a](SqlTx& tx) -> Result<std::pair<int, json>> {
+      LASTCALL_RETURN_IF_ERROR(InsertAccount(tx, a));
+      return std::make_pair(201, AccountJson(a));
+    });
+  }
+
+  void ListAccountsRoute(const std::string& user, const Respond& respond) {
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      auto r = ListAccounts(tx, user);
+      if (!r.ok()) return r.status();
+      json arr = json::array();
+      for (const auto& a : *r) arr.push_back(AccountJson(a));
+      return json{{"accounts", arr}};
+    });
+  }
+
+  void GetAccount(const std::string& user, const std::string& id, const Respond& respond) {
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      auto r = FindAccount(tx, user, id);
+      if (!r.ok()) return r.status();
+      if (!*r) return Status::NotFound("account " + id + " not found");
+      return AccountJson(**r);
+    });
+  }
+
+  void Upload(const std::string& user, const HttpRequest& req, const Respond& respond) {
+    auto fail = [&](const Status& st) { respond(ErrorResponse(st)); };
+    auto parts = ParseMultipart(req.content_type, req.body);
+    if (!parts.ok()) return fail(parts.status());
+    const MultipartPart* account_part = nullptr;
+    const MultipartPart* file_part = nullptr;
+    for (const auto& part : *parts) {
+      if (part.name == "accountId" && !account_part) account_part = &part;
+      if (part.name == "file" && !file_part) file_part = &part;
+    }
+    if (!account_part) return fail(Status::Invalid("invalid_form", "missing form field \"accountId\""));
+    if (!file_part || !file_part->filename) {
+      return fail(Status::Invalid("invalid_form", "missing file part \"file\" (with a filename)"));
+    }
+    if (file_part->data.size() > config_.max_upload_bytes) {
+      return fail(Status::TooLarge("the file is " + std::to_string(file_part->data.size()) +
+                                   " bytes; the limit is " +
+                                   std::to_string(config_.max_upload_bytes)));
+    }
+    std::string account_id = account_part->data;
+    if (!IsUuid(account_id)) {
+      return fail(Status::Unprocessable("unknown_account", "accountId is not a known account"));
+    }
+    std::string filename = *file_part->filename;
+    if (filename.empty() || filename.size() > 255) filename = filename.empty() ? "upload" : filename.substr(0, 255);
+    std::string content_type = file_part->content_type.empty() ? "application/octet-stream"
+                                                               : file_part->content_type;
+    if (file_part->data.empty()) return fail(Status::Unprocessable("empty_file", "the file is empty"));
+
+    // Parse before touching storage: a bad file changes nothing.
+    Result<ParsedStatement> parsed = Status::Internal("unparsed");
+    switch (DetectFormat(filename, content_type, file_part->data)) {
+      case StatementFormat::kCsv: parsed = ParseCsv(file_part->data); break;
+      case StatementFormat::kOfx: parsed = ParseOfx(file_part->data); break;
+      case StatementFormat::kUnknown:
+        return fail(Status::Unsupported("unsupported_media_type",
+                                        "the file is neither CSV nor OFX/QFX"));
+    }
+    if (!parsed.ok()) return fail(parsed.status());
+
+    auto account = ReadAccountFor(user, account_id);
+    if (!account.ok()) return fail(account.status());
+    if (!*account) return fail(Status::Unprocessable("unknown_account", "accountId is not a known account"));
+    const std::string currency = (*account)->currency;
+    if (!parsed->currency.empty() && parsed->currency != currency) {
+      return fail(Status::Unprocessable("currency_mismatch", "the statement currency " + parsed->currency +
+                                                                 " does not match the account currency " +
+                                                                 currency));
+    }
+    WallMillis now = clock_.Now();
+    auto file = std::make_shared<FileRecord>();
+    file->id = ids_.NewUuid();
+    file->user_id = user;
+    file->account_id = account_id;
+    file->name = filename;
+    file->content_type = content_type;
+    file->size_bytes = static_cast<int64_t>(file_part->data.size());
+    file->sha256 = Sha256Hex(file_part->data);
+    file->blob_key = ids_.NewUuid();
+    file->transaction_count = static_cast<int64_t>(parsed->transactions.size());
+    file->status = kFileActive;
+    file->uploaded_at = now;
+
+    auto rows = std::make_shared<std::vector<Transaction>>();
+    rows->reserve(parsed->transactions.size());
+    Money sum;
+    std::optional<std::string> max_date;
+    for (const auto& pt : parsed->transactions) {
+      if (!pt.currency.empty() && pt.currency != currency) {
+        return fail(Status::Unprocessable(
+            "currency_mismatch", "line " + std::to_string(pt.line) + ": currency " + pt.currency +
+                                     " does not match the account currency " + currency));
+      }
+      if (!Money::CheckedAdd(sum, pt.amount, &sum)) {
+        return fail(Status::Unprocessable("amount_out_of_range",
+                                          "line " + std::to_string(pt.line) +
+                                              ": the file's total exceeds the supported range"));
+      }
+      if (!max_date || pt.date > *max_date) max_date = pt.date;
+      Transaction t;
+      t.id = ids_.NewUuid();
+      t.user_id = user;
+      t.account_id = account_id;
+      t.file_id = file->id;
+      t.row_no = static_cast<int64_t>(rows->size()) + 1;
+      t.date = pt.date;
+      t.description = pt.description;
+      t.amount = pt.amount;
+      t.currency = currency;
+      if (!pt.merchant.empty()) t.merchant = pt.merchant;
+      if (!pt.category.empty()) {
+        auto c = NormalizeCategory(pt.category);
+        if (!c) {
+          return fail(Status::Unprocessable(
+              "invalid_csv", "line " + std::to_string(pt.line) + " (category): invalid category"));
+        }
+        t.category = *c;
+        t.category_source = "import";
+      }
+      rows->push_back(std::move(t));
+    }
+
+    // Content first (durable), then metadata and rows in one transaction; if that fails the blob
+    // is removed again, and a crash in between leaves only an unreferenced blob that the start-up
+    // sweep removes.
+    Status put = blobs_.Put(file->blob_key, file_part->data);
+    if (!put.ok()) return fail(put);
+    CloudEvent e;
+    e.id = ids_.NewUuid();
+    e.source = kApiSource;
+    e.type = kFileUploaded;
+    e.subject = "files/" + file->id;
+    e.time = FormatRfc3339(now);
+    e.data = {{"fileId", file->id},
+              {"userId", user},
+              {"accountId", account_id},
+              {"transactionCount", file->transaction_count},
+              {"uploadedAt", FormatRfc3339(now)}};
+    WriteJson(
+        respond,
+        [this, file, rows, sum, max_date, e, now](SqlTx& tx) -> Result<std::pair<int, json>> {
+          auto acct = FindAccount(tx, file->user_id, file->account_id);
+          if (!acct.ok()) return acct.status();
+          if (!*acct) return Status::Unprocessable("unknown_account", "accountId is not a known account");
+          LASTCALL_RETURN_IF_ERROR(InsertFile(tx, *file));
+          LASTCALL_RETURN_IF_ERROR(InsertTransactions(tx, *rows));
+          LASTCALL_RETURN_IF_ERROR(
+              AddToAccount(tx, file->account_id, sum, static_cast<int64_t>(rows->size()), max_date));
+          LASTCALL_RETURN_IF_ERROR(outbox_.Append(tx, e, now));
+          return std::make_pair(201, FileJson(*file));
+        },
+        [this, key = file->blob_key, id = file->id, user](bool ok) {
+          if (ok) {
+            log::Info("file imported", {{"fileId", id}, {"userId", user}});
+          } else {
+            Status st = blobs_.Delete(key);
+            if (!st.ok()) log::Error("could not remove the blob of a failed import", {{"fileId", id}});
+          }
+        });
+  }
+
+  Result<std::optional<Account>> ReadAccountFor(const std::string& user, const std::string& id) {
+    std::optional<Account> out;
+    Status st = db_.Read([&](SqlTx& tx) {
+      auto r = FindAccount(tx, user, id);
+      if (!r.ok()) return r.status();
+      out = *r;
+      return Status::Ok();
+    });
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  void ListFilesRoute(const std::string& user, const Respond& respond) {
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      auto r = ListFiles(tx, user);
+      if (!r.ok()) return r.status();
+      json arr = json::array();
+      for (const auto& f : *r) arr.push_back(FileJson(f));
+      return json{{"files", arr}};
+    });
+  }
+
+  static Result<FileRecord> OwnFile(SqlTx& tx, const std::string& user, const std::string& id) {
+    auto r = FindFile(tx, user, id);
+    if (!r.ok()) return r.status();
+    if (!*r) return Status::NotFound("file " + id + " not found");
+    return **r;
+  }
+
+  void GetFile(const std::string& user, const std::string& id, const Respond& respond) {
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      auto f = OwnFile(tx, user, id);
+      if (!f.ok()) return f.status();
+      return FileJson(*f);
+    });
+  }
+
+  void GetContent(const std::string& user, const std::string& id, const Respond& respond) {
+    std::optional<FileRecord> file;
+    Status st = db_.Read([&](SqlTx& tx) {
+      auto f = OwnFile(tx, user, id);
+      if (!f.ok()) return f.status();
+      file = *f;
+      return Status::Ok();
+    });
+    if (!st.ok()) return respond(ErrorResponse(st));
+    auto bytes = blobs_.Get(file->blob_key);
+    if (!bytes.ok()) {
+      // The file row exists but its content is gone: only possible mid-deletion.
+      if (bytes.status().code() == Code::kNotFound) {
+        return respond(ErrorResponse(Status::NotFound("file " + id + " not found")));
+      }
+      return respond(ErrorResponse(bytes.status()));
+    }
+    HttpResponse r;
+    r.status = 200;
+    r.content_type = file->content_type;
+    r.body = std::move(bytes).value();
+    r.headers["Content-Disposition"] = "attachment";
+    respond(std::move(r));
+  }
+
+  void GetFileTransactions(const std::string& user, const std::string& id, const Respond& respond) {
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      auto f = OwnFile(tx, user, id);
+      if (!f.ok()) return f.status();
+      auto rows = ListFileTransactions(tx, id);
+      if (!rows.ok()) return rows.status();
+      json arr = json::array();
+      for (const auto& t : *rows) arr.push_back(TransactionJson(t));
+      return json{{"transactions", arr}};
+    });
+  }
+
+  void DeleteFile(const std::string& user, const std::string& id, const Respond& respond) {
+    bool events = config_.event_publishing;
+    WriteJson(respond, [this, user, id, events](SqlTx& tx) -> Result<std::pair<int, json>> {
+      auto f = OwnFile(tx, user, id);
+      if (!f.ok()) return f.status();
+      // A pending coordinated deletion stays the way this file goes, whatever the setting now.
+      if (events || f->status == kFileDeletionRequested) {
+        auto coordination_id = coordinator_.RequestDeletion(tx, *f);
+        if (!coordination_id.ok()) return coordination_id.status();
+        return std::make_pair(
+            202, json{{"message", "File deletion initiated successfully"},
+                      {"fileId", id},
+                      {"coordinationId", *coordination_id},
+                      {"metadata",
+                       {{"transactionCount", f->transaction_count}, {"status", kFileDeletionRequested}}}});
+      }
+      DeletionRecord rec{std::nullopt, clock_.Now(), "synchronous", clock_.Now()};
+      auto n = DeleteFileData(tx, *f, rec);
+      if (!n.ok()) return n.status();
+      tx.AfterCommit([this] { coordinator_.Wake(); });  // removes the queued blob
+      log::Info("file deleted synchronously", {{"fileId", id}, {"userId", user}, {"transactionsDeleted", *n}});
+      return std::make_pair(200, json{{"message", "File deleted successfully"},
+                                      {"fileId", id},
+                                      {"metadata", {{"transactionsDeleted", *n}}}});
+    });
+  }
+
+  void ListTransactions(const std::string& user, const HttpRequest& req, const Respond& respond) {
+    std::optional<std::string> account_id;
+    if (auto it = req.query.find("accountId"); it != req.query.end()) {
+      if (Status st = CheckId(it->second, "account"); !st.ok()) {
+        return respond(ErrorResponse(Status::Invalid("invalid_id", "malformed accountId")));
+      }
+      account_id = it->second;
+    }
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      if (account_id) {
+        auto a = FindAccount(tx, user, *account_id);
+        if (!a.ok()) return a.status();
+        if (!*a) return Status::NotFound("account " + *account_id + " not found");
+      }
+      auto rows = ListUserTransactions(tx, user, account_id);
+      if (!rows.ok()) return rows.status();
+      json arr = json::array();
+      for (const auto& t : *rows) arr.push_back(TransactionJson(t));
+      return json{{"transactions", arr}};
+    });
+  }
+
+  void PatchTransaction(const std::string& user, const std::string& id, const HttpRequest& req,
+                        const Respond& respond) {
+    if (req.method == "GET") {
+      return ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+        auto t = FindTransaction(tx, user, id);
+        if (!t.ok()) return t.status();
+        if (!*t) return Status::NotFound("transaction " + id + " not found");
+        return TransactionJson(**t);
+      });
+    }
+    auto body = ParseJsonObject(req.body);
+    if (!body.ok()) return respond(ErrorResponse(body.status()));
+    auto raw = RequiredString(*body, "category", 64);
+    if (!raw.ok()) return respond(ErrorResponse(raw.status()));
+    auto category = NormalizeCategory(*raw);
+    if (!category) {
+      return respond(ErrorResponse(Status::Unprocessable(
+          "invalid_category", "category must be 1-64 characters of a-z, 0-9, space, _ or -")));
+    }
+    WriteJson(respond, [user, id, c = *category](SqlTx& tx) -> Result<std::pair<int, json>> {
+      auto t = FindTransaction(tx, user, id);
+      if (!t.ok()) return t.status();
+      if (!*t) return Status::NotFound("transaction " + id + " not found");
+      LASTCALL_RETURN_IF_ERROR(SetCategory(tx, id, c, "user"));
+      Transaction updated = **t;
+      updated.category = c;
+      return std::make_pair(200, TransactionJson(updated));
+    });
+  }
+
+  void GetCoordination(const std::string& user, const std::string& id, const Respond& respond) {
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      auto c = LoadCoordination(tx, id);
+      if (!c.ok()) return c.status();
+      if (!*c || (*c)->user_id != user) return Status::NotFound("coordination " + id + " not found");
+      return CoordinationJson(**c);
+    });
+  }
+
+  void Monthly(const std::string& user, const Respond& respond) {
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      auto rows = tx.QueryAll(
+          "SELECT month, category, total_units, count FROM analytics_monthly WHERE user_id = ? "
+          "ORDER BY month, category",
+          {user});
+      if (!rows.ok()) return rows.status();
+      json arr = json::array();
+      for (const auto& r : *rows) {
+        arr.push_back({{"month", r.Text(0)},
+                       {"category", r.Text(1)},
+                       {"total", Money::FromUnits(r.Int(2)).ToString()},
+                       {"count", r.Int(3)}});
+      }
+      return json{{"months", arr}};
+    });
+  }
+
+  void ArchiveRoute(const std::string& user, const Respond& respond) {
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      auto rows = tx.QueryAll(
+          "SELECT file_id, coordination_id, month, category, total_units, count, archived_at FROM "
+          "analytics_archive WHERE user_id = ? ORDER BY archived_at, file_id, month, category",
+          {user});
+      if (!rows.ok()) return rows.status();
+      json arr = json::array();
+      for (const auto& r : *rows) {
+        arr.push_back({{"fileId", r.Text(0)},
+                       {"coordinationId", r.Text(1)},
+                       {"month", r.Text(2)},
+                       {"category", r.Text(3)},
+                       {"total", Money::FromUnits(r.Int(4)).ToString()},
+                       {"count", r.Int(5)},
+                       {"archivedAt", FormatRfc3339(r.Int(6))}});
+      }
+      return json{{"entries", arr}};
+    });
+  }
+
+  void Mappings(const std::string& user, const Respond& respond) {
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      auto rows = tx.QueryAll(
+          "SELECT merchant, category, learned_at FROM merchant_mappings WHERE user_id = ? ORDER BY "
+          "merchant",
+          {user});
+      if (!rows.ok()) return rows.status();
+      json arr = json::array();
+      for (const auto& r : *rows) {
+        arr.push_back({{"merchant", r.Text(0)},
+                       {"category", r.Text(1)},
+                       {"learnedAt", FormatRfc3339(r.Int(2))}});
+      }
+      return json{{"mappings", arr}};
+    });
+  }
+
+  Database& db_;
+  BlobStore& blobs_;
+  Outbox& outbox_;
+  CoordinationDriver& coordinator_;
+  Clock& clock_;
+  IdGenerator& ids_;
+  ApiConfig config_;
+};
+
+Api::Api(Database& db, BlobStore& blobs, Outbox& outbox, CoordinationDriver& coordinator,
+         Clock& clock, IdGenerator& ids, ApiConfig config)
+    : impl_(std::make_unique<Impl>(db, blobs, outbox, coordinator, clock, ids, std::move(config))) {}
+
+Api::~Api() = default;
+
+void Api::Handle(HttpRequest&& req, Respond respond) { impl_->Handle(std::move(req), std::move(respond)); }
+
+}  // namespace lastcall

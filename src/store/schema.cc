@@ -1,0 +1,207 @@
+#include "store/schema.h"
+
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/log.h"
+
+namespace lastcall {
+namespace {
+
+struct Migration {
+  int version;
+  const char* name;
+  std::vector<const char*> statements;
+};
+
+// Money columns (*_units) hold Money units (1/10,000 of a currency unit). Times (*_at) are
+// milliseconds since the epoch, UTC. Status strings are stored: do not rename.
+const std::vector<Migration>& Migrations() {
+  static const std::vector<Migration> kMigrations = {
+      {1,
+       "core",
+       {
+           R"(CREATE TABLE accounts (
+                id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                balance_units INTEGER NOT NULL DEFAULT 0,
+                transaction_count INTEGER NOT NULL DEFAULT 0,
+                last_transaction_date TEXT,
+                created_at INTEGER NOT NULL))",
+           "CREATE INDEX accounts_by_user ON accounts(user_id, created_at)",
+           R"(CREATE TABLE files (
+                id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL,
+                account_id TEXT NOT NULL REFERENCES accounts(id),
+                name TEXT NOT NULL,
+                content_type TEXT NOT NULL,
+                size_bytes INTEGER NOT NULL,
+                sha256 TEXT NOT NULL,
+                blob_key TEXT NOT NULL,
+                transaction_count INTEGER NOT NULL,
+                status TEXT NOT NULL,
+                coordination_id TEXT,
+                uploaded_at INTEGER NOT NULL,
+                seq INTEGER NOT NULL))",
+           "CREATE INDEX files_by_user ON files(user_id, seq)",
+           "CREATE INDEX files_by_blob ON files(blob_key)",
+           R"(CREATE TABLE transactions (
+                id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL,
+                account_id TEXT NOT NULL,
+                file_id TEXT NOT NULL,
+                row_no INTEGER NOT NULL,
+                date TEXT NOT NULL,
+                description TEXT NOT NULL,
+                amount_units INTEGER NOT NULL,
+                currency TEXT NOT NULL,
+                merchant TEXT,
+                category TEXT,
+                category_source TEXT))",
+           "CREATE INDEX transactions_by_file ON transactions(file_id, row_no)",
+           "CREATE INDEX transactions_by_account ON transactions(account_id, date)",
+           "CREATE INDEX transactions_by_user ON transactions(user_id, date)",
+           R"(CREATE TABLE tombstones (
+                file_id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL,
+                account_id TEXT NOT NULL,
+                coordination_id TEXT,
+                sha256 TEXT NOT NULL,
+                requested_at INTEGER,
+                deleted_at INTEGER NOT NULL,
+                outcome TEXT NOT NULL,
+                transactions_deleted INTEGER NOT NULL))",
+           R"(CREATE TABLE coordinations (
+                id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL,
+                file_id TEXT NOT NULL,
+                account_id TEXT NOT NULL,
+                transaction_count INTEGER NOT NULL,
+                expected_consumers TEXT NOT NULL,
+                status TEXT NOT NULL,
+                outcome TEXT,
+                missing_consumers TEXT,
+                started_at INTEGER NOT NULL,
+                deadline_at INTEGER NOT NULL,
+                completed_at INTEGER,
+                transactions_deleted INTEGER))",
+           "CREATE INDEX coordinations_by_status ON coordinations(status, deadline_at)",
+           "CREATE INDEX coordinations_by_user ON coordinations(user_id, started_at)",
+           R"(CREATE TABLE coordination_completions (
+                coordination_id TEXT NOT NULL,
+                consumer TEXT NOT NULL,
+                status TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                expected INTEGER NOT NULL,
+                completed_at INTEGER NOT NULL,
+                event_id TEXT NOT NULL,
+                PRIMARY KEY (coordination_id, consumer)))",
+           R"(CREATE TABLE outbox (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                type TEXT NOT NULL,
+                source TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                time TEXT NOT NULL,
+                data TEXT NOT NULL,
+                created_at INTEGER NOT NULL))",
+           R"(CREATE TABLE delivery_cursors (
+                target TEXT PRIMARY KEY,
+                last_seq INTEGER NOT NULL))",
+           R"(CREATE TABLE processed (
+                target TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                processed_at INTEGER NOT NULL,
+                PRIMARY KEY (target, event_id)))",
+           R"(CREATE TABLE dead_letters (
+                id TEXT PRIMARY KEY,
+                target TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                event_seq INTEGER NOT NULL,
+                attempts INTEGER NOT NULL,
+                error TEXT NOT NULL,
+                created_at INTEGER NOT NULL))",
+           R"(CREATE TABLE blob_gc (
+                blob_key TEXT PRIMARY KEY,
+                queued_at INTEGER NOT NULL))",
+           R"(CREATE TABLE analytics_file_totals (
+                user_id TEXT NOT NULL,
+                file_id TEXT NOT NULL,
+                month TEXT NOT NULL,
+                category TEXT NOT NULL,
+                total_units INTEGER NOT NULL,
+                count INTEGER NOT NULL,
+                PRIMARY KEY (file_id, month, category)))",
+           R"(CREATE TABLE analytics_monthly (
+                user_id TEXT NOT NULL,
+                month TEXT NOT NULL,
+                category TEXT NOT NULL,
+                total_units INTEGER NOT NULL,
+                count INTEGER NOT NULL,
+                PRIMARY KEY (user_id, month, category)))",
+           R"(CREATE TABLE analytics_archive (
+                user_id TEXT NOT NULL,
+                file_id TEXT NOT NULL,
+                coordination_id TEXT NOT NULL,
+                month TEXT NOT NULL,
+                category TEXT NOT NULL,
+                total_units INTEGER NOT NULL,
+                count INTEGER NOT NULL,
+                archived_at INTEGER NOT NULL,
+                PRIMARY KEY (file_id, month, category)))",
+           "CREATE INDEX analytics_archive_by_user ON analytics_archive(user_id, archived_at)",
+           R"(CREATE TABLE merchant_mappings (
+                user_id TEXT NOT NULL,
+                merchant TEXT NOT NULL,
+                category TEXT NOT NULL,
+                learned_at INTEGER NOT NULL,
+                PRIMARY KEY (user_id, merchant)))",
+       }},
+  };
+  return kMigrations;
+}
+
+}  // namespace
+
+int LatestSchemaVersion() { return Migrations().back().version; }
+
+Status Migrate(Database& db) {
+  LASTCALL_RETURN_IF_ERROR(db.WriteSync([](SqlTx& tx) -> Status {
+    auto r = tx.Exec(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+        "name TEXT NOT NULL, applied_at INTEGER NOT NULL)");
+    return r.ok() ? Status::Ok() : r.status();
+  }));
+  for (const Migration& m : Migrations()) {
+    bool applied = false;
+    Status st = db.WriteSync([&](SqlTx& tx) -> Status {
+      auto newest = tx.QueryOne("SELECT MAX(version) FROM schema_migrations");
+      if (!newest.ok()) return newest.status();
+      if (*newest && !(*newest)->IsNull(0) && (*newest)->Int(0) > LatestSchemaVersion()) {
+        return Status::Conflict("schema_too_new",
+                                "the database was written by a newer lastcall (schema version " +
+                                    std::to_string((*newest)->Int(0)) + ")");
+      }
+      auto have = tx.QueryOne("SELECT 1 FROM schema_migrations WHERE version = ?", {m.version});
+      if (!have.ok()) return have.status();
+      if (*have) return Status::Ok();
+      for (const char* sql : m.statements) {
+        auto r = tx.Exec(sql);
+        if (!r.ok()) return r.status();
+      }
+      auto r = tx.Exec("INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
+                       {m.version, std::string(m.name), SystemClock().Now()});
+      if (!r.ok()) return r.status();
+      applied = true;
+      return Status::Ok();
+    });
+    LASTCALL_RETURN_IF_ERROR(st);
+    if (applied) log::Info("schema migration applied", {{"version", m.version}, {"name", m.name}});
+  }
+  return Status::Ok();
+}
+
+}  // namespace lastcall

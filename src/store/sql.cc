@@ -1,0 +1,58 @@
+#include "store/sql.h"
+
+#include <future>
+
+namespace lastcall {
+
+int64_t SqlRow::Int(size_t i) const {
+  const SqlValue& v = values_.at(i);
+  if (auto p = std::get_if<int64_t>(&v)) return *p;
+  if (auto s = std::get_if<std::string>(&v)) return std::strtoll(s->c_str(), nullptr, 10);
+  return 0;
+}
+
+std::string SqlRow::Text(size_t i) const {
+  const SqlValue& v = values_.at(i);
+  if (auto s = std::get_if<std::string>(&v)) return *s;
+  if (auto p = std::get_if<int64_t>(&v)) return std::to_string(*p);
+  return "";
+}
+
+std::optional<int64_t> SqlRow::OptInt(size_t i) const {
+  if (IsNull(i)) return std::nullopt;
+  return Int(i);
+}
+
+std::optional<std::string> SqlRow::OptText(size_t i) const {
+  if (IsNull(i)) return std::nullopt;
+  return Text(i);
+}
+
+Result<std::vector<SqlRow>> SqlTx::QueryAll(std::string_view sql, const SqlParams& params) {
+  std::vector<SqlRow> rows;
+  Status st = Query(sql, params, [&](const SqlRow& r) {
+    rows.push_back(r);
+    return true;
+  });
+  if (!st.ok()) return st;
+  return rows;
+}
+
+Result<std::optional<SqlRow>> SqlTx::QueryOne(std::string_view sql, const SqlParams& params) {
+  std::optional<SqlRow> row;
+  Status st = Query(sql, params, [&](const SqlRow& r) {
+    row = r;
+    return false;
+  });
+  if (!st.ok()) return st;
+  return row;
+}
+
+Status Database::WriteSync(WriteFn fn) {
+  std::promise<Status> p;
+  auto f = p.get_future();
+  Write(std::move(fn), [&p](Status st) { p.set_value(std::move(st)); });
+  return f.get();
+}
+
+}  // namespace lastcall

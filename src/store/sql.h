@@ -1,0 +1,82 @@
+// The narrow seam between lastcall's repositories and a SQL engine. Repositories (accounts, files,
+// coordinations, outbox, ...) are written once against SqlTx with portable SQL ("?" placeholders,
+// ON CONFLICT, RETURNING); an engine (SQLite today, PostgreSQL later) implements SqlTx and Database.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "common/status.h"
+
+namespace lastcall {
+
+struct SqlNull {};
+using SqlValue = std::variant<SqlNull, int64_t, std::string>;
+
+// One result row. Column access by index; a NULL reads as 0 / "" / nullopt.
+class SqlRow {
+ public:
+  explicit SqlRow(std::vector<SqlValue> values) : values_(std::move(values)) {}
+  bool IsNull(size_t i) const { return std::holds_alternative<SqlNull>(values_.at(i)); }
+  int64_t Int(size_t i) const;
+  std::string Text(size_t i) const;
+  std::optional<int64_t> OptInt(size_t i) const;
+  std::optional<std::string> OptText(size_t i) const;
+  size_t size() const { return values_.size(); }
+
+ private:
+  std::vector<SqlValue> values_;
+};
+
+using SqlParams = std::vector<SqlValue>;
+
+// A transaction (or a savepoint inside one) on one connection. Not thread-safe: it belongs to the
+// thread that was handed it, for the duration of the callback that received it.
+class SqlTx {
+ public:
+  virtual ~SqlTx() = default;
+  // Runs a statement; returns the number of rows changed.
+  virtual Result<int64_t> Exec(std::string_view sql, const SqlParams& params = {}) = 0;
+  // Runs a query; calls on_row for each row in order. on_row returning false stops early.
+  virtual Status Query(std::string_view sql, const SqlParams& params,
+                       const std::function<bool(const SqlRow&)>& on_row) = 0;
+  // Convenience: all rows.
+  Result<std::vector<SqlRow>> QueryAll(std::string_view sql, const SqlParams& params = {});
+  // Convenience: the first row, or nullopt when there is none.
+  Result<std::optional<SqlRow>> QueryOne(std::string_view sql, const SqlParams& params = {});
+  // True when the transaction may write (a read transaction refuses Exec of writes).
+  virtual bool writable() const = 0;
+
+  // Registers work to run after this transaction commits (never if it rolls back). Runs on the
+  // writer thread, in registration order; must not block for long.
+  virtual void AfterCommit(std::function<void()> fn) = 0;
+};
+
+// A unit of work for the writer: runs inside a savepoint of a batch transaction. Returning an error
+// rolls back this unit only; the other units of the batch still commit.
+using WriteFn = std::function<Status(SqlTx&)>;
+// Called once the unit's fate is known: ok() only when the unit's effects are durable (committed).
+using WriteDone = std::function<void(Status)>;
+using ReadFn = std::function<Status(SqlTx&)>;
+
+class Database {
+ public:
+  virtual ~Database() = default;
+  // Queues a unit of work for group commit. done is called exactly once, on the writer thread,
+  // after the batch holding the unit committed (with the unit's own status) or failed as a whole.
+  // Thread-safe.
+  virtual void Write(WriteFn fn, WriteDone done) = 0;
+  // Write and wait. Must not be called from the writer thread.
+  Status WriteSync(WriteFn fn);
+  // Runs fn in a read-only snapshot on the calling thread. Thread-safe.
+  virtual Status Read(const ReadFn& fn) = 0;
+  // Stops accepting writes, finishes queued ones, closes connections. Idempotent.
+  virtual void Close() = 0;
+};
+
+}  // namespace lastcall

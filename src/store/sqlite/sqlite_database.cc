@@ -1,0 +1,308 @@
+#include "store/sqlite/sqlite_database.h"
+
+#include <sqlite3.h>
+
+#include <unordered_map>
+
+#include "common/log.h"
+
+namespace lastcall {
+
+// One sqlite3 handle with its prepared-statement cache. Used by one thread at a time.
+class SqliteConnection {
+ public:
+  ~SqliteConnection() {
+    for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+    if (db_) sqlite3_close(db_);
+  }
+
+  static Result<std::unique_ptr<SqliteConnection>> Open(const std::string& path, bool readonly,
+                                                        const std::string& synchronous) {
+    auto c = std::unique_ptr<SqliteConnection>(new SqliteConnection());
+    int flags = readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    flags |= SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path.c_str(), &c->db_, flags, nullptr) != SQLITE_OK) {
+      return Status::Unavailable("cannot open database " + path + ": " +
+                                 (c->db_ ? sqlite3_errmsg(c->db_) : "out of memory"));
+    }
+    sqlite3_busy_timeout(c->db_, 10000);
+    sqlite3_extended_result_codes(c->db_, 1);
+    if (!readonly) {
+      LASTCALL_RETURN_IF_ERROR(c->Simple("PRAGMA journal_mode=WAL"));
+      LASTCALL_RETURN_IF_ERROR(c->Simple("PRAGMA synchronous=" + synchronous));
+      LASTCALL_RETURN_IF_ERROR(c->Simple("PRAGMA foreign_keys=ON"));
+    }
+    return c;
+  }
+
+  Status Simple(const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown";
+      sqlite3_free(err);
+      return Status::Unavailable("sqlite: " + sql + ": " + msg);
+    }
+    return Status::Ok();
+  }
+
+  Result<sqlite3_stmt*> Prepare(std::string_view sql) {
+    auto it = cache_.find(std::string(sql));
+    if (it != cache_.end()) return it->second;
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                           &stmt, nullptr) != SQLITE_OK) {
+      return Status::Internal("sqlite prepare: " + std::string(sqlite3_errmsg(db_)) + " in: " +
+                              std::string(sql));
+    }
+    cache_.emplace(std::string(sql), stmt);
+    return stmt;
+  }
+
+  sqlite3* db() { return db_; }
+
+ private:
+  SqliteConnection() = default;
+  sqlite3* db_ = nullptr;
+  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+};
+
+namespace {
+
+class SqliteTx : public SqlTx {
+ public:
+  SqliteTx(SqliteConnection* c, bool writable) : c_(c), writable_(writable) {}
+
+  Result<int64_t> Exec(std::string_view sql, const SqlParams& params) override {
+    auto stmt = Bind(sql, params);
+    if (!stmt.ok()) return stmt.status();
+    int rc;
+    while ((rc = sqlite3_step(*stmt)) == SQLITE_ROW) {
+    }
+    sqlite3_reset(*stmt);
+    if (rc != SQLITE_DONE) return Failure(rc, sql);
+    return static_cast<int64_t>(sqlite3_changes(c_->db()));
+  }
+
+  Status Query(std::string_view sql, const SqlParams& params,
+               const std::function<bool(const SqlRow&)>& on_row) override {
+    auto stmt = Bind(sql, params);
+    if (!stmt.ok()) return stmt.status();
+    int rc;
+    while ((rc = sqlite3_step(*stmt)) == SQLITE_ROW) {
+      int n = sqlite3_column_count(*stmt);
+      std::vector<SqlValue> values;
+      values.reserve(n);
+      for (int i = 0; i < n; ++i) {
+        switch (sqlite3_column_type(*stmt, i)) {
+          case SQLITE_NULL:
+            values.emplace_back(SqlNull{});
+            break;
+          case SQLITE_INTEGER:
+            values.emplace_back(static_cast<int64_t>(sqlite3_column_int64(*stmt, i)));
+            break;
+          default: {
+            const void* p = sqlite3_column_blob(*stmt, i);
+            int len = sqlite3_column_bytes(*stmt, i);
+            values.emplace_back(std::string(static_cast<const char*>(p ? p : ""), len));
+          }
+        }
+      }
+      if (!on_row(SqlRow(std::move(values)))) {
+        rc = SQLITE_DONE;
+        break;
+      }
+    }
+    sqlite3_reset(*stmt);
+    if (rc != SQLITE_DONE) return Failure(rc, sql);
+    return Status::Ok();
+  }
+
+  bool writable() const override { return writable_; }
+
+  void AfterCommit(std::function<void()> fn) override { after_commit_.push_back(std::move(fn)); }
+  std::vector<std::function<void()>> TakeAfterCommit() { return std::move(after_commit_); }
+
+ private:
+  Result<sqlite3_stmt*> Bind(std::string_view sql, const SqlParams& params) {
+    auto stmt = c_->Prepare(sql);
+    if (!stmt.ok()) return stmt;
+    sqlite3_clear_bindings(*stmt);
+    for (size_t i = 0; i < params.size(); ++i) {
+      int idx = static_cast<int>(i + 1);
+      const SqlValue& v = params[i];
+      if (std::holds_alternative<SqlNull>(v)) {
+        sqlite3_bind_null(*stmt, idx);
+      } else if (auto p = std::get_if<int64_t>(&v)) {
+        sqlite3_bind_int64(*stmt, idx, *p);
+      } else {
+        const std::string& s = std::get<std::string>(v);
+        sqlite3_bind_text(*stmt, idx, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+      }
+    }
+    return stmt;
+  }
+
+  Status Failure(int rc, std::string_view sql) {
+    std::string msg = std::string("sqlite: ") + sqlite3_errmsg(c_->db()) + " in: " +
+                      std::string(sql.substr(0, 120));
+    if ((rc & 0xff) == SQLITE_CONSTRAINT) return Status::Conflict("constraint", msg);
+    if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) return Status::Unavailable(msg);
+    return Status::Internal(msg);
+  }
+
+  SqliteConnection* c_;
+  bool writable_;
+  std::vector<std::function<void()>> after_commit_;
+};
+
+}  // namespace
+
+SqliteDatabase::SqliteDatabase(SqliteOptions options) : options_(std::move(options)) {}
+
+Result<std::unique_ptr<SqliteDatabase>> SqliteDatabase::Open(const SqliteOptions& options) {
+  if (options.synchronous != "FULL" && options.synchronous != "NORMAL") {
+    return Status::Invalid("invalid_config", "synchronous must be FULL or NORMAL");
+  }
+  auto db = std::unique_ptr<SqliteDatabase>(new SqliteDatabase(options));
+  auto w = SqliteConnection::Open(options.path, false, options.synchronous);
+  if (!w.ok()) return w.status();
+  db->writer_ = std::move(w).value();
+  db->writer_thread_ = std::thread([p = db.get()] { p->WriterLoop(); });
+  return db;
+}
+
+SqliteDatabase::~SqliteDatabase() { Close(); }
+
+void SqliteDatabase::Close() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (closing_ && !writer_thread_.joinable()) return;
+    closing_ = true;
+  }
+  cv_.notify_all();
+  if (writer_thread_.joinable()) writer_thread_.join();
+  std::lock_guard<std::mutex> l(readers_mu_);
+  readers_.clear();
+  writer_.reset();
+}
+
+void SqliteDatabase::Write(WriteFn fn, WriteDone done) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!closing_) {
+      queue_.push_back(Job{std::move(fn), std::move(done)});
+      cv_.notify_one();
+      return;
+    }
+  }
+  done(Status::Unavailable("the database is closing"));
+}
+
+uint64_t SqliteDatabase::commits() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return commits_;
+}
+
+uint64_t SqliteDatabase::units_committed() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return units_committed_;
+}
+
+void SqliteDatabase::WriterLoop() {
+  std::vector<Job> batch;
+  for (;;) {
+    batch.clear();
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait(l, [&] { return closing_ || !queue_.empty(); });
+      if (queue_.empty() && closing_) return;
+      while (!queue_.empty() && static_cast<int>(batch.size()) < options_.max_batch) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    std::vector<Status> results(batch.size());
+    std::vector<std::vector<std::function<void()>>> after(batch.size());
+    Status begin = writer_->Simple("BEGIN IMMEDIATE");
+    if (!begin.ok()) {
+      for (auto& j : batch) j.done(begin);
+      continue;
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Status sp = writer_->Simple("SAVEPOINT unit");
+      if (!sp.ok()) {
+        results[i] = sp;
+        continue;
+      }
+      SqliteTx tx(writer_.get(), true);
+      Status st;
+      try {
+        st = batch[i].fn(tx);
+      } catch (const std::exception& e) {
+        st = Status::Internal(std::string("unit of work threw: ") + e.what());
+      }
+      if (st.ok()) {
+        st = writer_->Simple("RELEASE unit");
+        if (st.ok()) after[i] = tx.TakeAfterCommit();
+      } else {
+        Status rb = writer_->Simple("ROLLBACK TO unit");
+        Status rel = writer_->Simple("RELEASE unit");
+        if (!rb.ok() || !rel.ok()) log::Error("savepoint rollback failed", {{"error", rb.ToString()}});
+      }
+      results[i] = st;
+    }
+    Status commit = writer_->Simple("COMMIT");
+    if (!commit.ok()) {
+      log::Error("group commit failed", {{"error", commit.message()}, {"units", batch.size()}});
+      (void)writer_->Simple("ROLLBACK");
+      for (auto& j : batch) j.done(commit);
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      ++commits_;
+      units_committed_ += batch.size();
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      for (auto& fn : after[i]) fn();
+      batch[i].done(results[i]);
+    }
+  }
+}
+
+std::unique_ptr<SqliteConnection> SqliteDatabase::TakeReader() {
+  {
+    std::lock_guard<std::mutex> l(readers_mu_);
+    if (!readers_.empty()) {
+      auto c = std::move(readers_.back());
+      readers_.pop_back();
+      return c;
+    }
+  }
+  auto c = SqliteConnection::Open(options_.path, true, options_.synchronous);
+  if (!c.ok()) return nullptr;
+  return std::move(c).value();
+}
+
+void SqliteDatabase::ReturnReader(std::unique_ptr<SqliteConnection> c) {
+  std::lock_guard<std::mutex> l(readers_mu_);
+  if (readers_.size() < 16) readers_.push_back(std::move(c));
+}
+
+Status SqliteDatabase::Read(const ReadFn& fn) {
+  auto c = TakeReader();
+  if (!c) return Status::Unavailable("cannot open a read connection");
+  Status st = c->Simple("BEGIN");
+  if (!st.ok()) return st;
+  SqliteTx tx(c.get(), false);
+  try {
+    st = fn(tx);
+  } catch (const std::exception& e) {
+    st = Status::Internal(std::string("read threw: ") + e.what());
+  }
+  (void)c->Simple("COMMIT");
+  ReturnReader(std::move(c));
+  return st;
+}
+
+}  // namespace lastcall
