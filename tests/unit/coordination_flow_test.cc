@@ -1,0 +1,325 @@
+// The coordinated deletion over the real SQLite store, outbox bus, driver and consumers, with a
+// simulated clock: what a user relies on, minus HTTP.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "blobs/blob_store.h"
+#include "bus/in_process_bus.h"
+#include "consumers/analytics_consumer.h"
+#include "consumers/categorization_consumer.h"
+#include "coordination/coordination_repo.h"
+#include "coordination/driver.h"
+#include "store/repos.h"
+#include "store/schema.h"
+#include "store/sqlite/sqlite_database.h"
+
+namespace lastcall {
+namespace {
+
+namespace fs = std::filesystem;
+
+class CoordinationFlowTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("lastcall-flow-" + RandomHex(6));
+    fs::create_directories(dir_);
+    Open();
+  }
+  void TearDown() override {
+    Close();
+    fs::remove_all(dir_);
+  }
+
+  // Starts the service's pieces over the data in dir_ (again after Close: a restart).
+  void Open(std::vector<std::string> expected = {kAnalyticsConsumer, kCategorizationConsumer}) {
+    auto db = SqliteDatabase::Open({(dir_ / "db").string(), "NORMAL"});
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    db_ = std::move(db).value();
+    ASSERT_TRUE(Migrate(*db_).ok());
+    auto blobs = FsBlobStore::Open((dir_ / "blobs").string());
+    ASSERT_TRUE(blobs.ok());
+    blobs_ = std::move(blobs).value();
+    bus_ = std::make_unique<InProcessBus>(*db_, clock_, ids_);
+    outbox_ = std::make_unique<Outbox>([this] { bus_->Notify(); });
+    CoordinatorConfig cc;
+    cc.expected_consumers = std::move(expected);
+    cc.timeout_ms = 60'000;
+    driver_ = std::make_unique<CoordinationDriver>(*db_, *blobs_, *outbox_, clock_, ids_, cc);
+    analytics_ = std::make_unique<AnalyticsConsumer>(*outbox_, clock_, ids_);
+    categorization_ = std::make_unique<CategorizationConsumer>(*outbox_, clock_, ids_);
+    bus_->AddTarget(kFileDeletionConsumer, driver_.get());
+    bus_->AddTarget(kAnalyticsConsumer, analytics_.get());
+    bus_->AddTarget(kCategorizationConsumer, categorization_.get());
+    bus_->AddRule({"uploads", {{kFileUploaded}, {}}, {kAnalyticsConsumer, kCategorizationConsumer}});
+    bus_->AddRule({"requests", {{kFileDeleteRequested}, {}},
+                   {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer}});
+    bus_->AddRule({"completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}});
+    ASSERT_TRUE(bus_->Start().ok());
+    driver_->Start();
+  }
+  void Close() {
+    if (driver_) driver_->Stop();
+    if (bus_) bus_->Stop();
+    if (db_) db_->Close();
+    driver_.reset();
+    categorization_.reset();
+    analytics_.reset();
+    bus_.reset();
+    outbox_.reset();
+    blobs_.reset();
+    db_.reset();
+  }
+
+  // Imports one file of n transactions of -1.00 each into a new account; returns the file.
+  FileRecord Import(int n) {
+    Account a{ids_.NewUuid(), "alice", "Checking", "USD"};
+    FileRecord f;
+    f.id = ids_.NewUuid();
+    f.user_id = "alice";
+    f.account_id = a.id;
+    f.name = "s.csv";
+    f.content_type = "text/csv";
+    f.sha256 = "00";
+    f.blob_key = ids_.NewUuid();
+    f.transaction_count = n;
+    f.status = kFileActive;
+    EXPECT_TRUE(blobs_->Put(f.blob_key, "bytes").ok());
+    std::vector<Transaction> rows;
+    for (int i = 0; i < n; ++i) {
+      Transaction t;
+      t.id = ids_.NewUuid();
+      t.user_id = "alice";
+      t.account_id = a.id;
+      t.file_id = f.id;
+      t.row_no = i + 1;
+      t.date = "2024-01-0" + std::to_string(1 + i % 9);
+      t.description = "coffee";
+      t.amount = Money::FromUnits(-10000);
+      t.currency = "USD";
+      rows.push_back(t);
+    }
+    Status st = db_->WriteSync([&](SqlTx& tx) -> Status {
+      LASTCALL_RETURN_IF_ERROR(InsertAccount(tx, a));
+      LASTCALL_RETURN_IF_ERROR(InsertFile(tx, f));
+      LASTCALL_RETURN_IF_ERROR(InsertTransactions(tx, rows));
+      LASTCALL_RETURN_IF_ERROR(AddToAccount(tx, a.id, Money::FromUnits(-10000LL * n), n, "2024-01-09"));
+      CloudEvent e{ids_.NewUuid(), kApiSource, kFileUploaded, "files/" + f.id, "t",
+                   {{"fileId", f.id}, {"userId", "alice"}}};
+      return outbox_->Append(tx, e, clock_.Now());
+    });
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return f;
+  }
+
+  std::string RequestDeletion(const FileRecord& f) {
+    std::string id;
+    Status st = db_->WriteSync([&](SqlTx& tx) -> Status {
+      auto file = FindFileById(tx, f.id);
+      if (!file.ok()) return file.status();
+      auto r = driver_->RequestDeletion(tx, **file);
+      if (!r.ok()) return r.status();
+      id = *r;
+      return Status::Ok();
+    });
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return id;
+  }
+
+  std::optional<Coordination> Load(const std::string& id) {
+    std::optional<Coordination> c;
+    EXPECT_TRUE(db_->Read([&](SqlTx& tx) {
+                     auto r = LoadCoordination(tx, id);
+                     if (!r.ok()) return r.status();
+                     c = *r;
+                     return Status::Ok();
+                   }).ok());
+    return c;
+  }
+
+  int64_t Count(const std::string& sql, const SqlParams& params = {}) {
+    int64_t n = -1;
+    EXPECT_TRUE(db_->Read([&](SqlTx& tx) {
+                     auto r = tx.QueryOne(sql, params);
+                     if (!r.ok()) return r.status();
+                     n = (*r)->Int(0);
+                     return Status::Ok();
+                   }).ok());
+    return n;
+  }
+
+  // Polls (real time) until pred holds; the work happens on the bus and driver threads.
+  bool Eventually(const std::function<bool()>& pred) {
+    for (int i = 0; i < 500; ++i) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return pred();
+  }
+
+  bool Finished(const std::string& id) {
+    auto c = Load(id);
+    return c && c->status == CoordinationStatus::kCompleted;
+  }
+
+  fs::path dir_;
+  SimulatedClock clock_{1'700'000'000'000};
+  RandomIdGenerator ids_;
+  std::unique_ptr<SqliteDatabase> db_;
+  std::unique_ptr<FsBlobStore> blobs_;
+  std::unique_ptr<InProcessBus> bus_;
+  std::unique_ptr<Outbox> outbox_;
+  std::unique_ptr<CoordinationDriver> driver_;
+  std::unique_ptr<AnalyticsConsumer> analytics_;
+  std::unique_ptr<CategorizationConsumer> categorization_;
+};
+
+TEST_F(CoordinationFlowTest, AllConsumersCompleteThenTheFileIsDeletedOnce) {
+  FileRecord f = Import(3);
+  std::string id = RequestDeletion(f);
+  ASSERT_TRUE(Eventually([&] { return Finished(id); }));
+  auto c = Load(id);
+  EXPECT_EQ(c->outcome, Outcome::kAllCompleted);
+  EXPECT_EQ(c->transactions_deleted, 3);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM files WHERE id = ?", {f.id}), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM transactions WHERE file_id = ?", {f.id}), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM tombstones WHERE file_id = ?", {f.id}), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox WHERE type = 'file.deleted'"), 1);
+  EXPECT_EQ(Count("SELECT balance_units FROM accounts WHERE id = ?", {f.account_id}), 0);
+  EXPECT_EQ(Count("SELECT transaction_count FROM accounts WHERE id = ?", {f.account_id}), 0);
+  EXPECT_TRUE(Eventually([&] { return !blobs_->Get(f.blob_key).ok(); }));
+}
+
+TEST_F(CoordinationFlowTest, SecondRequestReturnsTheSameCoordination) {
+  Close();
+  Open({kAnalyticsConsumer, "never_answers"});
+  FileRecord f = Import(1);
+  std::string first = RequestDeletion(f);
+  std::string second = RequestDeletion(f);
+  EXPECT_EQ(first, second);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM coordinations"), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox WHERE type = 'file.delete_requested'"), 1);
+}
+
+TEST_F(CoordinationFlowTest, DeadlineFiresWithoutAnyFurtherEvent) {
+  Close();
+  Open({kAnalyticsConsumer, "never_answers"});
+  FileRecord f = Import(2);
+  std::string id = RequestDeletion(f);
+  ASSERT_TRUE(Eventually([&] {
+    auto c = Load(id);
+    return c && c->CompletionOf(kAnalyticsConsumer) != nullptr;
+  }));
+  EXPECT_EQ(Load(id)->status, CoordinationStatus::kWaiting);
+  clock_.Advance(60'000);
+  driver_->Wake();
+  ASSERT_TRUE(Eventually([&] { return Finished(id); }));
+  EXPECT_EQ(Load(id)->outcome, Outcome::kTimedOut);
+  EXPECT_EQ(Load(id)->missing, std::vector<std::string>{"never_answers"});
+}
+
+TEST_F(CoordinationFlowTest, DeadlineFiresAfterARestart) {
+  Close();
+  Open({"never_answers"});
+  FileRecord f = Import(2);
+  std::string id = RequestDeletion(f);
+  Close();
+  clock_.Advance(120'000);
+  Open({"never_answers"});
+  ASSERT_TRUE(Eventually([&] { return Finished(id); }));
+  EXPECT_EQ(Load(id)->outcome, Outcome::kTimedOut);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox WHERE type = 'file.deleted'"), 1);
+}
+
+TEST_F(CoordinationFlowTest, RedeliveredCompletionChangesNothing) {
+  Close();
+  Open({kAnalyticsConsumer, "never_answers"});
+  FileRecord f = Import(1);
+  std::string id = RequestDeletion(f);
+  ASSERT_TRUE(Eventually([&] {
+    auto c = Load(id);
+    return c && c->CompletionOf(kAnalyticsConsumer) != nullptr;
+  }));
+  // Redeliver analytics' completion (same event id) straight to the handler, as a broker would.
+  int64_t rows_before = Count("SELECT COUNT(*) FROM coordination_completions");
+  Status st = db_->WriteSync([&](SqlTx& tx) -> Status {
+    auto r = tx.QueryOne("SELECT id, source, data FROM outbox WHERE type = 'consumer.completion'");
+    if (!r.ok()) return r.status();
+    CloudEvent e{(*r)->Text(0), (*r)->Text(1), kConsumerCompletion, "", "",
+                 nlohmann::json::parse((*r)->Text(2))};
+    return driver_->Handle(e, tx);
+  });
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM coordination_completions"), rows_before);
+  EXPECT_EQ(Load(id)->status, CoordinationStatus::kWaiting);
+}
+
+TEST_F(CoordinationFlowTest, CompletionFromAnImpostorSourceIsRefused) {
+  Close();
+  Open({kAnalyticsConsumer, "never_answers"});
+  FileRecord f = Import(1);
+  std::string id = RequestDeletion(f);
+  Status st = db_->WriteSync([&](SqlTx& tx) -> Status {
+    CloudEvent e{ids_.NewUuid(), std::string(kConsumerSourcePrefix) + kAnalyticsConsumer,
+                 kConsumerCompletion, "", "",
+                 {{"coordinationId", id}, {"consumer", "never_answers"}, {"status", "completed"},
+                  {"detail", nlohmann::json::object()}}};
+    return driver_->Handle(e, tx);
+  });
+  ASSERT_TRUE(st.ok());
+  auto c = Load(id);
+  EXPECT_EQ(c->CompletionOf("never_answers"), nullptr);
+}
+
+TEST_F(CoordinationFlowTest, EarlyCompletionIsAppliedWhenTheRequestArrives) {
+  Close();
+  Open({"external_consumer"});
+  std::string id = ids_.NewUuid();
+  Status st = db_->WriteSync([&](SqlTx& tx) -> Status {
+    CloudEvent e{ids_.NewUuid(), std::string(kConsumerSourcePrefix) + "external_consumer",
+                 kConsumerCompletion, "", "",
+                 {{"coordinationId", id}, {"consumer", "external_consumer"}, {"status", "completed"},
+                  {"detail", nlohmann::json::object()}}};
+    return driver_->Handle(e, tx);
+  });
+  ASSERT_TRUE(st.ok());
+  EXPECT_FALSE(Load(id).has_value());
+  FileRecord f = Import(1);
+  // The request arrives as an event from another producer, carrying the same coordination id.
+  st = db_->WriteSync([&](SqlTx& tx) -> Status {
+    CloudEvent e{ids_.NewUuid(), kApiSource, kFileDeleteRequested, "", "",
+                 {{"coordinationId", id}, {"userId", "alice"}, {"fileId", f.id},
+                  {"accountId", f.account_id}, {"transactionCount", 1},
+                  {"expectedConsumers", {"external_consumer"}}}};
+    return driver_->Handle(e, tx);
+  });
+  ASSERT_TRUE(st.ok());
+  ASSERT_TRUE(Eventually([&] { return Finished(id); }));
+  EXPECT_EQ(Load(id)->outcome, Outcome::kAllCompleted);
+}
+
+TEST_F(CoordinationFlowTest, LargeFileIsDeletedCompletely) {
+  FileRecord f = Import(5000);
+  std::string id = RequestDeletion(f);
+  ASSERT_TRUE(Eventually([&] { return Finished(id); }));
+  EXPECT_EQ(Load(id)->transactions_deleted, 5000);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM transactions"), 0);
+  EXPECT_EQ(Count("SELECT balance_units FROM accounts WHERE id = ?", {f.account_id}), 0);
+}
+
+TEST_F(CoordinationFlowTest, AnalyticsArchivesAndRemovesTheFilesContribution) {
+  FileRecord keep = Import(2);
+  FileRecord gone = Import(3);
+  ASSERT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) FROM analytics_file_totals") >= 2; }));
+  std::string id = RequestDeletion(gone);
+  ASSERT_TRUE(Eventually([&] { return Finished(id); }));
+  EXPECT_GT(Count("SELECT COUNT(*) FROM analytics_archive WHERE file_id = ?", {gone.id}), 0);
+  EXPECT_EQ(Count("SELECT COALESCE(SUM(count), 0) FROM analytics_monthly"), 2);
+  EXPECT_EQ(Count("SELECT COALESCE(SUM(total_units), 0) FROM analytics_monthly"), -20000);
+  (void)keep;
+}
+
+}  // namespace
+}  // namespace lastcall
