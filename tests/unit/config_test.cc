@@ -1,0 +1,69 @@
+#include "app/config.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace lastcall {
+namespace {
+
+Result<Config> Load(std::map<std::string, std::string> env) {
+  return LoadConfig([env](const std::string& k) -> std::optional<std::string> {
+    auto it = env.find(k);
+    if (it == env.end()) return std::nullopt;
+    return it->second;
+  });
+}
+
+TEST(ConfigTest, DefaultsAreTheSeeds) {
+  auto c = Load({});
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(c->event_publishing);
+  EXPECT_EQ(c->coordination_timeout_ms, 5 * 60 * 1000);
+  EXPECT_EQ(c->expected_consumers,
+            (std::vector<std::string>{"analytics_consumer", "categorization_consumer"}));
+  EXPECT_EQ(c->listen_address, "127.0.0.1");
+  EXPECT_EQ(c->listen_port, 8080);
+  EXPECT_EQ(c->db_path(), "var/lastcall.db");
+  EXPECT_EQ(c->max_upload_bytes, 20u * 1024 * 1024);
+}
+
+TEST(ConfigTest, FractionalTimeoutMinutes) {
+  auto c = Load({{"COORDINATION_TIMEOUT_MINUTES", "0.02"}});
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->coordination_timeout_ms, 1200);
+}
+
+TEST(ConfigTest, ExpectedConsumersAreTrimmedAndDeduplicated) {
+  auto c = Load({{"EXPECTED_CONSUMERS", " analytics_consumer, audit_consumer,,analytics_consumer "}});
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->expected_consumers, (std::vector<std::string>{"analytics_consumer", "audit_consumer"}));
+}
+
+TEST(ConfigTest, BadValuesNameTheirVariable) {
+  const std::map<std::string, std::string> bad[] = {
+      {{"COORDINATION_TIMEOUT_MINUTES", "abc"}}, {{"COORDINATION_TIMEOUT_MINUTES", "0"}},
+      {{"COORDINATION_TIMEOUT_MINUTES", "-1"}},  {{"COORDINATION_TIMEOUT_MINUTES", "nan"}},
+      {{"COORDINATION_TIMEOUT_MINUTES", "1e9"}}, {{"ENABLE_EVENT_PUBLISHING", "maybe"}},
+      {{"EXPECTED_CONSUMERS", "Bad Name"}},      {{"LASTCALL_LISTEN", "8080"}},
+      {{"LASTCALL_LISTEN", "host:99999"}},       {{"LASTCALL_MAX_UPLOAD_BYTES", "-5"}},
+      {{"LASTCALL_JWT_SECRET", "short"}},        {{"LASTCALL_SQLITE_SYNCHRONOUS", "OFF"}},
+  };
+  for (const auto& env : bad) {
+    auto c = Load(env);
+    ASSERT_FALSE(c.ok()) << env.begin()->first << "=" << env.begin()->second;
+    EXPECT_EQ(c.status().error(), "invalid_config");
+    EXPECT_NE(c.status().message().find(env.begin()->first), std::string::npos)
+        << c.status().message();
+  }
+}
+
+TEST(ConfigTest, EventPublishingSpellings) {
+  EXPECT_FALSE(Load({{"ENABLE_EVENT_PUBLISHING", "false"}})->event_publishing);
+  EXPECT_FALSE(Load({{"ENABLE_EVENT_PUBLISHING", "FALSE"}})->event_publishing);
+  EXPECT_TRUE(Load({{"ENABLE_EVENT_PUBLISHING", "true"}})->event_publishing);
+  EXPECT_TRUE(Load({{"ENABLE_EVENT_PUBLISHING", "1"}})->event_publishing);
+}
+
+}  // namespace
+}  // namespace lastcall
