@@ -74,7 +74,6 @@ json CoordinationJson(const Coordination& c) {
       entry["completedAt"] = FormatRfc3339(done->at);
       entry["detail"] = json::parse(done->detail_json, nullptr, false);
       if (entry["detail"].is_discarded()) entry["detail"] = json::object();
-      if (!done->expected) entry["counted"] = false;  // arrived after the deletion was decided
     }
     consumers.push_back(std::move(entry));
   }
@@ -84,7 +83,6 @@ json CoordinationJson(const Coordination& c) {
           {"outcome", c.outcome == Outcome::kNone ? Null() : json(ToString(c.outcome))},
           {"expectedConsumers", c.expected},
           {"consumers", consumers},
-          {"missingConsumers", c.missing},
           {"startedAt", FormatRfc3339(c.started_at)},
           {"deadlineAt", FormatRfc3339(c.deadline_at)},
           {"completedAt", c.completed_at ? json(FormatRfc3339(*c.completed_at)) : Null()}};
@@ -133,12 +131,13 @@ Result<json> ParseJsonObject(const std::string& body) {
   return j;
 }
 
+// A string field that must be present; max_len 0 checks the type only (the caller validates).
 Result<std::string> RequiredString(const json& j, const char* field, size_t max_len) {
   auto it = j.find(field);
   if (it == j.end()) return Status::Invalid("invalid_request", std::string("missing field \"") + field + "\"");
   if (!it->is_string()) return Status::Invalid("invalid_request", std::string("field \"") + field + "\" must be a string");
   std::string v = it->get<std::string>();
-  if (v.empty() || v.size() > max_len) {
+  if (max_len > 0 && (v.empty() || v.size() > max_len)) {
     return Status::Invalid("invalid_request", std::string("field \"") + field + "\" must be 1 to " +
                                                   std::to_string(max_len) + " characters");
   }
@@ -250,7 +249,7 @@ class Api::Impl {
       if (p.size() == 1 && m == "POST") return Upload(user, req, respond);
       if (p.size() == 1) return ListFilesRoute(user, respond);
       if (Status st = CheckId(p[1], "file"); !st.ok()) return fail(st);
-      if (p.size() == 2 && m == "DELETE") return DeleteFile(user, p[1], respond);
+      if (p.size() == 2 && m == "DELETE") return DeleteFile(user, p[1], req.request_id, respond);
       if (p.size() == 2) return GetFile(user, p[1], respond);
       if (p[2] == "content") return GetContent(user, p[1], respond);
       return GetFileTransactions(user, p[1], respond);
@@ -323,7 +322,7 @@ class Api::Impl {
     if (!body.ok()) return respond(ErrorResponse(body.status()));
     auto name = RequiredString(*body, "name", 200);
     if (!name.ok()) return respond(ErrorResponse(name.status()));
-    auto currency = RequiredString(*body, "currency", 3);
+    auto currency = RequiredString(*body, "currency", 0);
     if (!currency.ok()) return respond(ErrorResponse(currency.status()));
     if (!IsCurrencyCode(*currency)) {
       return respond(ErrorResponse(Status::Unprocessable(
@@ -491,9 +490,9 @@ class Api::Impl {
           LASTCALL_RETURN_IF_ERROR(outbox_.Append(tx, e, now));
           return std::make_pair(201, FileJson(*file));
         },
-        [this, key = file->blob_key, id = file->id, user](bool ok) {
+        [this, key = file->blob_key, id = file->id, user, request_id = req.request_id](bool ok) {
           if (ok) {
-            log::Info("file imported", {{"fileId", id}, {"userId", user}});
+            log::Info("file imported", {{"fileId", id}, {"userId", user}, {"requestId", request_id}});
           } else {
             Status st = blobs_.Delete(key);
             if (!st.ok()) log::Error("could not remove the blob of a failed import", {{"fileId", id}});
@@ -575,15 +574,20 @@ class Api::Impl {
     });
   }
 
-  void DeleteFile(const std::string& user, const std::string& id, const Respond& respond) {
+  void DeleteFile(const std::string& user, const std::string& id, const std::string& request_id,
+                  const Respond& respond) {
     bool events = config_.event_publishing;
-    WriteJson(respond, [this, user, id, events](SqlTx& tx) -> Result<std::pair<int, json>> {
+    WriteJson(respond, [this, user, id, events, request_id](SqlTx& tx) -> Result<std::pair<int, json>> {
       auto f = OwnFile(tx, user, id);
       if (!f.ok()) return f.status();
       // A pending coordinated deletion stays the way this file goes, whatever the setting now.
       if (events || f->status == kFileDeletionRequested) {
         auto coordination_id = coordinator_.RequestDeletion(tx, *f);
         if (!coordination_id.ok()) return coordination_id.status();
+        tx.AfterCommit([user, id, request_id, c = *coordination_id] {
+          log::Info("file deletion accepted",
+                    {{"fileId", id}, {"userId", user}, {"coordinationId", c}, {"requestId", request_id}});
+        });
         return std::make_pair(
             202, json{{"message", "File deletion initiated successfully"},
                       {"fileId", id},
@@ -595,7 +599,12 @@ class Api::Impl {
       auto n = DeleteFileData(tx, *f, rec);
       if (!n.ok()) return n.status();
       tx.AfterCommit([this] { coordinator_.Wake(); });  // removes the queued blob
-      log::Info("file deleted synchronously", {{"fileId", id}, {"userId", user}, {"transactionsDeleted", *n}});
+      tx.AfterCommit([user, id, request_id, n = *n] {
+        log::Info("file deleted synchronously", {{"fileId", id},
+                                                 {"userId", user},
+                                                 {"requestId", request_id},
+                                                 {"transactionsDeleted", n}});
+      });
       return std::make_pair(200, json{{"message", "File deleted successfully"},
                                       {"fileId", id},
                                       {"metadata", {{"transactionsDeleted", *n}}}});
@@ -636,7 +645,7 @@ class Api::Impl {
     }
     auto body = ParseJsonObject(req.body);
     if (!body.ok()) return respond(ErrorResponse(body.status()));
-    auto raw = RequiredString(*body, "category", 64);
+    auto raw = RequiredString(*body, "category", 0);
     if (!raw.ok()) return respond(ErrorResponse(raw.status()));
     auto category = NormalizeCategory(*raw);
     if (!category) {
