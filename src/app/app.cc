@@ -4,6 +4,8 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <filesystem>
 #include <thread>
@@ -66,6 +68,8 @@ std::vector<Rule> Rules() {
 
 int RunServe(const Config& config) {
   log::SetLevel(ParseLevel(config.log_level));
+  // Everything lastcall writes (database, blobs, secret) is for its own user only.
+  ::umask(0077);
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);
   if (ec) {
@@ -108,13 +112,14 @@ int RunServe(const Config& config) {
 
   SystemClock clock;
   RandomIdGenerator ids;
-  InProcessBus bus(**db, clock, ids);
-  Outbox outbox([&bus] { bus.Notify(); });
+  Metrics metrics;
+  InProcessBus bus(**db, clock, ids, metrics);
+  Outbox outbox(metrics, [&bus] { bus.Notify(); });
   CoordinatorConfig cc;
   cc.expected_consumers = config.expected_consumers;
   cc.timeout_ms = config.coordination_timeout_ms;
   cc.test_deletion_delay_ms = config.test_deletion_delay_ms;
-  CoordinationDriver driver(**db, **blobs, outbox, clock, ids, cc);
+  CoordinationDriver driver(**db, **blobs, outbox, clock, ids, metrics, cc);
   AnalyticsConsumer analytics(outbox, clock, ids);
   CategorizationConsumer categorization(outbox, clock, ids);
   bus.AddTarget(kFileDeletionConsumer, &driver);
@@ -127,8 +132,9 @@ int RunServe(const Config& config) {
   }
   driver.Start();
 
-  ApiConfig api_config{*secret, config.max_upload_bytes, config.event_publishing};
-  Api api(**db, **blobs, outbox, driver, clock, ids, api_config);
+  ApiConfig api_config{*secret, config.max_upload_bytes, config.event_publishing,
+                       !config.metrics_address.has_value()};
+  Api api(**db, **blobs, outbox, driver, clock, ids, metrics, api_config);
   std::atomic<int> in_flight{0};
   boost::asio::io_context io(config.http_threads);
   HttpServerOptions http_options;
@@ -142,12 +148,29 @@ int RunServe(const Config& config) {
       --in_flight;
     });
   });
-  if (Status st = server.Start(); !st.ok()) {
+  std::unique_ptr<HttpServer> metrics_server;
+  if (config.metrics_address) {
+    HttpServerOptions mo;
+    mo.address = *config.metrics_address;
+    mo.port = config.metrics_port;
+    mo.body_limit = 64 * 1024;
+    metrics_server = std::make_unique<HttpServer>(io, mo, [&api](HttpRequest&& req, Respond respond) {
+      api.HandleMetricsOnly(std::move(req), std::move(respond));
+    });
+  }
+  Status started = server.Start();
+  if (started.ok() && metrics_server) started = metrics_server->Start();
+  if (!started.ok()) {
+    Status st = started;
     log::Error("cannot start the HTTP server", {{"error", st.message()}});
     driver.Stop();
     bus.Stop();
     (*db)->Close();
     return 1;
+  }
+  if (metrics_server) {
+    log::Info("metrics listening", {{"address", *config.metrics_address + ":" +
+                                                    std::to_string(metrics_server->port())}});
   }
   log::Info("listening", {{"address", config.listen_address + ":" + std::to_string(server.port())},
                           {"dataDir", config.data_dir},
@@ -171,6 +194,7 @@ int RunServe(const Config& config) {
     if (e) return;
     log::Info("shutting down", {{"signal", sig}});
     server.Stop();
+    if (metrics_server) metrics_server->Stop();
     *deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     wait_drain();
   });

@@ -64,18 +64,24 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
     if (v->empty()) return Bad("LASTCALL_DATA_DIR", "must not be empty");
     c.data_dir = *v;
   }
-  if (auto v = getenv("LASTCALL_LISTEN")) {
+  for (const char* var : {"LASTCALL_LISTEN", "LASTCALL_METRICS_LISTEN"}) {
+    auto v = getenv(var);
+    if (!v) continue;
     size_t colon = v->rfind(':');
     int64_t port = 0;
     if (colon == std::string::npos || colon == 0 || !ParseInt(v->substr(colon + 1), 0, 65535, &port)) {
-      return Bad("LASTCALL_LISTEN", "must be host:port, e.g. 127.0.0.1:8080");
+      return Bad(var, "must be host:port, e.g. 127.0.0.1:8080");
     }
-    c.listen_address = v->substr(0, colon);
-    if (c.listen_address.size() > 2 && c.listen_address.front() == '[' && c.listen_address.back() == ']') {
-      c.listen_address = c.listen_address.substr(1, c.listen_address.size() - 2);
+    std::string host = v->substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    if (host == "localhost") host = "127.0.0.1";
+    if (std::string(var) == "LASTCALL_LISTEN") {
+      c.listen_address = host;
+      c.listen_port = static_cast<unsigned short>(port);
+    } else {
+      c.metrics_address = host;
+      c.metrics_port = static_cast<unsigned short>(port);
     }
-    if (c.listen_address == "localhost") c.listen_address = "127.0.0.1";
-    c.listen_port = static_cast<unsigned short>(port);
   }
   if (auto v = getenv("LASTCALL_JWT_SECRET")) {
     if (v->size() < 16) return Bad("LASTCALL_JWT_SECRET", "must be at least 16 characters");

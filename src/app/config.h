@@ -17,6 +17,8 @@ struct Config {
   std::string data_dir = "var";               // LASTCALL_DATA_DIR
   std::string listen_address = "127.0.0.1";   // LASTCALL_LISTEN host
   unsigned short listen_port = 8080;          // LASTCALL_LISTEN port
+  std::optional<std::string> metrics_address;  // LASTCALL_METRICS_LISTEN host (unset: /metrics on the API)
+  unsigned short metrics_port = 0;            // LASTCALL_METRICS_LISTEN port
   std::optional<std::string> jwt_secret;      // LASTCALL_JWT_SECRET (never logged)
   uint64_t max_upload_bytes = 20ull * 1024 * 1024;  // LASTCALL_MAX_UPLOAD_BYTES
   bool event_publishing = true;               // ENABLE_EVENT_PUBLISHING

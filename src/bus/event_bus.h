@@ -17,6 +17,7 @@
 
 #include "common/status.h"
 #include "domain/events.h"
+#include "metrics/metrics.h"
 #include "store/sql.h"
 
 namespace lastcall {
@@ -48,11 +49,13 @@ struct Rule {
 // Writes events in the caller's transaction and wakes the bus after the commit.
 class Outbox {
  public:
-  explicit Outbox(std::function<void()> on_commit) : on_commit_(std::move(on_commit)) {}
+  Outbox(Metrics& metrics, std::function<void()> on_commit)
+      : metrics_(metrics), on_commit_(std::move(on_commit)) {}
   // Appends e (its id, type, source, subject, time and data must be set). Thread: any writer unit.
   Status Append(SqlTx& tx, const CloudEvent& e, WallMillis now);
 
  private:
+  Metrics& metrics_;
   std::function<void()> on_commit_;
 };
 

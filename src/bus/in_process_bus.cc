@@ -23,13 +23,21 @@ Status Outbox::Append(SqlTx& tx, const CloudEvent& e, WallMillis now) {
       "VALUES (?, ?, ?, ?, ?, ?, ?)",
       {e.id, e.type, e.source, e.subject, e.time, e.data.dump(), now});
   if (!r.ok()) return r.status();
-  if (on_commit_) tx.AfterCommit(on_commit_);
+  tx.AfterCommit([this, type = e.type] {
+    metrics_.events_published.Inc({type});
+    if (on_commit_) on_commit_();
+  });
   return Status::Ok();
 }
 
-InProcessBus::InProcessBus(Database& db, Clock& clock, IdGenerator& ids,
+InProcessBus::InProcessBus(Database& db, Clock& clock, IdGenerator& ids, Metrics& metrics,
                            InProcessBusOptions options)
-    : db_(db), clock_(clock), ids_(ids), options_(options), rng_(std::random_device{}()) {}
+    : db_(db),
+      clock_(clock),
+      ids_(ids),
+      metrics_(metrics),
+      options_(options),
+      rng_(std::random_device{}()) {}
 
 InProcessBus::~InProcessBus() { Stop(); }
 
@@ -148,6 +156,7 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
     if (!rec.ok()) return rec.status();
     last = e.seq;
     ++p->consumed;
+    p->types.push_back(e.type);
   }
   if (last != cursor) {
     auto up = tx.Exec(
@@ -165,6 +174,7 @@ void InProcessBus::OnFailure(Target& t, const Progress& p) {
     std::lock_guard<std::mutex> l(mu_);
     ++failures_;
   }
+  metrics_.delivery_failures.Inc({t.name});
   if (t.failing_event != p.failed_event) {
     t.failing_event = p.failed_event;
     t.attempts = 0;
@@ -197,6 +207,7 @@ void InProcessBus::OnFailure(Target& t, const Progress& p) {
     return up.ok() ? Status::Ok() : up.status();
   });
   if (st.ok()) {
+    metrics_.dead_letters.Inc({target});
     log::Error("event dead-lettered", {{"target", target},
                                        {"eventId", p.failed_event},
                                        {"attempts", t.attempts},
@@ -244,6 +255,7 @@ void InProcessBus::Loop() {
         std::lock_guard<std::mutex> l(mu_);
         delivered_ += static_cast<uint64_t>(progress[k].consumed);
       }
+      for (const auto& type : progress[k].types) metrics_.events_delivered.Inc({type, t.name});
       if (!progress[k].failure.ok()) {
         OnFailure(t, progress[k]);
       } else if (t.attempts > 0) {

@@ -28,7 +28,8 @@ struct InProcessBusOptions {
 
 class InProcessBus : public EventBus {
  public:
-  InProcessBus(Database& db, Clock& clock, IdGenerator& ids, InProcessBusOptions options = {});
+  InProcessBus(Database& db, Clock& clock, IdGenerator& ids, Metrics& metrics,
+               InProcessBusOptions options = {});
   ~InProcessBus() override;
 
   void AddTarget(const std::string& target, EventHandler* handler) override;
@@ -52,6 +53,7 @@ class InProcessBus : public EventBus {
   };
   struct Progress {
     int consumed = 0;
+    std::vector<std::string> types;  // of the events handled, for metrics
     int64_t failed_seq = 0;
     std::string failed_event;
     Status failure;
@@ -63,6 +65,7 @@ class InProcessBus : public EventBus {
   Database& db_;
   Clock& clock_;
   IdGenerator& ids_;
+  Metrics& metrics_;
   InProcessBusOptions options_;
   std::vector<Target> targets_;  // fixed after Start; used by the dispatcher thread only
   std::mt19937_64 rng_;

@@ -30,6 +30,20 @@ Status AddToMonthly(SqlTx& tx, const std::string& user_id, const std::string& mo
   return r.ok() ? Status::Ok() : r.status();
 }
 
+Result<int64_t> RemoveFileContribution(SqlTx& tx, const std::string& file_id) {
+  auto rows = tx.QueryAll(
+      "SELECT user_id, month, category, total_units, count FROM analytics_file_totals WHERE "
+      "file_id = ?",
+      {file_id});
+  if (!rows.ok()) return rows.status();
+  for (const SqlRow& r : *rows) {
+    LASTCALL_RETURN_IF_ERROR(AddToMonthly(tx, r.Text(0), r.Text(1), r.Text(2), -r.Int(3), -r.Int(4)));
+  }
+  auto del = tx.Exec("DELETE FROM analytics_file_totals WHERE file_id = ?", {file_id});
+  if (!del.ok()) return del.status();
+  return static_cast<int64_t>(rows->size());
+}
+
 Status AnalyticsConsumer::Handle(const CloudEvent& event, SqlTx& tx) {
   if (event.type == kFileUploaded) return OnUploaded(event, tx);
   if (event.type == kFileDeleteRequested) {

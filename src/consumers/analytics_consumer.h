@@ -24,6 +24,11 @@ class AnalyticsConsumer : public EventHandler {
   IdGenerator& ids_;
 };
 
+// Takes a file's contribution out of the monthly totals without archiving it: for the synchronous
+// deletion (ENABLE_EVENT_PUBLISHING=false), where no consumer gets a last look, so the totals do not
+// keep counting a file that is gone. Returns the number of buckets changed.
+Result<int64_t> RemoveFileContribution(SqlTx& tx, const std::string& file_id);
+
 // Adds delta (units, count) to one monthly bucket with checked arithmetic; a bucket that reaches
 // count 0 is removed.
 Status AddToMonthly(SqlTx& tx, const std::string& user_id, const std::string& month,

@@ -125,6 +125,75 @@ Result<std::vector<std::string>> DueCoordinations(SqlTx& tx, CoordinationStatus 
   return ids;
 }
 
+Status AppendTimeline(SqlTx& tx, const std::string& coordination_id, WallMillis at,
+                      const std::string& kind, const std::string& detail_json) {
+  auto r = tx.Exec(
+      "INSERT INTO coordination_timeline (coordination_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+      {coordination_id, at, kind, detail_json});
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+Result<std::vector<TimelineEntry>> LoadTimeline(SqlTx& tx, const std::string& coordination_id) {
+  std::vector<TimelineEntry> out;
+  Status st = tx.Query(
+      "SELECT at, kind, detail FROM coordination_timeline WHERE coordination_id = ? ORDER BY seq",
+      {coordination_id}, [&](const SqlRow& r) {
+        out.push_back({r.Int(0), r.Text(1), r.Text(2)});
+        return true;
+      });
+  if (!st.ok()) return st;
+  return out;
+}
+
+Result<std::vector<Coordination>> ListCoordinations(SqlTx& tx, const CoordinationFilter& f,
+                                                    bool* more) {
+  std::string sql = "SELECT id FROM coordinations c WHERE 1 = 1";
+  SqlParams params;
+  if (f.user_id) {
+    sql += " AND c.user_id = ?";
+    params.push_back(*f.user_id);
+  }
+  if (f.status) {
+    sql += " AND c.status = ?";
+    params.push_back(std::string(ToString(*f.status)));
+  }
+  if (f.outcome) {
+    sql += " AND c.outcome = ?";
+    params.push_back(std::string(ToString(*f.outcome)));
+  }
+  if (f.pending_consumer) {
+    // Expected (the JSON array holds the quoted name) and no counted completion yet.
+    sql += " AND instr(c.expected_consumers, ?) > 0 AND NOT EXISTS (SELECT 1 FROM "
+           "coordination_completions k WHERE k.coordination_id = c.id AND k.consumer = ? AND "
+           "k.expected = 1)";
+    params.push_back(nlohmann::json(*f.pending_consumer).dump());
+    params.push_back(*f.pending_consumer);
+  }
+  if (f.after) {
+    sql += " AND (c.started_at < ? OR (c.started_at = ? AND c.id < ?))";
+    params.push_back(f.after->first);
+    params.push_back(f.after->first);
+    params.push_back(f.after->second);
+  }
+  sql += " ORDER BY c.started_at DESC, c.id DESC LIMIT ?";
+  params.push_back(static_cast<int64_t>(f.limit) + 1);
+  std::vector<std::string> ids;
+  Status st = tx.Query(sql, params, [&](const SqlRow& r) {
+    ids.push_back(r.Text(0));
+    return true;
+  });
+  if (!st.ok()) return st;
+  *more = static_cast<int>(ids.size()) > f.limit;
+  if (*more) ids.pop_back();
+  std::vector<Coordination> out;
+  for (const auto& id : ids) {
+    auto c = LoadCoordination(tx, id);
+    if (!c.ok()) return c.status();
+    if (*c) out.push_back(std::move(**c));
+  }
+  return out;
+}
+
 Result<std::optional<WallMillis>> NextDeadline(SqlTx& tx) {
   auto r = tx.QueryOne("SELECT MIN(deadline_at) FROM coordinations WHERE status = 'waiting'");
   if (!r.ok()) return r.status();

@@ -22,9 +22,29 @@ Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c);
 // except that its expected flag is set to c.expected.
 Status UpsertCompletion(SqlTx& tx, const std::string& coordination_id, const Completion& c);
 
-struct CoordinationFilter {
-  std::optional<std::string> user_id;  // only this user's (nullopt: all, for operators)
+// ---- the audit timeline: append-only, no user content, outlives the file ----
+struct TimelineEntry {
+  WallMillis at = 0;
+  std::string kind;         // stored: requested, completion, timeout, deletion_decided, ...
+  std::string detail_json;  // an object
 };
+Status AppendTimeline(SqlTx& tx, const std::string& coordination_id, WallMillis at,
+                      const std::string& kind, const std::string& detail_json);
+Result<std::vector<TimelineEntry>> LoadTimeline(SqlTx& tx, const std::string& coordination_id);
+
+// ---- listing (newest first, keyset pagination) ----
+struct CoordinationFilter {
+  std::optional<std::string> user_id;   // only this user's (nullopt: all, for operators)
+  std::optional<CoordinationStatus> status;
+  std::optional<Outcome> outcome;
+  std::optional<std::string> pending_consumer;  // expected and not completed
+  int limit = 50;
+  std::optional<std::pair<WallMillis, std::string>> after;  // (started_at, id) of the last seen
+};
+// The coordinations matching filter, newest first, at most filter.limit; *more tells whether
+// another page exists.
+Result<std::vector<Coordination>> ListCoordinations(SqlTx& tx, const CoordinationFilter& filter,
+                                                    bool* more);
 // Coordination ids with status s whose deadline is at or before `due` (s = waiting) or any
 // deadline (s = deleting), oldest deadline first, at most limit.
 Result<std::vector<std::string>> DueCoordinations(SqlTx& tx, CoordinationStatus s, WallMillis due,

@@ -10,8 +10,20 @@
 namespace lastcall {
 
 CoordinationDriver::CoordinationDriver(Database& db, BlobStore& blobs, Outbox& outbox, Clock& clock,
-                                       IdGenerator& ids, CoordinatorConfig config)
-    : db_(db), blobs_(blobs), outbox_(outbox), clock_(clock), ids_(ids), config_(std::move(config)) {}
+                                       IdGenerator& ids, Metrics& metrics, CoordinatorConfig config)
+    : db_(db),
+      blobs_(blobs),
+      outbox_(outbox),
+      clock_(clock),
+      ids_(ids),
+      metrics_(metrics),
+      config_(std::move(config)) {}
+
+namespace {
+
+std::string Json(const nlohmann::json& j) { return j.dump(); }
+
+}  // namespace
 
 CoordinationDriver::~CoordinationDriver() { Stop(); }
 
@@ -22,30 +34,60 @@ Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
     switch (a.kind) {
       case ActionKind::kCreate:
         LASTCALL_RETURN_IF_ERROR(InsertCoordination(tx, *d.state));
+        LASTCALL_RETURN_IF_ERROR(AppendTimeline(
+            tx, id, d.state->started_at, "requested",
+            Json({{"expectedConsumers", d.state->expected},
+                  {"deadlineAt", FormatRfc3339(d.state->deadline_at)}})));
+        for (const auto& c : d.state->completions) {
+          LASTCALL_RETURN_IF_ERROR(AppendTimeline(
+              tx, id, d.state->started_at, "completion",
+              Json({{"consumer", c.consumer}, {"status", ToString(c.status)},
+                    {"detail", nlohmann::json::parse(c.detail_json, nullptr, false)},
+                    {"counted", c.expected}})));
+        }
+        tx.AfterCommit([this] { metrics_.coordinations_started.Inc({}); });
         break;
       case ActionKind::kRecordCompletion:
-      case ActionKind::kRecordUnexpected:
-        LASTCALL_RETURN_IF_ERROR(UpsertCompletion(tx, id, *d.completion));
-        log::Info(a.reason, {{"coordinationId", id},
-                             {"consumer", d.completion->consumer},
-                             {"status", ToString(d.completion->status)}});
+      case ActionKind::kRecordUnexpected: {
+        const Completion& c = *d.completion;
+        LASTCALL_RETURN_IF_ERROR(UpsertCompletion(tx, id, c));
+        nlohmann::json detail = nlohmann::json::parse(c.detail_json, nullptr, false);
+        if (detail.is_discarded()) detail = nlohmann::json::object();
+        LASTCALL_RETURN_IF_ERROR(AppendTimeline(
+            tx, id, c.at, "completion",
+            Json({{"consumer", c.consumer}, {"status", ToString(c.status)}, {"detail", detail},
+                  {"counted", c.expected}})));
+        tx.AfterCommit([this, id, reason = a.reason, consumer = c.consumer,
+                        status = std::string(ToString(c.status)),
+                        seconds = static_cast<double>(c.at - d.state->started_at) / 1000.0] {
+          log::Info(reason, {{"coordinationId", id}, {"consumer", consumer}, {"status", status}});
+          metrics_.consumer_completions.Inc({consumer, status});
+          metrics_.consumer_completion.Observe({consumer}, std::max(0.0, seconds));
+        });
         break;
+      }
       case ActionKind::kKeepEarly:
         break;  // stored by the caller, which knows the id
       case ActionKind::kIgnore:
         log::Info("coordination input ignored", {{"coordinationId", id}, {"reason", a.reason}});
         break;
       case ActionKind::kWarnTimeout:
-        log::Warn("coordination timed out; proceeding without missing consumers",
-                  {{"coordinationId", id},
-                   {"fileId", d.state->file_id},
-                   {"missingConsumers", d.state->missing}});
+        LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, id, clock_.Now(), "timeout",
+                                                Json({{"missingConsumers", d.state->missing}})));
+        tx.AfterCommit([this, id, file_id = d.state->file_id, missing = d.state->missing] {
+          for (const auto& m : missing) metrics_.coordination_timeouts.Inc({m});
+          log::Warn("coordination timed out; proceeding without missing consumers",
+                    {{"coordinationId", id}, {"fileId", file_id}, {"missingConsumers", missing}});
+        });
         break;
       case ActionKind::kBeginDeletion:
-        log::Info("deletion decided", {{"coordinationId", id},
-                                       {"fileId", d.state->file_id},
-                                       {"outcome", ToString(d.state->outcome)}});
-        tx.AfterCommit([this] { Wake(); });
+        LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, id, clock_.Now(), "deletion_decided",
+                                                Json({{"outcome", ToString(d.state->outcome)}})));
+        tx.AfterCommit([this, id, file_id = d.state->file_id,
+                        outcome = std::string(ToString(d.state->outcome))] {
+          log::Info("deletion decided", {{"coordinationId", id}, {"fileId", file_id}, {"outcome", outcome}});
+          Wake();
+        });
         break;
       case ActionKind::kFinish:
         break;
@@ -83,11 +125,13 @@ Result<std::string> CoordinationDriver::RequestDeletion(SqlTx& tx, const FileRec
             {"expectedConsumers", config_.expected_consumers},
             {"requestedAt", FormatRfc3339(now)}};
   LASTCALL_RETURN_IF_ERROR(outbox_.Append(tx, e, now));
-  tx.AfterCommit([this] { Wake(); });
-  log::Info("deletion requested", {{"coordinationId", coordination_id},
-                                   {"fileId", file.id},
-                                   {"userId", file.user_id},
-                                   {"expectedConsumers", config_.expected_consumers}});
+  tx.AfterCommit([this, coordination_id, file_id = file.id, user = file.user_id] {
+    log::Info("deletion requested", {{"coordinationId", coordination_id},
+                                     {"fileId", file_id},
+                                     {"userId", user},
+                                     {"expectedConsumers", config_.expected_consumers}});
+    Wake();
+  });
   return coordination_id;
 }
 
@@ -186,12 +230,21 @@ Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordin
     auto n = DeleteFileData(tx, **file, rec);
     if (!n.ok()) return n.status();
     deleted = *n;
+    // The steps DeleteFileData took, in its order, all in this transaction.
+    LASTCALL_RETURN_IF_ERROR(
+        AppendTimeline(tx, c.id, now, "transactions_deleted", Json({{"count", deleted}})));
+    LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, c.id, now, "account_updated", "{}"));
+    LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, c.id, now, "content_queued", "{}"));
+    LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, c.id, now, "metadata_deleted", "{}"));
   } else {
     log::Warn("file of a coordination was already gone", {{"coordinationId", c.id},
                                                          {"fileId", c.file_id}});
   }
   Decision d = Decide(*loaded, {}, DeletionDone{deleted}, now);
   LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *loaded));
+  LASTCALL_RETURN_IF_ERROR(AppendTimeline(
+      tx, c.id, now, "deleted",
+      Json({{"outcome", ToString(c.outcome)}, {"transactionsDeleted", deleted}})));
   CloudEvent e;
   e.id = ids_.NewUuid();
   e.source = kCoordinatorSource;
@@ -208,6 +261,9 @@ Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordin
   tx.AfterCommit([this, id = c.id, file_id = c.file_id, user = c.user_id, deleted,
                   outcome = std::string(ToString(c.outcome)), ms = now - c.started_at] {
     ++deletions_executed_;
+    metrics_.coordinations_finished.Inc({outcome});
+    metrics_.coordination_duration.Observe({outcome}, static_cast<double>(ms) / 1000.0);
+    metrics_.file_deletions.Inc({"coordinated", "deleted"});
     log::Info("file deleted", {{"coordinationId", id},
                                {"fileId", file_id},
                                {"userId", user},
@@ -301,6 +357,7 @@ bool CoordinationDriver::RunDeletions() {
     if (s.ok()) {
       progressed = true;
     } else {
+      metrics_.file_deletions.Inc({"coordinated", "failed"});
       log::Error("deletion step failed; will retry", {{"coordinationId", ids[i]},
                                                       {"error", s.ToString()}});
     }

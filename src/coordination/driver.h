@@ -22,6 +22,7 @@
 #include "common/ids.h"
 #include "coordination/coordinator.h"
 #include "domain/model.h"
+#include "metrics/metrics.h"
 #include "store/sql.h"
 
 namespace lastcall {
@@ -38,7 +39,7 @@ struct CoordinatorConfig {
 class CoordinationDriver : public EventHandler {
  public:
   CoordinationDriver(Database& db, BlobStore& blobs, Outbox& outbox, Clock& clock, IdGenerator& ids,
-                     CoordinatorConfig config);
+                     Metrics& metrics, CoordinatorConfig config);
   ~CoordinationDriver() override;
 
   // Bus target: file.delete_requested and consumer.completion.
@@ -73,6 +74,7 @@ class CoordinationDriver : public EventHandler {
   Outbox& outbox_;
   Clock& clock_;
   IdGenerator& ids_;
+  Metrics& metrics_;
   CoordinatorConfig config_;
   std::atomic<uint64_t> deletions_executed_{0};
   bool step_failed_ = false;  // driver thread only

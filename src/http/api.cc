@@ -6,9 +6,11 @@
 #include <regex>
 
 #include "common/log.h"
+#include "consumers/analytics_consumer.h"
 #include "consumers/categorize.h"
 #include "coordination/coordination_repo.h"
 #include "domain/events.h"
+#include "http/assets.h"
 #include "http/jwt.h"
 #include "http/multipart.h"
 #include "import/statement.h"
@@ -149,13 +151,30 @@ Result<std::string> RequiredString(const json& j, const char* field, size_t max_
 class Api::Impl {
  public:
   Impl(Database& db, BlobStore& blobs, Outbox& outbox, CoordinationDriver& coordinator, Clock& clock,
-       IdGenerator& ids, ApiConfig config)
+       IdGenerator& ids, Metrics& metrics, ApiConfig config)
       : db_(db), blobs_(blobs), outbox_(outbox), coordinator_(coordinator), clock_(clock), ids_(ids),
-        config_(std::move(config)) {}
+        metrics_(metrics), config_(std::move(config)) {}
+
+  void HandleMetricsOnly(HttpRequest&& req, Respond respond) {
+    if (req.path != "/metrics") return respond(ErrorResponse(Status::NotFound("no such endpoint: " + req.path)));
+    if (req.method != "GET") return respond(ErrorResponse(MethodNotAllowed(req)));
+    respond(MetricsResponse());
+  }
+
+  HttpResponse MetricsResponse() {
+    HttpResponse r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = metrics_.Render(db_, clock_.Now());
+    return r;
+  }
 
   void Handle(HttpRequest&& req, Respond respond) {
-    Respond logged = [respond, method = req.method, path = req.path, id = req.request_id,
+    std::string route = RouteLabel(SplitPath(req.path));
+    Respond logged = [this, respond, route, method = req.method, path = req.path, id = req.request_id,
                       start = std::chrono::steady_clock::now()](HttpResponse r) {
+      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      metrics_.http_requests.Inc({method, route, std::to_string(r.status)});
+      metrics_.http_duration.Observe({route}, seconds);
       if (r.status >= 500) {
         log::Error("request failed", {{"requestId", id}, {"method", method}, {"status", r.status}});
       }
@@ -196,6 +215,20 @@ class Api::Impl {
     return Caller{claims->sub, claims->role};
   }
 
+  // The route template for metrics labels ("/files/{id}/content"); "unmatched" for anything that
+  // is not a route, so random paths cannot grow the label set.
+  std::string RouteLabel(const std::vector<std::string>& p) const {
+    if (AllowedMethods(p).empty()) return "unmatched";
+    if (p.size() == 2 && p[0] == "dashboard") return "/dashboard/{asset}";
+    std::string out;
+    for (size_t i = 0; i < p.size(); ++i) {
+      bool id = i == 1 && (p[0] == "accounts" || p[0] == "files" || p[0] == "transactions" ||
+                           p[0] == "coordinations");
+      out += "/" + (id ? std::string("{id}") : p[i]);
+    }
+    return out;
+  }
+
   static Status MethodNotAllowed(const HttpRequest& req) {
     return Status(Code::kMethodNotAllowed, "method_not_allowed",
                   req.method + " is not allowed on " + req.path);
@@ -213,18 +246,8 @@ class Api::Impl {
     std::vector<std::string> p = SplitPath(req.path);
     const std::string& m = req.method;
 
-    if (p.size() == 1 && p[0] == "healthz") {
-      if (m != "GET") return fail(MethodNotAllowed(req));
-      Status st = db_.Read([](SqlTx& tx) {
-        auto r = tx.QueryOne("SELECT 1");
-        return r.ok() ? Status::Ok() : r.status();
-      });
-      if (!st.ok()) return fail(Status::Unavailable("the store does not answer"));
-      return respond(JsonResponse(200, {{"status", "ok"}}));
-    }
-
     // Which routes exist, and with which methods: unknown paths are 404, known ones with another
-    // method 405, both before authentication so nothing about data leaks.
+    // method 405 (with Allow), both before authentication so nothing about data leaks.
     std::vector<std::string> allowed = AllowedMethods(p);
     if (allowed.empty()) return fail(Status::NotFound("no such endpoint: " + req.path));
     if (std::find(allowed.begin(), allowed.end(), m) == allowed.end()) {
@@ -234,6 +257,18 @@ class Api::Impl {
       r.headers["Allow"] = allow;
       return respond(std::move(r));
     }
+
+    if (p.size() == 1 && p[0] == "healthz") {
+      Status st = db_.Read([](SqlTx& tx) {
+        auto r = tx.QueryOne("SELECT 1");
+        return r.ok() ? Status::Ok() : r.status();
+      });
+      if (!st.ok()) return fail(Status::Unavailable("the store does not answer"));
+      return respond(JsonResponse(200, {{"status", "ok"}}));
+    }
+
+    if (p.size() == 1 && p[0] == "metrics") return respond(MetricsResponse());
+    if (p[0] == "dashboard") return ServeAsset(p.size() == 1 ? "index.html" : p[1], respond);
 
     auto caller = Authenticate(req);
     if (!caller.ok()) return fail(caller.status());
@@ -260,8 +295,11 @@ class Api::Impl {
       return PatchTransaction(user, p[1], req, respond);
     }
     if (p[0] == "coordinations") {
+      bool operator_role = caller->role == kOperatorRole;
+      if (p.size() == 1) return ListCoordinationsRoute(user, operator_role, req, respond);
       if (Status st = CheckId(p[1], "coordination"); !st.ok()) return fail(st);
-      return GetCoordination(user, p[1], respond);
+      if (p.size() == 3) return Timeline(user, operator_role, p[1], respond);
+      return GetCoordination(user, operator_role, p[1], respond);
     }
     if (p[0] == "analytics" && p[1] == "monthly") return Monthly(user, respond);
     if (p[0] == "analytics" && p[1] == "archive") return ArchiveRoute(user, respond);
@@ -269,9 +307,13 @@ class Api::Impl {
     fail(Status::NotFound("no such endpoint: " + req.path));
   }
 
-  static std::vector<std::string> AllowedMethods(const std::vector<std::string>& p) {
+  std::vector<std::string> AllowedMethods(const std::vector<std::string>& p) const {
     if (p.empty()) return {};
     const std::string& a = p[0];
+    if (a == "healthz" && p.size() == 1) return {"GET"};
+    if (a == "metrics" && p.size() == 1) return config_.serve_metrics ? std::vector<std::string>{"GET"}
+                                                                      : std::vector<std::string>{};
+    if (a == "dashboard" && p.size() <= 2) return {"GET"};
     if (a == "accounts" && p.size() == 1) return {"GET", "POST"};
     if (a == "accounts" && p.size() == 2) return {"GET"};
     if (a == "files" && p.size() == 1) return {"GET", "POST"};
@@ -279,7 +321,9 @@ class Api::Impl {
     if (a == "files" && p.size() == 3 && (p[2] == "content" || p[2] == "transactions")) return {"GET"};
     if (a == "transactions" && p.size() == 1) return {"GET"};
     if (a == "transactions" && p.size() == 2) return {"GET", "PATCH"};
+    if (a == "coordinations" && p.size() == 1) return {"GET"};
     if (a == "coordinations" && p.size() == 2) return {"GET"};
+    if (a == "coordinations" && p.size() == 3 && p[2] == "timeline") return {"GET"};
     if (a == "analytics" && p.size() == 2 && (p[1] == "monthly" || p[1] == "archive")) return {"GET"};
     if (a == "categorization" && p.size() == 2 && p[1] == "mappings") return {"GET"};
     return {};
@@ -598,8 +642,12 @@ class Api::Impl {
       DeletionRecord rec{std::nullopt, clock_.Now(), "synchronous", clock_.Now()};
       auto n = DeleteFileData(tx, *f, rec);
       if (!n.ok()) return n.status();
+      // No consumer gets a last look on this path; keep analytics from counting a file that is gone.
+      auto removed = RemoveFileContribution(tx, id);
+      if (!removed.ok()) return removed.status();
       tx.AfterCommit([this] { coordinator_.Wake(); });  // removes the queued blob
-      tx.AfterCommit([user, id, request_id, n = *n] {
+      tx.AfterCommit([this, user, id, request_id, n = *n] {
+        metrics_.file_deletions.Inc({"synchronous", "deleted"});
         log::Info("file deleted synchronously", {{"fileId", id},
                                                  {"userId", user},
                                                  {"requestId", request_id},
@@ -663,13 +711,116 @@ class Api::Impl {
     });
   }
 
-  void GetCoordination(const std::string& user, const std::string& id, const Respond& respond) {
+  // The coordination when the caller may see it (its owner, or an operator); else kNotFound.
+  static Result<Coordination> VisibleCoordination(SqlTx& tx, const std::string& user,
+                                                  bool operator_role, const std::string& id) {
+    auto c = LoadCoordination(tx, id);
+    if (!c.ok()) return c.status();
+    if (!*c || (!operator_role && (*c)->user_id != user)) {
+      return Status::NotFound("coordination " + id + " not found");
+    }
+    return std::move(**c);
+  }
+
+  void GetCoordination(const std::string& user, bool operator_role, const std::string& id,
+                       const Respond& respond) {
     ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
-      auto c = LoadCoordination(tx, id);
+      auto c = VisibleCoordination(tx, user, operator_role, id);
       if (!c.ok()) return c.status();
-      if (!*c || (*c)->user_id != user) return Status::NotFound("coordination " + id + " not found");
-      return CoordinationJson(**c);
+      return CoordinationJson(*c);
     });
+  }
+
+  void Timeline(const std::string& user, bool operator_role, const std::string& id,
+                const Respond& respond) {
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      auto c = VisibleCoordination(tx, user, operator_role, id);
+      if (!c.ok()) return c.status();
+      auto entries = LoadTimeline(tx, id);
+      if (!entries.ok()) return entries.status();
+      json arr = json::array();
+      for (const auto& e : *entries) {
+        json detail = json::parse(e.detail_json, nullptr, false);
+        if (detail.is_discarded()) detail = json::object();
+        arr.push_back({{"at", FormatRfc3339(e.at)}, {"kind", e.kind}, {"detail", detail}});
+      }
+      return json{{"coordinationId", id}, {"entries", arr}};
+    });
+  }
+
+  void ListCoordinationsRoute(const std::string& user, bool operator_role, const HttpRequest& req,
+                              const Respond& respond) {
+    auto fail = [&](const std::string& what) {
+      respond(ErrorResponse(Status::Invalid("invalid_request", what)));
+    };
+    CoordinationFilter f;
+    if (!operator_role) f.user_id = user;
+    for (const auto& [k, v] : req.query) {
+      if (k == "status") {
+        auto s = ParseCoordinationStatus(v);
+        if (!s) return fail("status must be waiting, deleting or completed");
+        f.status = s;
+      } else if (k == "outcome") {
+        auto o = ParseOutcome(v);
+        if (!o || *o == Outcome::kNone) return fail("outcome must be all_completed or timed_out");
+        f.outcome = o;
+      } else if (k == "consumer") {
+        if (v.empty() || v.size() > 64) return fail("consumer must be a consumer name");
+        f.pending_consumer = v;
+      } else if (k == "limit") {
+        char* end = nullptr;
+        long n = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || n < 1 || n > 500) return fail("limit must be 1 to 500");
+        f.limit = static_cast<int>(n);
+      } else if (k == "cursor") {
+        // Opaque to clients: "<startedAtMillis>.<coordinationId>".
+        size_t dot = v.find('.');
+        char* end = nullptr;
+        long long at = dot == std::string::npos ? 0 : std::strtoll(v.substr(0, dot).c_str(), &end, 10);
+        if (dot == std::string::npos || *end != '\0' || !IsUuid(v.substr(dot + 1))) {
+          return fail("cursor is not one this server gave out");
+        }
+        f.after = std::make_pair(static_cast<WallMillis>(at), v.substr(dot + 1));
+      } else {
+        return fail("unknown query parameter \"" + k + "\"");
+      }
+    }
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      bool more = false;
+      auto list = ListCoordinations(tx, f, &more);
+      if (!list.ok()) return list.status();
+      json arr = json::array();
+      for (const auto& c : *list) {
+        json j = CoordinationJson(c);
+        j["userId"] = c.user_id;
+        arr.push_back(std::move(j));
+      }
+      json next = nullptr;
+      if (more && !list->empty()) {
+        next = std::to_string(list->back().started_at) + "." + list->back().id;
+      }
+      return json{{"coordinations", arr}, {"nextCursor", next}};
+    });
+  }
+
+  void ServeAsset(const std::string& name, const Respond& respond) {
+    const Asset* a = FindAsset(name);
+    if (!a) return respond(ErrorResponse(Status::NotFound("no such dashboard file: " + name)));
+    HttpResponse r;
+    auto ends = [&](const char* suffix) {
+      return name.size() >= strlen(suffix) && name.compare(name.size() - strlen(suffix), std::string::npos, suffix) == 0;
+    };
+    r.content_type = ends(".html")  ? "text/html; charset=utf-8"
+                     : ends(".js")  ? "text/javascript; charset=utf-8"
+                     : ends(".css") ? "text/css; charset=utf-8"
+                     : ends(".svg") ? "image/svg+xml"
+                                    : "application/octet-stream";
+    r.body = std::string(a->bytes);
+    r.headers["Cache-Control"] = "no-cache";
+    r.headers["Content-Security-Policy"] =
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'";
+    respond(std::move(r));
   }
 
   void Monthly(const std::string& user, const Respond& respond) {
@@ -734,12 +885,18 @@ class Api::Impl {
   CoordinationDriver& coordinator_;
   Clock& clock_;
   IdGenerator& ids_;
+  Metrics& metrics_;
   ApiConfig config_;
 };
 
 Api::Api(Database& db, BlobStore& blobs, Outbox& outbox, CoordinationDriver& coordinator,
-         Clock& clock, IdGenerator& ids, ApiConfig config)
-    : impl_(std::make_unique<Impl>(db, blobs, outbox, coordinator, clock, ids, std::move(config))) {}
+         Clock& clock, IdGenerator& ids, Metrics& metrics, ApiConfig config)
+    : impl_(std::make_unique<Impl>(db, blobs, outbox, coordinator, clock, ids, metrics,
+                                   std::move(config))) {}
+
+void Api::HandleMetricsOnly(HttpRequest&& req, Respond respond) {
+  impl_->HandleMetricsOnly(std::move(req), std::move(respond));
+}
 
 Api::~Api() = default;
 

@@ -12,6 +12,7 @@
 #include "common/ids.h"
 #include "coordination/driver.h"
 #include "http/server.h"
+#include "metrics/metrics.h"
 #include "store/sql.h"
 
 namespace lastcall {
@@ -20,15 +21,21 @@ struct ApiConfig {
   std::string jwt_secret;                    // never logged
   uint64_t max_upload_bytes = 20 * 1024 * 1024;
   bool event_publishing = true;              // ENABLE_EVENT_PUBLISHING
+  bool serve_metrics = true;                 // GET /metrics here (false: on its own listener)
 };
+
+// The role claim that lets a token read every coordination. stored in tokens: do not rename.
+inline constexpr char kOperatorRole[] = "operator";
 
 class Api {
  public:
   Api(Database& db, BlobStore& blobs, Outbox& outbox, CoordinationDriver& coordinator, Clock& clock,
-      IdGenerator& ids, ApiConfig config);
+      IdGenerator& ids, Metrics& metrics, ApiConfig config);
   ~Api();
   // The server's Handler. Thread-safe.
   void Handle(HttpRequest&& req, Respond respond);
+  // Answers GET /metrics only (for LASTCALL_METRICS_LISTEN's listener). Thread-safe.
+  void HandleMetricsOnly(HttpRequest&& req, Respond respond);
 
  private:
   class Impl;

@@ -40,8 +40,9 @@ struct HttpServerOptions {
   unsigned short port = 8080;
   uint64_t body_limit = 20 * 1024 * 1024 + 64 * 1024;
   uint32_t header_limit = 16 * 1024;
-  int read_timeout_seconds = 30;  // a whole request must arrive within this
-  int idle_timeout_seconds = 60;  // keep-alive connections with no request are closed
+  // A whole request (headers and body) must arrive within this, counted from when the server
+  // starts waiting for it; an idle keep-alive connection is closed after it too.
+  int read_timeout_seconds = 30;
 };
 
 class HttpServer {

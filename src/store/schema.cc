@@ -160,6 +160,18 @@ const std::vector<Migration>& Migrations() {
                 learned_at INTEGER NOT NULL,
                 PRIMARY KEY (user_id, merchant)))",
        }},
+      {2,
+       "timeline",
+       {
+           R"(CREATE TABLE coordination_timeline (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                coordination_id TEXT NOT NULL,
+                at INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                detail TEXT NOT NULL))",
+           "CREATE INDEX coordination_timeline_by_id ON coordination_timeline(coordination_id, seq)",
+           "CREATE INDEX coordinations_by_started ON coordinations(started_at, id)",
+       }},
   };
   return kMigrations;
 }

@@ -510,7 +510,10 @@ class IsolationTest(ServerTestCase):
         self.coordination_id = r.body["coordinationId"]
         self.alice.wait_coordination(self.coordination_id, "completed")
         self.bob_account = self.bob.create_account("Bob", "USD")
-        self.bob.upload_ok(self.bob_account["accountId"], "bob.csv", make_csv(SIMPLE_ROWS[1:]))
+        bob_file = self.bob.upload_ok(self.bob_account["accountId"], "bob.csv",
+                                      make_csv(SIMPLE_ROWS[1:]))
+        # The consumers categorize Bob's rows after the upload: let them, before the snapshot.
+        wait_categorized_or_current(self.bob, bob_file["fileId"])
         self.alice_before = self.alice.snapshot()
         self.alice_coordination = self.alice.coordination(self.coordination_id)
         self.bob_before = self.bob.snapshot()

@@ -42,12 +42,12 @@ class CoordinationFlowTest : public ::testing::Test {
     auto blobs = FsBlobStore::Open((dir_ / "blobs").string());
     ASSERT_TRUE(blobs.ok());
     blobs_ = std::move(blobs).value();
-    bus_ = std::make_unique<InProcessBus>(*db_, clock_, ids_);
-    outbox_ = std::make_unique<Outbox>([this] { bus_->Notify(); });
+    bus_ = std::make_unique<InProcessBus>(*db_, clock_, ids_, metrics_);
+    outbox_ = std::make_unique<Outbox>(metrics_, [this] { bus_->Notify(); });
     CoordinatorConfig cc;
     cc.expected_consumers = std::move(expected);
     cc.timeout_ms = 60'000;
-    driver_ = std::make_unique<CoordinationDriver>(*db_, *blobs_, *outbox_, clock_, ids_, cc);
+    driver_ = std::make_unique<CoordinationDriver>(*db_, *blobs_, *outbox_, clock_, ids_, metrics_, cc);
     analytics_ = std::make_unique<AnalyticsConsumer>(*outbox_, clock_, ids_);
     categorization_ = std::make_unique<CategorizationConsumer>(*outbox_, clock_, ids_);
     bus_->AddTarget(kFileDeletionConsumer, driver_.get());
@@ -167,6 +167,7 @@ class CoordinationFlowTest : public ::testing::Test {
   fs::path dir_;
   SimulatedClock clock_{1'700'000'000'000};
   RandomIdGenerator ids_;
+  Metrics metrics_;
   std::unique_ptr<SqliteDatabase> db_;
   std::unique_ptr<FsBlobStore> blobs_;
   std::unique_ptr<InProcessBus> bus_;

@@ -74,8 +74,8 @@ class InProcessBusTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
   void StartBus(InProcessBusOptions options = {}) {
-    bus_ = std::make_unique<InProcessBus>(*db_, clock_, ids_, options);
-    outbox_ = std::make_unique<Outbox>([this] { bus_->Notify(); });
+    bus_ = std::make_unique<InProcessBus>(*db_, clock_, ids_, metrics_, options);
+    outbox_ = std::make_unique<Outbox>(metrics_, [this] { bus_->Notify(); });
     bus_->AddTarget("a", &a_);
     bus_->AddTarget("b", &b_);
     bus_->AddRule({"all-to-a", {{"t.one", "t.two"}, {}}, {"a"}});
@@ -107,6 +107,7 @@ class InProcessBusTest : public ::testing::Test {
   fs::path dir_;
   SystemClock clock_;
   RandomIdGenerator ids_;
+  Metrics metrics_;
   std::unique_ptr<SqliteDatabase> db_;
   std::unique_ptr<InProcessBus> bus_;
   std::unique_ptr<Outbox> outbox_;
@@ -159,7 +160,7 @@ TEST_F(InProcessBusTest, ResumesAfterRestartWithoutRedoingHandledEvents) {
   bus_->Stop();
   Publish("t.one", 2);
   RecordingHandler fresh_a{"a"};
-  bus_ = std::make_unique<InProcessBus>(*db_, clock_, ids_);
+  bus_ = std::make_unique<InProcessBus>(*db_, clock_, ids_, metrics_);
   bus_->AddTarget("a", &fresh_a);
   bus_->AddRule({"all-to-a", {{"t.one"}, {}}, {"a"}});
   ASSERT_TRUE(bus_->Start().ok());
@@ -179,7 +180,7 @@ TEST_F(InProcessBusTest, AnEventAlreadyRecordedAsProcessedIsNotHandledAgain) {
                    return r.ok() ? Status::Ok() : r.status();
                  }).ok());
   RecordingHandler fresh_a{"a"};
-  bus_ = std::make_unique<InProcessBus>(*db_, clock_, ids_);
+  bus_ = std::make_unique<InProcessBus>(*db_, clock_, ids_, metrics_);
   bus_->AddTarget("a", &fresh_a);
   bus_->AddRule({"all-to-a", {{"t.one"}, {}}, {"a"}});
   ASSERT_TRUE(bus_->Start().ok());

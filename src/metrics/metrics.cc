@@ -1,0 +1,75 @@
+#include "metrics/metrics.h"
+
+#include "common/log.h"
+
+namespace lastcall {
+
+Metrics::Metrics() {
+  // Series that exist from the start, so rates and alerts see 0 rather than nothing.
+  coordinations_started.Inc({}, 0);
+  for (const char* o : {"all_completed", "timed_out"}) coordinations_finished.Inc({o}, 0);
+  file_deletions.Inc({"coordinated", "deleted"}, 0);
+  file_deletions.Inc({"coordinated", "failed"}, 0);
+  file_deletions.Inc({"synchronous", "deleted"}, 0);
+}
+
+std::string Metrics::Render(Database& db, WallMillis now) {
+  std::string out;
+  out.reserve(16 * 1024);
+  coordinations_started.Render(&out);
+  coordinations_finished.Render(&out);
+  coordination_timeouts.Render(&out);
+  consumer_completions.Render(&out);
+  file_deletions.Render(&out);
+  coordination_duration.Render(&out);
+  consumer_completion.Render(&out);
+  events_published.Render(&out);
+  events_delivered.Render(&out);
+  delivery_failures.Render(&out);
+  dead_letters.Render(&out);
+  http_requests.Render(&out);
+  http_duration.Render(&out);
+
+  double waiting = 0, deleting = 0, oldest_age = 0;
+  std::vector<std::pair<std::vector<std::string>, double>> backlog;
+  Status st = db.Read([&](SqlTx& tx) -> Status {
+    auto counts = tx.QueryAll(
+        "SELECT status, COUNT(*), MIN(started_at) FROM coordinations WHERE status IN "
+        "('waiting', 'deleting') GROUP BY status");
+    if (!counts.ok()) return counts.status();
+    for (const auto& r : *counts) {
+      if (r.Text(0) == "waiting") {
+        waiting = static_cast<double>(r.Int(1));
+        oldest_age = std::max<double>(0, static_cast<double>(now - r.Int(2)) / 1000.0);
+      } else {
+        deleting = static_cast<double>(r.Int(1));
+      }
+    }
+    auto cursors = tx.QueryAll(
+        "SELECT c.target, (SELECT COUNT(*) FROM outbox o WHERE o.seq > c.last_seq) FROM "
+        "delivery_cursors c ORDER BY c.target");
+    if (!cursors.ok()) return cursors.status();
+    for (const auto& r : *cursors) backlog.push_back({{r.Text(0)}, static_cast<double>(r.Int(1))});
+    return Status::Ok();
+  });
+  if (!st.ok()) {
+    log::Error("metrics: cannot read stored state", {{"error", st.ToString()}});
+    return out;
+  }
+  GaugeFamily{"lastcall_coordinations_waiting", "Coordinations waiting for consumers or their deadline.",
+              {}, [&] { return std::vector<std::pair<std::vector<std::string>, double>>{{{}, waiting}}; }}
+      .Render(&out);
+  GaugeFamily{"lastcall_coordinations_deleting", "Coordinations whose deletion is under way.", {},
+              [&] { return std::vector<std::pair<std::vector<std::string>, double>>{{{}, deleting}}; }}
+      .Render(&out);
+  GaugeFamily{"lastcall_oldest_waiting_coordination_age_seconds",
+              "Age of the oldest waiting coordination (0 when none waits).", {},
+              [&] { return std::vector<std::pair<std::vector<std::string>, double>>{{{}, oldest_age}}; }}
+      .Render(&out);
+  GaugeFamily{"lastcall_outbox_backlog", "Events in the outbox a target has not handled yet.",
+              {"target"}, [&] { return backlog; }}
+      .Render(&out);
+  return out;
+}
+
+}  // namespace lastcall

@@ -1,0 +1,58 @@
+// lastcall's metric families (names are part of the operations contract: docs/operations.md,
+// deploy/grafana, deploy/prometheus/alerts.yml; do not rename). One Metrics object per process,
+// handed by reference to whatever records. Counters move only after the fact they count has
+// committed. Gauges describing stored state are computed at scrape time (Render).
+#pragma once
+
+#include <string>
+
+#include "common/clock.h"
+#include "metrics/registry.h"
+#include "store/sql.h"
+
+namespace lastcall {
+
+class Metrics {
+ public:
+  Metrics();
+
+  CounterFamily coordinations_started{"lastcall_coordinations_started_total",
+                                      "Coordinated deletions requested.", {}};
+  CounterFamily coordinations_finished{"lastcall_coordinations_finished_total",
+                                       "Coordinations whose deletion finished, by outcome.", {"outcome"}};
+  CounterFamily coordination_timeouts{"lastcall_coordination_timeouts_total",
+                                      "Consumers missing when a coordination timed out.", {"consumer"}};
+  CounterFamily consumer_completions{"lastcall_consumer_completions_total",
+                                     "Consumer completions recorded, by consumer and status.",
+                                     {"consumer", "status"}};
+  CounterFamily file_deletions{"lastcall_file_deletions_total",
+                               "File deletions, by mode (coordinated, synchronous) and result.",
+                               {"mode", "result"}};
+  HistogramFamily coordination_duration{
+      "lastcall_coordination_duration_seconds",
+      "Time from a deletion request to the file's deletion.", {"outcome"},
+      {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}};
+  HistogramFamily consumer_completion{
+      "lastcall_consumer_completion_seconds",
+      "Time from a deletion request to a consumer's completion.", {"consumer"},
+      {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}};
+  CounterFamily events_published{"lastcall_events_published_total",
+                                 "Events committed to the outbox, by type.", {"type"}};
+  CounterFamily events_delivered{"lastcall_events_delivered_total",
+                                 "Events handled by a target, by type and target.", {"type", "target"}};
+  CounterFamily delivery_failures{"lastcall_delivery_failures_total",
+                                  "Failed deliveries (each is retried), by target.", {"target"}};
+  CounterFamily dead_letters{"lastcall_dead_letters_total",
+                             "Events dead-lettered after the last attempt, by target.", {"target"}};
+  CounterFamily http_requests{"lastcall_http_requests_total", "HTTP requests answered.",
+                              {"method", "route", "status"}};
+  HistogramFamily http_duration{"lastcall_http_request_duration_seconds",
+                                "Time to answer an HTTP request.", {"route"},
+                                {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5}};
+
+  // The text exposition of every family; the stored-state gauges are read from db (a read
+  // snapshot) at this moment. A store failure leaves those gauges out and is logged.
+  std::string Render(Database& db, WallMillis now);
+};
+
+}  // namespace lastcall
