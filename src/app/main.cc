@@ -6,6 +6,7 @@
 
 #include "app/app.h"
 #include "app/config.h"
+#include "cli/coordinations_cmd.h"
 #include "common/clock.h"
 #include "http/jwt.h"
 
@@ -53,7 +54,44 @@ int main(int argc, char** argv) {
   token->add_option("--ttl", ttl, "lifetime: 90s, 30m, 1h, 7d")->capture_default_str();
   token->add_option("--role", role, "optional role claim, e.g. operator");
 
-  CLI11_PARSE(app, argc, argv);
+  auto* coordinations = app.add_subcommand(
+      "coordinations", "Inspect coordinations through the running service's API (exit codes: 0 "
+                       "found, 1 not found, 2 usage, 3 service unreachable or token refused)");
+  coordinations->require_subcommand(1);
+  coordinations->fallthrough();  // --url, --token and --json may follow list/show
+  lastcall::CliTarget target;
+  target.url = lastcall::ProcessEnv("LASTCALL_URL").value_or("http://127.0.0.1:8080");
+  target.token = lastcall::ProcessEnv("LASTCALL_TOKEN").value_or("");
+  for (auto* sub : {coordinations}) {
+    sub->add_option("--url", target.url, "the service, http://host:port (env LASTCALL_URL)");
+    sub->add_option("--token", target.token, "a JWT; an operator token sees every user's (env LASTCALL_TOKEN)");
+    sub->add_flag("--json", target.json, "print the API's JSON, for scripts");
+  }
+  lastcall::ListOptions list_options;
+  std::string status, outcome, consumer;
+  auto* list = coordinations->add_subcommand("list", "List coordinations, newest first");
+  list->add_option("--status", status, "waiting, deleting or completed");
+  list->add_option("--outcome", outcome, "all_completed or timed_out");
+  list->add_option("--consumer", consumer, "only those still waiting on this consumer");
+  list->add_option("--limit", list_options.limit, "per page, 1 to 500")->check(CLI::Range(1, 500));
+  list->add_flag("--all", list_options.all_pages, "follow every page");
+  std::string show_id;
+  auto* show = coordinations->add_subcommand("show", "Show one coordination and its timeline");
+  show->add_option("id", show_id, "the coordination id")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  if (*coordinations) {
+    if (!status.empty()) list_options.status = status;
+    if (!outcome.empty()) list_options.outcome = outcome;
+    if (!consumer.empty()) list_options.consumer = consumer;
+    if (*list) return lastcall::ListCoordinationsCommand(target, list_options, std::cout, std::cerr);
+    return lastcall::ShowCoordinationCommand(target, show_id, std::cout, std::cerr);
+  }
 
   auto config = lastcall::LoadConfig(lastcall::ProcessEnv);
   if (!config.ok()) {
