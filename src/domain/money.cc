@@ -1,6 +1,8 @@
 // Exact money: parsing, formatting and checked arithmetic on scale-4 integer units. See money.h.
 #include "domain/money.h"
 
+#include "common/text.h"
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -14,37 +16,15 @@ bool IsAsciiSpace(char c) {
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
-// The input as it appears inside an error message: at most 40 bytes (never cut inside a UTF-8
-// sequence, "..." appended when cut), control characters and '"' replaced so the message stays
-// one readable line.
-std::string Quote(std::string_view text) {
-  constexpr size_t kMax = 40;
-  bool cut = false;
-  if (text.size() > kMax) {
-    size_t n = kMax;
-    // Back off over UTF-8 continuation bytes so a multi-byte character is never split.
-    while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
-    text = text.substr(0, n);
-    cut = true;
-  }
-  std::string out = "\"";
-  for (char c : text) {
-    unsigned char u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u == 0x7F || c == '"') ? '?' : c;
-  }
-  if (cut) out += "...";
-  out += '"';
-  return out;
-}
 
 Status InvalidAmount(std::string_view text) {
-  return Status::Unprocessable("invalid_amount", "invalid amount " + Quote(text));
+  return Status::Unprocessable("invalid_amount", "invalid amount " + QuoteForMessage(text));
 }
 
 Status OutOfRange(std::string_view text) {
   return Status::Unprocessable(
       "amount_out_of_range",
-      "amount out of range " + Quote(text) +
+      "amount out of range " + QuoteForMessage(text) +
           " (at most 4 decimals and an absolute value of at most 100000000000000)");
 }
 

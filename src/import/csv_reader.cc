@@ -13,6 +13,8 @@
 
 #include "import/statement.h"
 
+#include "common/text.h"
+
 namespace lastcall {
 namespace {
 
@@ -46,26 +48,6 @@ std::string_view TrimSpaces(std::string_view s) {
   return s;
 }
 
-// A field value inside an error message: at most 40 bytes, never cut inside a UTF-8 sequence,
-// control characters and '"' replaced by '?'.
-std::string Quote(std::string_view text) {
-  constexpr size_t kMax = 40;
-  bool cut = false;
-  if (text.size() > kMax) {
-    size_t n = kMax;
-    while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
-    text = text.substr(0, n);
-    cut = true;
-  }
-  std::string out = "\"";
-  for (char c : text) {
-    unsigned char u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u == 0x7F || c == '"') ? '?' : c;
-  }
-  if (cut) out += "...";
-  out += '"';
-  return out;
-}
 
 Status CsvError(std::string message) {
   return Status::Unprocessable("invalid_csv", std::move(message));
@@ -76,32 +58,6 @@ std::string At(int line, size_t column) {
   return "line " + std::to_string(line) + ", column " + std::to_string(column);
 }
 
-// Length of the well-formed UTF-8 sequence starting at p (which holds a byte >= 0x80), or 0 when
-// the bytes there are not well-formed UTF-8 (overlongs, surrogates and > U+10FFFF included).
-size_t Utf8SequenceLength(const unsigned char* p, size_t avail) {
-  const unsigned char b0 = p[0];
-  size_t len = 0;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    len = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    len = 3;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    len = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (avail < len) return 0;
-  if (p[1] < lo || p[1] > hi) return 0;
-  for (size_t i = 2; i < len; ++i) {
-    if ((p[i] & 0xC0) != 0x80) return 0;
-  }
-  return len;
-}
 
 // One record as read by the tokenizer. `fields` is reused between records: only the first
 // `count` entries belong to the current record.
@@ -162,8 +118,7 @@ class Tokenizer {
   Status TakeSpecialByte(size_t column, std::string* field) {
     const unsigned char b = static_cast<unsigned char>(data_[pos_]);
     if (b == 0) return CsvError(At(line_, column) + ": NUL byte");
-    const size_t len = Utf8SequenceLength(
-        reinterpret_cast<const unsigned char*>(data_.data()) + pos_, data_.size() - pos_);
+    const size_t len = Utf8SequenceLength(data_, pos_);
     if (len == 0) return CsvError(At(line_, column) + ": invalid UTF-8");
     field->append(data_.data() + pos_, len);
     pos_ += len;
@@ -288,7 +243,7 @@ Status ReadRow(Record& rec, const std::array<int, kColumnCount>& index, ParsedTr
   t->line = rec.line;
   t->date = take(kDate);
   if (!IsValidIsoDate(t->date)) {
-    return CsvError(where(kDate) + "invalid date " + Quote(t->date) + " (expected YYYY-MM-DD)");
+    return CsvError(where(kDate) + "invalid date " + QuoteForMessage(t->date) + " (expected YYYY-MM-DD)");
   }
   const std::string amount = take(kAmount);
   Result<Money> money = Money::Parse(amount);
@@ -298,7 +253,7 @@ Status ReadRow(Record& rec, const std::array<int, kColumnCount>& index, ParsedTr
   if (!t->currency.empty()) {
     if (t->currency.size() != 3 || !IsAsciiLetter(t->currency[0]) ||
         !IsAsciiLetter(t->currency[1]) || !IsAsciiLetter(t->currency[2])) {
-      return CsvError(where(kCurrency) + "invalid currency " + Quote(t->currency) +
+      return CsvError(where(kCurrency) + "invalid currency " + QuoteForMessage(t->currency) +
                       " (expected a 3-letter ISO 4217 code)");
     }
     for (char& ch : t->currency) ch = AsciiUpper(ch);

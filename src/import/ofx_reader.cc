@@ -30,6 +30,8 @@
 
 #include "import/statement.h"
 
+#include "common/text.h"
+
 namespace lastcall {
 namespace {
 
@@ -66,17 +68,6 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
-// A file value inside an error message: at most 40 bytes, quotes and controls replaced.
-std::string Quote(std::string_view text) {
-  std::string out = "\"";
-  for (size_t i = 0; i < text.size() && i < 40; ++i) {
-    const unsigned char u = static_cast<unsigned char>(text[i]);
-    out += (u < 0x20 || u >= 0x7F || text[i] == '"') ? '?' : text[i];
-  }
-  if (text.size() > 40) out += "...";
-  out += '"';
-  return out;
-}
 
 bool IsCurrencyCode(std::string_view s) {
   return s.size() == 3 && IsAsciiLetter(s[0]) && IsAsciiLetter(s[1]) && IsAsciiLetter(s[2]);
@@ -90,32 +81,6 @@ std::string UpperAscii(std::string_view s) {
 
 // ---- UTF-8 hygiene for text that comes back from libofx or the raw scan ----
 
-// Length of the well-formed UTF-8 sequence at s[i] (s[i] >= 0x80), or 0.
-size_t Utf8SequenceLength(std::string_view s, size_t i) {
-  const unsigned char b0 = static_cast<unsigned char>(s[i]);
-  size_t len = 0;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    len = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    len = 3;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    len = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (s.size() - i < len) return 0;
-  const unsigned char b1 = static_cast<unsigned char>(s[i + 1]);
-  if (b1 < lo || b1 > hi) return 0;
-  for (size_t k = 2; k < len; ++k) {
-    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
-  }
-  return len;
-}
 
 bool IsValidUtf8(std::string_view s) {
   for (size_t i = 0; i < s.size();) {
@@ -291,7 +256,7 @@ Result<RawStatement> ScanOfx(std::string_view bytes, size_t ofx_start) {
     }
     if (is("CURDEF")) {
       if (!IsCurrencyCode(value)) {
-        return OfxError("field CURDEF: invalid currency " + Quote(value));
+        return OfxError("field CURDEF: invalid currency " + QuoteForMessage(value));
       }
       curdef = UpperAscii(value);
       if (out.first_curdef.empty()) out.first_curdef = curdef;
@@ -313,7 +278,7 @@ Result<RawStatement> ScanOfx(std::string_view bytes, size_t ofx_start) {
       } else if (is("CURSYM") && in_currency && !in_origcurrency) {
         if (!IsCurrencyCode(value)) {
           return OfxError("transaction " + std::to_string(out.transactions.size() + 1) +
-                          ", field CURSYM: invalid currency " + Quote(value));
+                          ", field CURSYM: invalid currency " + QuoteForMessage(value));
         }
         txn.currency = UpperAscii(value);
       } else if (is("PAYEE")) {
@@ -507,7 +472,7 @@ Result<ParsedStatement> ParseOfxUnguarded(std::string_view bytes) {
     t.line = static_cast<int>(i + 1);
     if (!r.has_dtposted) return OfxError(where + ": missing DTPOSTED");
     if (!OfxDateToIso(r.dtposted, &t.date)) {
-      return OfxError(where + ", field DTPOSTED: invalid date " + Quote(r.dtposted));
+      return OfxError(where + ", field DTPOSTED: invalid date " + QuoteForMessage(r.dtposted));
     }
     if (!r.has_trnamt) return OfxError(where + ": missing TRNAMT");
     Result<Money> amount = ParseTrnamt(r.trnamt);
@@ -517,7 +482,7 @@ Result<ParsedStatement> ParseOfxUnguarded(std::string_view bytes) {
       const double exact = static_cast<double>(t.amount.units()) / Money::kUnitsPerWhole;
       if (std::fabs(lib.amount - exact) > 0.00005 + std::fabs(exact) * 1e-12) {
         return OfxError(where + ", field TRNAMT: the file and libofx disagree on the amount " +
-                        Quote(r.trnamt));
+                        QuoteForMessage(r.trnamt));
       }
     }
     t.currency = r.currency;

@@ -1,0 +1,19 @@
+// Small text helpers shared by the parsers: UTF-8 validity and quoting an input inside an error
+// message.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace lastcall {
+
+// Length of the well-formed UTF-8 sequence at s[i] (a byte >= 0x80), or 0 when the bytes there
+// are not well-formed UTF-8 (overlongs, surrogates and code points above U+10FFFF included).
+size_t Utf8SequenceLength(std::string_view s, size_t i);
+
+// The input as it appears inside an error message: at most 40 bytes (never cut inside a UTF-8
+// sequence, "..." appended when cut), in double quotes, with control characters and '"' replaced
+// by '?' so the message stays one readable line.
+std::string QuoteForMessage(std::string_view text);
+
+}  // namespace lastcall
