@@ -126,6 +126,8 @@ int RunServe(const Config& config) {
   bus.AddTarget(kAnalyticsConsumer, &analytics);
   bus.AddTarget(kCategorizationConsumer, &categorization);
   for (const Rule& r : Rules()) bus.AddRule(r);
+  metrics.Declare(config.expected_consumers,
+                  {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer});
   if (Status st = bus.Start(); !st.ok()) {
     log::Error("event bus failed to start", {{"error", st.message()}});
     return 1;

@@ -345,7 +345,7 @@ class Api::Impl {
 
   // Queues a write; answers once it committed.
   void WriteJson(const Respond& respond, std::function<Result<std::pair<int, json>>(SqlTx&)> fn,
-                 std::function<void(bool ok)> after = nullptr) {
+                 std::function<void(const Status&)> after = nullptr) {
     auto out = std::make_shared<std::pair<int, json>>();
     db_.Write(
         [fn = std::move(fn), out](SqlTx& tx) -> Status {
@@ -355,7 +355,7 @@ class Api::Impl {
           return Status::Ok();
         },
         [respond, out, after = std::move(after)](Status st) {
-          if (after) after(st.ok());
+          if (after) after(st);
           if (!st.ok()) return respond(ErrorResponse(st));
           respond(JsonResponse(out->first, out->second));
         });
@@ -534,12 +534,13 @@ class Api::Impl {
           LASTCALL_RETURN_IF_ERROR(outbox_.Append(tx, e, now));
           return std::make_pair(201, FileJson(*file));
         },
-        [this, key = file->blob_key, id = file->id, user, request_id = req.request_id](bool ok) {
-          if (ok) {
+        [this, key = file->blob_key, id = file->id, user, request_id = req.request_id](const Status& st) {
+          if (st.ok()) {
             log::Info("file imported", {{"fileId", id}, {"userId", user}, {"requestId", request_id}});
           } else {
-            Status st = blobs_.Delete(key);
-            if (!st.ok()) log::Error("could not remove the blob of a failed import", {{"fileId", id}});
+            if (!blobs_.Delete(key).ok()) {
+              log::Error("could not remove the blob of a failed import", {{"fileId", id}});
+            }
           }
         });
   }
@@ -656,6 +657,11 @@ class Api::Impl {
       return std::make_pair(200, json{{"message", "File deleted successfully"},
                                       {"fileId", id},
                                       {"metadata", {{"transactionsDeleted", *n}}}});
+    },
+    [this, events](const Status& st) {
+      // A deletion that the store could not carry out (not a client's mistake such as a 404).
+      bool server_side = st.code() == Code::kInternal || st.code() == Code::kUnavailable;
+      if (!events && server_side) metrics_.file_deletions.Inc({"synchronous", "failed"});
     });
   }
 

@@ -11,6 +11,22 @@ Metrics::Metrics() {
   file_deletions.Inc({"coordinated", "deleted"}, 0);
   file_deletions.Inc({"coordinated", "failed"}, 0);
   file_deletions.Inc({"synchronous", "deleted"}, 0);
+  file_deletions.Inc({"synchronous", "failed"}, 0);
+}
+
+void Metrics::Declare(const std::vector<std::string>& consumers,
+                      const std::vector<std::string>& targets) {
+  for (const auto& c : consumers) {
+    coordination_timeouts.Inc({c}, 0);
+    consumer_completions.Inc({c, "completed"}, 0);
+    consumer_completions.Inc({c, "failed"}, 0);
+  }
+  for (const auto& t : targets) {
+    delivery_failures.Inc({t}, 0);
+    dead_letters.Inc({t}, 0);
+  }
+  std::lock_guard<std::mutex> l(targets_mu_);
+  targets_ = targets;
 }
 
 std::string Metrics::Render(Database& db, WallMillis now) {
@@ -45,11 +61,20 @@ std::string Metrics::Render(Database& db, WallMillis now) {
         deleting = static_cast<double>(r.Int(1));
       }
     }
-    auto cursors = tx.QueryAll(
-        "SELECT c.target, (SELECT COUNT(*) FROM outbox o WHERE o.seq > c.last_seq) FROM "
-        "delivery_cursors c ORDER BY c.target");
-    if (!cursors.ok()) return cursors.status();
-    for (const auto& r : *cursors) backlog.push_back({{r.Text(0)}, static_cast<double>(r.Int(1))});
+    std::vector<std::string> targets;
+    {
+      std::lock_guard<std::mutex> l(targets_mu_);
+      targets = targets_;
+    }
+    for (const auto& t : targets) {
+      // A target with no cursor yet has handled nothing: all of the outbox is its backlog.
+      auto r = tx.QueryOne(
+          "SELECT COUNT(*) FROM outbox WHERE seq > COALESCE((SELECT last_seq FROM "
+          "delivery_cursors WHERE target = ?), 0)",
+          {t});
+      if (!r.ok()) return r.status();
+      backlog.push_back({{t}, static_cast<double>((*r)->Int(0))});
+    }
     return Status::Ok();
   });
   if (!st.ok()) {

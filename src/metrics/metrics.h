@@ -50,6 +50,16 @@ class Metrics {
                                 "Time to answer an HTTP request.", {"route"},
                                 {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5}};
 
+ private:
+  std::mutex targets_mu_;
+  std::vector<std::string> targets_;  // guarded by targets_mu_
+ public:
+
+  // Creates at 0 the series of every expected consumer and bus target, so the first timeout,
+  // failure or dead letter shows as an increase (Prometheus cannot see a series' first sample
+  // as one). Also fixes the targets whose outbox backlog is reported. Call once, at start.
+  void Declare(const std::vector<std::string>& consumers, const std::vector<std::string>& targets);
+
   // The text exposition of every family; the stored-state gauges are read from db (a read
   // snapshot) at this moment. A store failure leaves those gauges out and is logged.
   std::string Render(Database& db, WallMillis now);
