@@ -401,9 +401,17 @@ void CoordinationDriver::Loop() {
     }
     bool worked = false;
     step_failed_ = false;
+    auto round_start = std::chrono::steady_clock::now();
     worked |= FireDeadlines();
     worked |= RunDeletions();
     worked |= CollectBlobs();
+    auto round_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - round_start)
+                        .count();
+    if (round_ms > 1000 + config_.test_deletion_delay_ms) {
+      // Deadlines fire late when a round is this slow: say so, it is the first thing to look at.
+      log::Warn("coordination driver round was slow", {{"durationMs", round_ms}});
+    }
     if (worked) continue;
 
     std::optional<WallMillis> next;
