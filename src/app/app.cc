@@ -122,9 +122,11 @@ int RunServe(const Config& config) {
   CoordinationDriver driver(**db, **blobs, outbox, clock, ids, metrics, cc);
   AnalyticsConsumer analytics(outbox, clock, ids);
   CategorizationConsumer categorization(outbox, clock, ids);
-  bus.AddTarget(kFileDeletionConsumer, &driver);
+  // Targets' units are queued in this order each round and share one commit: the coordinator
+  // last, so it already sees the completions the consumers appended in the same transaction.
   bus.AddTarget(kAnalyticsConsumer, &analytics);
   bus.AddTarget(kCategorizationConsumer, &categorization);
+  bus.AddTarget(kFileDeletionConsumer, &driver);
   for (const Rule& r : Rules()) bus.AddRule(r);
   metrics.Declare(config.expected_consumers,
                   {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer});

@@ -4,6 +4,11 @@
 // order per target; a failed delivery stops that target (keeping order) and is retried with
 // exponential backoff and full jitter; after max_attempts the event is dead-lettered for that target
 // and the target moves on.
+//
+// Each round queues one unit per due target, in the order the targets were added; the units
+// usually share one commit, and a later target's unit already sees the events an earlier one
+// appended in that transaction (so a coordinator added last takes in the consumers' completions
+// in the same commit).
 #pragma once
 
 #include <condition_variable>
