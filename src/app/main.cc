@@ -43,7 +43,9 @@ int main(int argc, char** argv) {
       "Start the service. Configured by environment: LASTCALL_DATA_DIR (var), LASTCALL_LISTEN "
       "(127.0.0.1:8080), LASTCALL_JWT_SECRET, LASTCALL_MAX_UPLOAD_BYTES, ENABLE_EVENT_PUBLISHING, "
       "COORDINATION_TIMEOUT_MINUTES, EXPECTED_CONSUMERS, LASTCALL_SQLITE_SYNCHRONOUS, "
-      "LASTCALL_HTTP_THREADS, LASTCALL_LOG_LEVEL (see docs/operations.md)");
+      "LASTCALL_HTTP_THREADS, LASTCALL_LOG_LEVEL, LASTCALL_METRICS_LISTEN (/metrics on its own "
+      "host:port), LASTCALL_TEST_DELETION_DELAY_MS (fault injection for tests) -- see "
+      "docs/operations.md");
 
   auto* token = app.add_subcommand(
       "token", "Print a JWT for a user, signed with LASTCALL_JWT_SECRET or the data folder's secret");
@@ -72,9 +74,12 @@ int main(int argc, char** argv) {
   auto* list = coordinations->add_subcommand("list", "List coordinations, newest first");
   list->add_option("--status", status, "waiting, deleting or completed");
   list->add_option("--outcome", outcome, "all_completed or timed_out");
-  list->add_option("--consumer", consumer, "only those still waiting on this consumer");
+  list->add_option("--consumer", consumer,
+                   "only those that expect this consumer and have no completion from it (with "
+                   "--status waiting: the deletions still waiting on it)");
   list->add_option("--limit", list_options.limit, "per page, 1 to 500")->check(CLI::Range(1, 500));
   list->add_flag("--all", list_options.all_pages, "follow every page");
+  list->add_option("--cursor", list_options.cursor, "continue after a page (its nextCursor)");
   std::string show_id;
   auto* show = coordinations->add_subcommand("show", "Show one coordination and its timeline");
   show->add_option("id", show_id, "the coordination id")->required();

@@ -66,7 +66,7 @@ int ListCoordinationsCommand(const CliTarget& t, const ListOptions& o, std::ostr
   if (o.outcome) query += "&outcome=" + Escape(*o.outcome);
   if (o.consumer) query += "&consumer=" + Escape(*o.consumer);
   json all = json::array();
-  std::string cursor;
+  std::string cursor = o.cursor;
   do {
     json page;
     int rc = Ask(t, "/coordinations" + query + (cursor.empty() ? "" : "&cursor=" + Escape(cursor)),
@@ -79,7 +79,9 @@ int ListCoordinationsCommand(const CliTarget& t, const ListOptions& o, std::ostr
   } while (o.all_pages && !cursor.empty());
 
   if (t.json) {
-    out << json{{"coordinations", all}}.dump(2) << "\n";
+    out << json{{"coordinations", all}, {"nextCursor", cursor.empty() ? json(nullptr) : json(cursor)}}
+               .dump(2)
+        << "\n";
   } else {
     out << fmt::format("{:<36}  {:<9}  {:<13}  {:<24}  {:<24}  {}\n", "COORDINATION", "STATUS",
                        "OUTCOME", "STARTED", "DEADLINE", "CONSUMERS");
@@ -88,7 +90,7 @@ int ListCoordinationsCommand(const CliTarget& t, const ListOptions& o, std::ostr
                          Str(c, "status"), Str(c, "outcome"), Str(c, "startedAt"),
                          Str(c, "deadlineAt"), ConsumerStates(c));
     }
-    if (!cursor.empty()) out << "(more: --all for every page)\n";
+    if (!cursor.empty()) out << "(more: --cursor " << cursor << ", or --all for every page)\n";
   }
   return all.empty() ? kExitNotFound : kExitFound;
 }

@@ -24,6 +24,7 @@ struct ListOptions {
   std::optional<std::string> status, outcome, consumer;
   int limit = 50;
   bool all_pages = false;
+  std::string cursor;  // start after this page (a nextCursor the service gave out)
 };
 
 // Prints the coordinations (a table, or JSON). Returns kExitFound when at least one matched,

@@ -23,6 +23,14 @@ namespace {
 
 std::string Json(const nlohmann::json& j) { return j.dump(); }
 
+// The timeline detail of a completion (its detail object as stored, {} if that is not JSON).
+std::string CompletionDetail(const Completion& c) {
+  nlohmann::json detail = nlohmann::json::parse(c.detail_json, nullptr, false);
+  if (detail.is_discarded()) detail = nlohmann::json::object();
+  return Json({{"consumer", c.consumer}, {"status", ToString(c.status)}, {"detail", detail},
+               {"counted", c.expected}});
+}
+
 }  // namespace
 
 CoordinationDriver::~CoordinationDriver() { Stop(); }
@@ -39,11 +47,8 @@ Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
             Json({{"expectedConsumers", d.state->expected},
                   {"deadlineAt", FormatRfc3339(d.state->deadline_at)}})));
         for (const auto& c : d.state->completions) {
-          LASTCALL_RETURN_IF_ERROR(AppendTimeline(
-              tx, id, d.state->started_at, "completion",
-              Json({{"consumer", c.consumer}, {"status", ToString(c.status)},
-                    {"detail", nlohmann::json::parse(c.detail_json, nullptr, false)},
-                    {"counted", c.expected}})));
+          LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, id, d.state->started_at, "completion",
+                                                  CompletionDetail(c)));
         }
         tx.AfterCommit([this] { metrics_.coordinations_started.Inc({}); });
         break;
@@ -51,16 +56,14 @@ Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
       case ActionKind::kRecordUnexpected: {
         const Completion& c = *d.completion;
         LASTCALL_RETURN_IF_ERROR(UpsertCompletion(tx, id, c));
-        nlohmann::json detail = nlohmann::json::parse(c.detail_json, nullptr, false);
-        if (detail.is_discarded()) detail = nlohmann::json::object();
-        LASTCALL_RETURN_IF_ERROR(AppendTimeline(
-            tx, id, c.at, "completion",
-            Json({{"consumer", c.consumer}, {"status", ToString(c.status)}, {"detail", detail},
-                  {"counted", c.expected}})));
-        tx.AfterCommit([this, id, reason = a.reason, consumer = c.consumer,
+        LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, id, c.at, "completion", CompletionDetail(c)));
+        tx.AfterCommit([this, id, reason = a.reason, consumer = c.consumer, counted = c.expected,
                         status = std::string(ToString(c.status)),
                         seconds = static_cast<double>(c.at - d.state->started_at) / 1000.0] {
           log::Info(reason, {{"coordinationId", id}, {"consumer", consumer}, {"status", status}});
+          // Only completions that counted toward the decision: a consumer that always answers
+          // after the deadline is one that never completes, as far as alerts are concerned.
+          if (!counted) return;
           metrics_.consumer_completions.Inc({consumer, status});
           metrics_.consumer_completion.Observe({consumer}, std::max(0.0, seconds));
         });

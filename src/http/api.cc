@@ -157,7 +157,11 @@ class Api::Impl {
 
   void HandleMetricsOnly(HttpRequest&& req, Respond respond) {
     if (req.path != "/metrics") return respond(ErrorResponse(Status::NotFound("no such endpoint: " + req.path)));
-    if (req.method != "GET") return respond(ErrorResponse(MethodNotAllowed(req)));
+    if (req.method != "GET") {
+      HttpResponse r = ErrorResponse(MethodNotAllowed(req));
+      r.headers["Allow"] = "GET";
+      return respond(std::move(r));
+    }
     respond(MetricsResponse());
   }
 
@@ -781,9 +785,10 @@ class Api::Impl {
       } else if (k == "cursor") {
         // Opaque to clients: "<startedAtMillis>.<coordinationId>".
         size_t dot = v.find('.');
+        std::string millis = dot == std::string::npos ? "" : v.substr(0, dot);
         char* end = nullptr;
-        long long at = dot == std::string::npos ? 0 : std::strtoll(v.substr(0, dot).c_str(), &end, 10);
-        if (dot == std::string::npos || *end != '\0' || !IsUuid(v.substr(dot + 1))) {
+        long long at = millis.empty() ? 0 : std::strtoll(millis.c_str(), &end, 10);
+        if (millis.empty() || *end != '\0' || !IsUuid(v.substr(dot + 1))) {
           return fail("cursor is not one this server gave out");
         }
         f.after = std::make_pair(static_cast<WallMillis>(at), v.substr(dot + 1));

@@ -23,7 +23,7 @@ class Metrics {
   CounterFamily coordination_timeouts{"lastcall_coordination_timeouts_total",
                                       "Consumers missing when a coordination timed out.", {"consumer"}};
   CounterFamily consumer_completions{"lastcall_consumer_completions_total",
-                                     "Consumer completions recorded, by consumer and status.",
+                                     "Consumer completions that counted toward their coordination, by consumer and status.",
                                      {"consumer", "status"}};
   CounterFamily file_deletions{"lastcall_file_deletions_total",
                                "File deletions, by mode (coordinated, synchronous) and result.",

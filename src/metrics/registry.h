@@ -2,7 +2,10 @@
 // Counters and histograms are labelled families; gauges that describe stored state are computed
 // at scrape time by collectors. Thread-safe: recording is a short critical section per family.
 //
-// Written by hand rather than with prometheus-cpp, which Debian 12 does not package.
+// Written by hand (about 200 lines) rather than with Debian's prometheus-cpp-dev: its core
+// registry and text serializer would serve, but it brings civetweb and libcurl for pull and push
+// that lastcall does not use (Beast already serves /metrics), and the gauges here are computed
+// from the store at scrape time. promtool checks the output in make test.
 #pragma once
 
 #include <atomic>
