@@ -177,7 +177,9 @@ Status CoordinationDriver::HandleDeleteRequested(const CloudEvent& e, SqlTx& tx)
   req.timeout_ms = config_.timeout_ms;
   auto early = LoadCompletions(tx, id);
   if (!early.ok()) return early.status();
-  return Apply(tx, Decide(std::nullopt, *early, req, clock_.Now()), std::nullopt);
+  Decision decision = Decide(std::nullopt, *early, req, clock_.Now());
+  LASTCALL_RETURN_IF_ERROR(Apply(tx, decision, std::nullopt));
+  return ProceedInline(tx, decision);
 }
 
 Status CoordinationDriver::HandleCompletion(const CloudEvent& e, SqlTx& tx) {
@@ -216,7 +218,23 @@ Status CoordinationDriver::HandleCompletion(const CloudEvent& e, SqlTx& tx) {
               {{"coordinationId", id}, {"consumer", consumer}});
     return UpsertCompletion(tx, id, *dec.completion);
   }
-  return Apply(tx, dec, *existing);
+  LASTCALL_RETURN_IF_ERROR(Apply(tx, dec, *existing));
+  return ProceedInline(tx, dec);
+}
+
+Status CoordinationDriver::ProceedInline(SqlTx& tx, const Decision& d) {
+  if (!d.Has(ActionKind::kBeginDeletion) || config_.test_deletion_delay_ms > 0) return Status::Ok();
+  auto sp = tx.Exec("SAVEPOINT inline_deletion");
+  if (!sp.ok()) return sp.status();
+  Status st = ExecuteDeletion(tx, d.state->id);
+  if (!st.ok()) {
+    // The decision stands (status deleting); the driver thread retries the deletion step.
+    (void)tx.Exec("ROLLBACK TO inline_deletion");
+    log::Warn("inline deletion step failed; the driver will retry it",
+              {{"coordinationId", d.state->id}, {"error", st.ToString()}});
+  }
+  auto rel = tx.Exec("RELEASE inline_deletion");
+  return rel.ok() ? Status::Ok() : rel.status();
 }
 
 Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordination_id) {
@@ -318,7 +336,9 @@ bool CoordinationDriver::FireDeadlines() {
       auto c = LoadCoordination(tx, id);
       if (!c.ok()) return c.status();
       if (!*c) continue;
-      LASTCALL_RETURN_IF_ERROR(Apply(tx, Decide(*c, {}, Tick{}, clock_.Now()), *c));
+      Decision d = Decide(*c, {}, Tick{}, clock_.Now());
+      LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *c));
+      LASTCALL_RETURN_IF_ERROR(ProceedInline(tx, d));
     }
     return Status::Ok();
   });

@@ -4,7 +4,8 @@
 // coordinations in "deleting", and removes the blobs of deleted files.
 //
 // Each input is loaded, decided and applied inside one write unit, so a decision and its effects
-// (rows, outbox events) commit together or not at all; after a crash everything resumes from the
+// (rows, outbox events) commit together or not at all; a decision to delete usually carries out
+// the deletion step in the same unit; after a crash everything resumes from the
 // store: waiting coordinations get their deadline timer back, "deleting" ones are deleted, queued
 // blobs are removed.
 #pragma once
@@ -63,7 +64,13 @@ class CoordinationDriver : public EventHandler {
   Status Apply(SqlTx& tx, const Decision& d, const std::optional<Coordination>& before);
   Status HandleCompletion(const CloudEvent& e, SqlTx& tx);
   Status HandleDeleteRequested(const CloudEvent& e, SqlTx& tx);
+  // The deletion step of a coordination in status deleting (no-op otherwise), in tx.
   Status ExecuteDeletion(SqlTx& tx, const std::string& coordination_id);
+  // When d began the deletion, runs the deletion step right away in the same transaction (one
+  // commit instead of two), inside a savepoint: if the step fails, the decision still commits
+  // and the driver thread retries the step. Not when a test deletion delay is configured (the
+  // pause happens on the driver thread).
+  Status ProceedInline(SqlTx& tx, const Decision& d);
   void Loop();
   bool FireDeadlines();
   bool RunDeletions();
