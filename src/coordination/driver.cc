@@ -23,6 +23,12 @@ namespace {
 
 std::string Json(const nlohmann::json& j) { return j.dump(); }
 
+// A string attribute of an event's data, or "" when absent or not a string.
+std::string DataString(const nlohmann::json& data, const char* key) {
+  auto it = data.find(key);
+  return it != data.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 // The timeline detail of a completion (its detail object as stored, {} if that is not JSON).
 std::string CompletionDetail(const Completion& c) {
   nlohmann::json detail = nlohmann::json::parse(c.detail_json, nullptr, false);
@@ -148,10 +154,7 @@ Status CoordinationDriver::Handle(const CloudEvent& event, SqlTx& tx) {
 
 Status CoordinationDriver::HandleDeleteRequested(const CloudEvent& e, SqlTx& tx) {
   const auto& d = e.data;
-  auto str = [&](const char* k) {
-    auto it = d.find(k);
-    return it != d.end() && it->is_string() ? it->get<std::string>() : std::string();
-  };
+  auto str = [&](const char* k) { return DataString(d, k); };
   std::string id = str("coordinationId");
   if (id.empty() || !IsUuid(id)) {
     log::Warn("file.delete_requested without a valid coordinationId ignored", {{"eventId", e.id}});
@@ -184,10 +187,7 @@ Status CoordinationDriver::HandleDeleteRequested(const CloudEvent& e, SqlTx& tx)
 
 Status CoordinationDriver::HandleCompletion(const CloudEvent& e, SqlTx& tx) {
   const auto& d = e.data;
-  auto str = [&](const char* k) {
-    auto it = d.find(k);
-    return it != d.end() && it->is_string() ? it->get<std::string>() : std::string();
-  };
+  auto str = [&](const char* k) { return DataString(d, k); };
   std::string id = str("coordinationId");
   std::string consumer = str("consumer");
   auto status = ParseConsumerStatus(str("status"));

@@ -14,11 +14,13 @@
 #include "coordination/driver.h"
 #include "store/repos.h"
 #include "store/schema.h"
+#include "test_util.h"
 #include "store/sqlite/sqlite_database.h"
 
 namespace lastcall {
 namespace {
 
+using testing::Eventually;
 namespace fs = std::filesystem;
 
 class CoordinationFlowTest : public ::testing::Test {
@@ -140,23 +142,7 @@ class CoordinationFlowTest : public ::testing::Test {
   }
 
   int64_t Count(const std::string& sql, const SqlParams& params = {}) {
-    int64_t n = -1;
-    EXPECT_TRUE(db_->Read([&](SqlTx& tx) {
-                     auto r = tx.QueryOne(sql, params);
-                     if (!r.ok()) return r.status();
-                     n = (*r)->Int(0);
-                     return Status::Ok();
-                   }).ok());
-    return n;
-  }
-
-  // Polls (real time) until pred holds; the work happens on the bus and driver threads.
-  bool Eventually(const std::function<bool()>& pred) {
-    for (int i = 0; i < 500; ++i) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return pred();
+    return testing::CountRows(*db_, sql, params);
   }
 
   bool Finished(const std::string& id) {

@@ -10,11 +10,13 @@
 #include <thread>
 
 #include "store/schema.h"
+#include "test_util.h"
 #include "store/sqlite/sqlite_database.h"
 
 namespace lastcall {
 namespace {
 
+using testing::Eventually;
 namespace fs = std::filesystem;
 
 // Records what it handled (in its own table, with the effect) and fails on demand.
@@ -86,22 +88,8 @@ class InProcessBusTest : public ::testing::Test {
     CloudEvent e{ids_.NewUuid(), source, type, "s", "t", {{"n", n}}};
     ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) { return outbox_->Append(tx, e, 0); }).ok());
   }
-  int64_t Count(const std::string& sql) {
-    int64_t n = -1;
-    EXPECT_TRUE(db_->Read([&](SqlTx& tx) {
-                     auto r = tx.QueryOne(sql);
-                     if (!r.ok()) return r.status();
-                     n = (*r)->Int(0);
-                     return Status::Ok();
-                   }).ok());
-    return n;
-  }
-  bool Eventually(const std::function<bool()>& pred) {
-    for (int i = 0; i < 500; ++i) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return pred();
+  int64_t Count(const std::string& sql, const SqlParams& params = {}) {
+    return testing::CountRows(*db_, sql, params);
   }
 
   fs::path dir_;
