@@ -91,11 +91,6 @@ void InProcessBus::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-uint64_t InProcessBus::delivered() const {
-  std::lock_guard<std::mutex> l(mu_);
-  return delivered_;
-}
-
 uint64_t InProcessBus::failures() const {
   std::lock_guard<std::mutex> l(mu_);
   return failures_;
@@ -251,10 +246,6 @@ void InProcessBus::Loop() {
         continue;
       }
       if (progress[k].consumed != 0) progressed = true;
-      if (progress[k].consumed > 0) {
-        std::lock_guard<std::mutex> l(mu_);
-        delivered_ += static_cast<uint64_t>(progress[k].consumed);
-      }
       for (const auto& type : progress[k].types) metrics_.events_delivered.Inc({type, t.name});
       if (!progress[k].failure.ok()) {
         OnFailure(t, progress[k]);

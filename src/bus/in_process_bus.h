@@ -43,8 +43,7 @@ class InProcessBus : public EventBus {
   void Notify() override;
   void Stop() override;
 
-  // Events delivered and delivery failures so far (for metrics). Thread-safe.
-  uint64_t delivered() const;
+  // Delivery failures so far. Thread-safe.
   uint64_t failures() const;
 
  private:
@@ -79,7 +78,6 @@ class InProcessBus : public EventBus {
   std::condition_variable cv_;
   bool dirty_ = false;    // guarded by mu_
   bool stopping_ = false; // guarded by mu_
-  uint64_t delivered_ = 0;
   uint64_t failures_ = 0;
   std::thread thread_;
 };

@@ -281,7 +281,6 @@ Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordin
   LASTCALL_RETURN_IF_ERROR(outbox_.Append(tx, e, now));
   tx.AfterCommit([this, id = c.id, file_id = c.file_id, user = c.user_id, deleted,
                   outcome = std::string(ToString(c.outcome)), ms = now - c.started_at] {
-    ++deletions_executed_;
     metrics_.coordinations_finished.Inc({outcome});
     metrics_.coordination_duration.Observe({outcome}, static_cast<double>(ms) / 1000.0);
     metrics_.file_deletions.Inc({"coordinated", "deleted"});

@@ -57,9 +57,6 @@ class CoordinationDriver : public EventHandler {
   // Something changed (a new deadline, a coordination entered deleting). Thread-safe, cheap.
   void Wake();
 
-  // Counters (thread-safe) for metrics and tests.
-  uint64_t deletions_executed() const { return deletions_executed_.load(); }
-
  private:
   Status Apply(SqlTx& tx, const Decision& d, const std::optional<Coordination>& before);
   Status HandleCompletion(const CloudEvent& e, SqlTx& tx);
@@ -83,7 +80,6 @@ class CoordinationDriver : public EventHandler {
   IdGenerator& ids_;
   Metrics& metrics_;
   CoordinatorConfig config_;
-  std::atomic<uint64_t> deletions_executed_{0};
   bool step_failed_ = false;  // driver thread only
 
   std::mutex mu_;

@@ -198,16 +198,6 @@ void SqliteDatabase::Write(WriteFn fn, WriteDone done) {
   done(Status::Unavailable("the database is closing"));
 }
 
-uint64_t SqliteDatabase::commits() const {
-  std::lock_guard<std::mutex> l(mu_);
-  return commits_;
-}
-
-uint64_t SqliteDatabase::units_committed() const {
-  std::lock_guard<std::mutex> l(mu_);
-  return units_committed_;
-}
-
 void SqliteDatabase::WriterLoop() {
   std::vector<Job> batch;
   for (;;) {
@@ -257,11 +247,6 @@ void SqliteDatabase::WriterLoop() {
       (void)writer_->Simple("ROLLBACK");
       for (auto& j : batch) j.done(commit);
       continue;
-    }
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      ++commits_;
-      units_committed_ += batch.size();
     }
     for (size_t i = 0; i < batch.size(); ++i) {
       for (auto& fn : after[i]) fn();

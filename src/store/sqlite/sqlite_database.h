@@ -37,10 +37,6 @@ class SqliteDatabase : public Database {
   Status Read(const ReadFn& fn) override;
   void Close() override;
 
-  // Counters for benchmarks and metrics. Thread-safe.
-  uint64_t commits() const;
-  uint64_t units_committed() const;
-
  private:
   struct Job {
     WriteFn fn;
@@ -58,8 +54,6 @@ class SqliteDatabase : public Database {
   std::condition_variable cv_;
   std::deque<Job> queue_;        // guarded by mu_
   bool closing_ = false;         // guarded by mu_
-  uint64_t commits_ = 0;         // guarded by mu_
-  uint64_t units_committed_ = 0; // guarded by mu_
   std::thread writer_thread_;
 
   std::mutex readers_mu_;
