@@ -172,6 +172,13 @@ const std::vector<Migration>& Migrations() {
            "CREATE INDEX coordination_timeline_by_id ON coordination_timeline(coordination_id, seq)",
            "CREATE INDEX coordinations_by_started ON coordinations(started_at, id)",
        }},
+      {3,
+       "indexes for the hot paths",
+       {
+           // MAX(seq) for each new file read the whole files_by_user index.
+           "CREATE INDEX files_by_seq ON files(seq)",
+           "CREATE INDEX blob_gc_by_queued ON blob_gc(queued_at)",
+       }},
   };
   return kMigrations;
 }

@@ -27,6 +27,10 @@ class SqliteConnection {
     }
     sqlite3_busy_timeout(c->db_, 10000);
     sqlite3_extended_result_codes(c->db_, 1);
+    // Page cache: SQLite's default (2 MiB) makes every deletion of a large table's rows a series
+    // of read syscalls for pages it just evicted. The writer gets 64 MiB, each reader 8 MiB.
+    LASTCALL_RETURN_IF_ERROR(c->Simple(readonly ? "PRAGMA cache_size=-8192" : "PRAGMA cache_size=-65536"));
+    LASTCALL_RETURN_IF_ERROR(c->Simple("PRAGMA temp_store=MEMORY"));
     if (!readonly) {
       LASTCALL_RETURN_IF_ERROR(c->Simple("PRAGMA journal_mode=WAL"));
       LASTCALL_RETURN_IF_ERROR(c->Simple("PRAGMA synchronous=" + synchronous));
