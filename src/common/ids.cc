@@ -2,6 +2,8 @@
 
 #include <openssl/rand.h>
 
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 
@@ -17,13 +19,7 @@ void FillRandom(unsigned char* buf, size_t n) {
 
 const char kHex[] = "0123456789abcdef";
 
-}  // namespace
-
-std::string RandomIdGenerator::NewUuid() {
-  unsigned char b[16];
-  FillRandom(b, sizeof b);
-  b[6] = (b[6] & 0x0f) | 0x40;  // version 4
-  b[8] = (b[8] & 0x3f) | 0x80;  // variant 10
+std::string Format(const unsigned char* b) {
   std::string out;
   out.reserve(36);
   for (int i = 0; i < 16; ++i) {
@@ -32,6 +28,28 @@ std::string RandomIdGenerator::NewUuid() {
     out.push_back(kHex[b[i] & 0xf]);
   }
   return out;
+}
+
+}  // namespace
+
+std::string RandomIdGenerator::NewUuid() {
+  unsigned char b[16];
+  FillRandom(b, sizeof b);
+  b[6] = (b[6] & 0x0f) | 0x40;  // version 4
+  b[8] = (b[8] & 0x3f) | 0x80;  // variant 10
+  return Format(b);
+}
+
+std::string RandomIdGenerator::NewTimeOrderedUuid() {
+  unsigned char b[16];
+  FillRandom(b, sizeof b);
+  uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+  for (int i = 0; i < 6; ++i) b[i] = static_cast<unsigned char>(ms >> (8 * (5 - i)));
+  b[6] = (b[6] & 0x0f) | 0x70;  // version 7
+  b[8] = (b[8] & 0x3f) | 0x80;  // variant 10
+  return Format(b);
 }
 
 std::string RandomHex(size_t n) {

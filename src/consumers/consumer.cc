@@ -29,7 +29,7 @@ Status CompleteAfter(SqlTx& tx, Outbox& outbox, Clock& clock, IdGenerator& ids,
   if (!rel.ok()) return rel.status();
   WallMillis now = clock.Now();
   CloudEvent e;
-  e.id = ids.NewUuid();
+  e.id = ids.NewTimeOrderedUuid();
   e.source = std::string(kConsumerSourcePrefix) + consumer;
   e.type = kConsumerCompletion;
   e.subject = "coordinations/" + coordination_id;

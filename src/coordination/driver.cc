@@ -121,7 +121,7 @@ Result<std::string> CoordinationDriver::RequestDeletion(SqlTx& tx, const FileRec
   LASTCALL_RETURN_IF_ERROR(Apply(tx, d, std::nullopt));
 
   CloudEvent e;
-  e.id = ids_.NewUuid();
+  e.id = ids_.NewTimeOrderedUuid();
   e.source = kApiSource;
   e.type = kFileDeleteRequested;
   e.subject = "files/" + file.id;
@@ -267,7 +267,7 @@ Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordin
       tx, c.id, now, "deleted",
       Json({{"outcome", ToString(c.outcome)}, {"transactionsDeleted", deleted}})));
   CloudEvent e;
-  e.id = ids_.NewUuid();
+  e.id = ids_.NewTimeOrderedUuid();
   e.source = kCoordinatorSource;
   e.type = kFileDeleted;
   e.subject = "files/" + c.file_id;

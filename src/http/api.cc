@@ -487,7 +487,7 @@ class Api::Impl {
       }
       if (!max_date || pt.date > *max_date) max_date = pt.date;
       Transaction t;
-      t.id = ids_.NewUuid();
+      t.id = ids_.NewTimeOrderedUuid();
       t.user_id = user;
       t.account_id = account_id;
       t.file_id = file->id;
@@ -515,7 +515,7 @@ class Api::Impl {
     Status put = blobs_.Put(file->blob_key, file_part->data);
     if (!put.ok()) return fail(put);
     CloudEvent e;
-    e.id = ids_.NewUuid();
+    e.id = ids_.NewTimeOrderedUuid();
     e.source = kApiSource;
     e.type = kFileUploaded;
     e.subject = "files/" + file->id;
