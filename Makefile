@@ -69,5 +69,13 @@ unit: build
 integration: build node-tools
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -L integration
 
+# The end-to-end benchmark (about 20 minutes with the defaults): rewrites docs/performance.md,
+# docs/performance-chart.svg and bench/results/latest.json. `./build/bench/lastcall_bench --help`
+# lists the parameters for shorter runs.
+bench: build
+	./$(BUILD_DIR)/bench/metrics_bench --benchmark_min_time=0.5
+	./$(BUILD_DIR)/bench/lastcall_bench --lastcall ./$(BUILD_DIR)/lastcall --out docs/performance.md \
+	  --json bench/results/latest.json --svg docs/performance-chart.svg
+
 clean:
 	rm -rf $(BUILD_DIR)

@@ -1,0 +1,62 @@
+// An HTTP/1.1 keep-alive load generator on Boost.Beast: C connections driven by async I/O on one
+// thread (or a few), in three shapes:
+//   closed loop  every connection sends its next request as soon as the previous answer arrived;
+//   open loop    request i is due at t0 + i / rate whatever the answers do (one thread only);
+//   duration     closed loop until a number of seconds has passed.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace bench {
+
+struct HttpRequestSpec {
+  std::string method;         // GET, POST, DELETE
+  std::string target;         // "/files/..."
+  std::string authorization;  // the whole header value, "Bearer ..."
+  std::string content_type;
+  std::string body;
+};
+
+struct HttpResult {
+  int status = 0;               // 0: the request failed in transport (after retries)
+  std::string body;
+  int64_t send_wall_us = 0;     // wall clock when the request's write started
+  int64_t scheduled_wall_us = 0;  // open loop: when it was due; else = send_wall_us
+  int64_t latency_us = 0;       // monotonic: write start to the whole response read
+};
+
+struct LoadOptions {
+  std::string host = "127.0.0.1";
+  unsigned short port = 0;
+  int connections = 64;
+  int threads = 1;          // client threads; the open loop always uses one
+  double rate = 0;          // > 0: open loop at this many requests per second
+  double duration_s = 0;    // > 0: closed loop for this long; job indexes keep counting up
+  bool keep_bodies = true;  // false: HttpResult::body stays empty
+};
+
+struct LoadSummary {
+  double elapsed_s = 0;
+  uint64_t completed = 0;   // answered (any status)
+  uint64_t failed = 0;      // transport failures after retries
+  uint64_t reconnects = 0;
+  uint64_t delayed = 0;     // open loop: started > 1 ms late because every connection was busy
+  double max_delay_ms = 0;
+};
+
+// make(i, spec) fills request i; done(i, result) receives its result. Both are called on client
+// threads, serialized (never concurrently). Jobs are 0..jobs-1, or in duration mode 0, 1, 2, ...
+// until the time is up (the caller maps i onto its data, e.g. i % n).
+using MakeRequest = std::function<void(uint64_t i, HttpRequestSpec& spec)>;
+using OnDone = std::function<void(uint64_t i, HttpResult&& r)>;
+
+LoadSummary RunLoad(const LoadOptions& options, uint64_t jobs, const MakeRequest& make,
+                    const OnDone& done);
+
+// One blocking request on a fresh connection (for health checks). status 0 on failure.
+HttpResult HttpOnce(const std::string& host, unsigned short port, const HttpRequestSpec& spec,
+                    double timeout_s);
+
+}  // namespace bench
