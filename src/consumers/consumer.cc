@@ -28,16 +28,12 @@ Status CompleteAfter(SqlTx& tx, Outbox& outbox, Clock& clock, IdGenerator& ids,
   auto rel = tx.Exec("RELEASE consumer_work");
   if (!rel.ok()) return rel.status();
   WallMillis now = clock.Now();
-  CloudEvent e;
-  e.id = ids.NewTimeOrderedUuid();
-  e.source = std::string(kConsumerSourcePrefix) + consumer;
-  e.type = kConsumerCompletion;
-  e.subject = "coordinations/" + coordination_id;
-  e.time = FormatRfc3339(now);
-  e.data = {{"coordinationId", coordination_id},
-            {"consumer", consumer},
-            {"status", status},
-            {"detail", detail}};
+  CloudEvent e = MakeEvent(ids, std::string(kConsumerSourcePrefix) + consumer,
+                           kConsumerCompletion, "coordinations/" + coordination_id, now,
+                           {{"coordinationId", coordination_id},
+                            {"consumer", consumer},
+                            {"status", status},
+                            {"detail", detail}});
   return outbox.Append(tx, e, now);
 }
 

@@ -120,19 +120,14 @@ Result<std::string> CoordinationDriver::RequestDeletion(SqlTx& tx, const FileRec
   Decision d = Decide(std::nullopt, *early, req, now);
   LASTCALL_RETURN_IF_ERROR(Apply(tx, d, std::nullopt));
 
-  CloudEvent e;
-  e.id = ids_.NewTimeOrderedUuid();
-  e.source = kApiSource;
-  e.type = kFileDeleteRequested;
-  e.subject = "files/" + file.id;
-  e.time = FormatRfc3339(now);
-  e.data = {{"coordinationId", coordination_id},
-            {"userId", file.user_id},
-            {"fileId", file.id},
-            {"accountId", file.account_id},
-            {"transactionCount", file.transaction_count},
-            {"expectedConsumers", config_.expected_consumers},
-            {"requestedAt", FormatRfc3339(now)}};
+  CloudEvent e = MakeEvent(ids_, kApiSource, kFileDeleteRequested, "files/" + file.id, now,
+                           {{"coordinationId", coordination_id},
+                            {"userId", file.user_id},
+                            {"fileId", file.id},
+                            {"accountId", file.account_id},
+                            {"transactionCount", file.transaction_count},
+                            {"expectedConsumers", config_.expected_consumers},
+                            {"requestedAt", FormatRfc3339(now)}});
   LASTCALL_RETURN_IF_ERROR(outbox_.Append(tx, e, now));
   tx.AfterCommit([this, coordination_id, file_id = file.id, user = file.user_id] {
     log::Info("deletion requested", {{"coordinationId", coordination_id},
@@ -266,18 +261,13 @@ Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordin
   LASTCALL_RETURN_IF_ERROR(AppendTimeline(
       tx, c.id, now, "deleted",
       Json({{"outcome", ToString(c.outcome)}, {"transactionsDeleted", deleted}})));
-  CloudEvent e;
-  e.id = ids_.NewTimeOrderedUuid();
-  e.source = kCoordinatorSource;
-  e.type = kFileDeleted;
-  e.subject = "files/" + c.file_id;
-  e.time = FormatRfc3339(now);
-  e.data = {{"coordinationId", c.id},
-            {"userId", c.user_id},
-            {"fileId", c.file_id},
-            {"outcome", ToString(c.outcome)},
-            {"transactionsDeleted", deleted},
-            {"missingConsumers", c.missing}};
+  CloudEvent e = MakeEvent(ids_, kCoordinatorSource, kFileDeleted, "files/" + c.file_id, now,
+                           {{"coordinationId", c.id},
+                            {"userId", c.user_id},
+                            {"fileId", c.file_id},
+                            {"outcome", ToString(c.outcome)},
+                            {"transactionsDeleted", deleted},
+                            {"missingConsumers", c.missing}});
   LASTCALL_RETURN_IF_ERROR(outbox_.Append(tx, e, now));
   tx.AfterCommit([this, id = c.id, file_id = c.file_id, user = c.user_id, deleted,
                   outcome = std::string(ToString(c.outcome)), ms = now - c.started_at] {

@@ -2,6 +2,18 @@
 
 namespace lastcall {
 
+CloudEvent MakeEvent(IdGenerator& ids, std::string source, std::string type, std::string subject,
+                     WallMillis now, nlohmann::json data) {
+  CloudEvent e;
+  e.id = ids.NewTimeOrderedUuid();
+  e.source = std::move(source);
+  e.type = std::move(type);
+  e.subject = std::move(subject);
+  e.time = FormatRfc3339(now);
+  e.data = std::move(data);
+  return e;
+}
+
 nlohmann::json ToJson(const CloudEvent& e) {
   return nlohmann::json{{"specversion", "1.0"},
                         {"id", e.id},

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "common/clock.h"
+#include "common/ids.h"
 #include "common/status.h"
 
 namespace lastcall {
@@ -32,6 +33,10 @@ struct CloudEvent {
   nlohmann::json data = nlohmann::json::object();
   int64_t seq = 0;      // outbox position (delivery order); not part of the wire format
 };
+
+// A new event with a fresh time-ordered id (ids.NewTimeOrderedUuid) and time = now.
+CloudEvent MakeEvent(IdGenerator& ids, std::string source, std::string type, std::string subject,
+                     WallMillis now, nlohmann::json data);
 
 // The structured-mode JSON: specversion "1.0", datacontenttype "application/json".
 nlohmann::json ToJson(const CloudEvent& e);

@@ -514,17 +514,12 @@ class Api::Impl {
     // sweep removes.
     Status put = blobs_.Put(file->blob_key, file_part->data);
     if (!put.ok()) return fail(put);
-    CloudEvent e;
-    e.id = ids_.NewTimeOrderedUuid();
-    e.source = kApiSource;
-    e.type = kFileUploaded;
-    e.subject = "files/" + file->id;
-    e.time = FormatRfc3339(now);
-    e.data = {{"fileId", file->id},
-              {"userId", user},
-              {"accountId", account_id},
-              {"transactionCount", file->transaction_count},
-              {"uploadedAt", FormatRfc3339(now)}};
+    CloudEvent e = MakeEvent(ids_, kApiSource, kFileUploaded, "files/" + file->id, now,
+                             {{"fileId", file->id},
+                              {"userId", user},
+                              {"accountId", account_id},
+                              {"transactionCount", file->transaction_count},
+                              {"uploadedAt", FormatRfc3339(now)}});
     WriteJson(
         respond,
         [this, file, rows, sum, max_date, e, now](SqlTx& tx) -> Result<std::pair<int, json>> {
