@@ -616,6 +616,30 @@ class Assertions(object):
         return acc
 
 
+class ServerPool(object):
+    """Mixed into a TestCase class whose tests start servers of their own (self.start(env));
+    every one of them is stopped (asserting a clean exit) and removed after the class."""
+
+    servers = []
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            for s in cls.servers:
+                try:
+                    s.stop()
+                finally:
+                    s.cleanup()
+        finally:
+            cls.servers = []
+
+    def start(self, env=None):
+        server = Server(env or {})
+        type(self).servers.append(server)
+        server.start()
+        return server
+
+
 class ServerTestCase(Assertions, unittest.TestCase):
     """A test case class with one server for the whole class (SERVER_ENV configures it)."""
 

@@ -391,7 +391,7 @@ class ValidatorsTest(unittest.TestCase):
                                   "/dashboard/app.css", "/dashboard/favicon.svg"})
 
 
-class LiveContractTest(harness.Assertions, unittest.TestCase):
+class LiveContractTest(harness.ServerPool, harness.Assertions, unittest.TestCase):
     """Real responses and real events against the documents."""
 
     servers = []
@@ -402,21 +402,6 @@ class LiveContractTest(harness.Assertions, unittest.TestCase):
         cls.openapi = OpenApi()
         cls.asyncapi = AsyncApi()
         cls.failures = []
-
-    @classmethod
-    def tearDownClass(cls):
-        for s in cls.servers:
-            try:
-                s.stop()
-            finally:
-                s.cleanup()
-        cls.servers = []
-
-    def start(self, env=None):
-        server = Server(env or {})
-        self.servers.append(server)
-        server.start()
-        return server
 
     def client(self, server, user=None, token=None, role=None):
         if token is None and user is not None:

@@ -242,23 +242,8 @@ class Flows(object):
         return c, r.body["coordinationId"]
 
 
-class MetricsTest(Flows, unittest.TestCase):
+class MetricsTest(harness.ServerPool, Flows, unittest.TestCase):
     servers = []
-
-    @classmethod
-    def tearDownClass(cls):
-        for s in cls.servers:
-            try:
-                s.stop()
-            finally:
-                s.cleanup()
-        cls.servers = []
-
-    def start(self, env=None):
-        s = Server(env or {})
-        self.servers.append(s)
-        s.start()
-        return s
 
     def wait_scrape(self, port, predicate, message, timeout=10.0):
         """Scrapes until predicate(scrape) holds (counters move right after their commit)."""
