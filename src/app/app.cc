@@ -77,7 +77,7 @@ int RunServe(const Config& config) {
     return 1;
   }
   bool created = false;
-  auto secret = ResolveJwtSecret(config, true, &created);
+  auto secret = ResolveJwtSecret(config, &created);
   if (!secret.ok()) {
     log::Error("no JWT secret", {{"error", secret.status().message()}});
     return 1;

@@ -165,7 +165,7 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
   return c;
 }
 
-Result<std::string> ResolveJwtSecret(const Config& config, bool create, bool* created) {
+Result<std::string> ResolveJwtSecret(const Config& config, bool* created) {
   *created = false;
   if (config.jwt_secret) return *config.jwt_secret;
   std::string path = config.secret_path();
@@ -176,11 +176,6 @@ Result<std::string> ResolveJwtSecret(const Config& config, bool create, bool* cr
     secret = Trim(secret);
     if (secret.size() < 16) return Status::Invalid("invalid_config", "the secret file " + path + " is too short");
     return secret;
-  }
-  if (!create) {
-    return Status::Invalid("invalid_config",
-                           "no LASTCALL_JWT_SECRET and no secret file at " + path +
-                               " (start `lastcall serve` once to create it)");
   }
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);

@@ -41,8 +41,8 @@ Result<Config> LoadConfig(const GetEnv& getenv);
 std::optional<std::string> ProcessEnv(const std::string& name);
 
 // The JWT secret: LASTCALL_JWT_SECRET when set; else the secret file in the data folder, created
-// with 32 random bytes (hex) and mode 0600 when create is true and it does not exist yet.
-// *created tells whether this call made it.
-Result<std::string> ResolveJwtSecret(const Config& config, bool create, bool* created);
+// with 32 random bytes (hex) and mode 0600 when it does not exist yet. *created tells whether this
+// call made it.
+Result<std::string> ResolveJwtSecret(const Config& config, bool* created);
 
 }  // namespace lastcall

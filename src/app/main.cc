@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   bool created = false;
-  auto secret = lastcall::ResolveJwtSecret(*config, true, &created);
+  auto secret = lastcall::ResolveJwtSecret(*config, &created);
   if (!secret.ok()) {
     std::fprintf(stderr, "lastcall token: %s\n", secret.status().message().c_str());
     return 1;
