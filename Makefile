@@ -4,6 +4,9 @@
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
+# ccache hits across clones at different paths (CI builds a fresh clone on the same machine).
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
 
 # Debian 12 packages: what building and running need, and what only the tests need. Keep these
 # lists the only place they are named.
