@@ -35,6 +35,11 @@ class SqlRow {
 
 using SqlParams = std::vector<SqlValue>;
 
+// The engine behind a transaction. Repositories stay portable; the few statements that cannot be
+// written once (row claims across nodes: FOR UPDATE SKIP LOCKED on PostgreSQL, nothing on SQLite,
+// whose single writer serializes every write) branch on it instead of naming an engine elsewhere.
+enum class SqlDialect { kSqlite, kPostgres };
+
 // A transaction (or a savepoint inside one) on one connection. Not thread-safe: it belongs to the
 // thread that was handed it, for the duration of the callback that received it.
 class SqlTx {
@@ -51,6 +56,7 @@ class SqlTx {
   Result<std::optional<SqlRow>> QueryOne(std::string_view sql, const SqlParams& params = {});
   // True when the transaction may write (a read transaction refuses Exec of writes).
   virtual bool writable() const = 0;
+  virtual SqlDialect dialect() const = 0;
 
   // Registers work to run after this transaction commits (never if it rolls back). Runs on the
   // writer thread, in registration order; must not block for long.

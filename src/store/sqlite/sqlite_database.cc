@@ -122,6 +122,7 @@ class SqliteTx : public SqlTx {
   }
 
   bool writable() const override { return writable_; }
+  SqlDialect dialect() const override { return SqlDialect::kSqlite; }
 
   void AfterCommit(std::function<void()> fn) override { after_commit_.push_back(std::move(fn)); }
   std::vector<std::function<void()>> TakeAfterCommit() { return std::move(after_commit_); }
