@@ -4,6 +4,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -62,6 +63,23 @@ std::vector<Rule> Rules() {
        {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer}},
       {"consumer-completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}},
   };
+}
+
+// The number of HTTP connections the process can hold: `wanted`, unless the file-descriptor
+// limit is lower; then that limit minus room for the database, the blobs and the listeners. The
+// soft limit is first raised towards the hard one when that would make room.
+size_t ConnectionLimit(int64_t wanted) {
+  constexpr rlim_t kReserve = 64;
+  const rlim_t need = static_cast<rlim_t>(wanted) + kReserve;
+  struct rlimit rl {};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return static_cast<size_t>(wanted);
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+    struct rlimit raised = rl;
+    raised.rlim_cur = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need) ? need : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl.rlim_cur = raised.rlim_cur;
+  }
+  if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) return static_cast<size_t>(wanted);
+  return static_cast<size_t>(rl.rlim_cur > 2 * kReserve ? rl.rlim_cur - kReserve : rl.rlim_cur / 2);
 }
 
 }  // namespace
@@ -137,7 +155,8 @@ int RunServe(const Config& config) {
   driver.Start();
 
   ApiConfig api_config{*secret, config.max_upload_bytes, config.event_publishing,
-                       !config.metrics_address.has_value()};
+                       !config.metrics_address.has_value(),
+                       static_cast<size_t>(config.max_import_rows)};
   Api api(**db, **blobs, outbox, driver, clock, ids, metrics, api_config);
   std::atomic<int> in_flight{0};
   boost::asio::io_context io(config.http_threads);
@@ -145,6 +164,13 @@ int RunServe(const Config& config) {
   http_options.address = config.listen_address;
   http_options.port = config.listen_port;
   http_options.body_limit = config.max_upload_bytes + 64 * 1024;
+  http_options.read_timeout_seconds = config.http_read_timeout_seconds;
+  http_options.max_connections = ConnectionLimit(config.http_max_connections);
+  if (http_options.max_connections < static_cast<size_t>(config.http_max_connections)) {
+    log::Warn("HTTP connection limit lowered to fit the open-file limit",
+              {{"maxConnections", http_options.max_connections},
+               {"configured", config.http_max_connections}});
+  }
   HttpServer server(io, http_options, [&](HttpRequest&& req, Respond respond) {
     ++in_flight;
     api.Handle(std::move(req), [&in_flight, respond = std::move(respond)](HttpResponse r) {
@@ -158,6 +184,8 @@ int RunServe(const Config& config) {
     mo.address = *config.metrics_address;
     mo.port = config.metrics_port;
     mo.body_limit = 64 * 1024;
+    mo.read_timeout_seconds = config.http_read_timeout_seconds;
+    mo.max_connections = 64;
     metrics_server = std::make_unique<HttpServer>(io, mo, [&api](HttpRequest&& req, Respond respond) {
       api.HandleMetricsOnly(std::move(req), std::move(respond));
     });

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "common/ids.h"
+#include "domain/consumer_name.h"
 
 namespace lastcall {
 namespace {
@@ -39,14 +40,6 @@ bool ParseInt(const std::string& s, int64_t lo, int64_t hi, int64_t* out) {
   long long v = std::strtoll(s.c_str(), &end, 10);
   if (errno != 0 || *end != '\0' || v < lo || v > hi) return false;
   *out = v;
-  return true;
-}
-
-bool ValidConsumerName(const std::string& n) {
-  if (n.empty() || n.size() > 64) return false;
-  for (char c : n) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
-  }
   return true;
 }
 
@@ -126,7 +119,7 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
       if (comma == std::string::npos) comma = s.size();
       std::string name = Trim(s.substr(start, comma - start));
       if (!name.empty()) {
-        if (!ValidConsumerName(name)) {
+        if (!IsConsumerName(name)) {
           return Bad("EXPECTED_CONSUMERS", "consumer names are 1-64 characters of a-z, 0-9, _ and -; got \"" + name + "\"");
         }
         if (std::find(c.expected_consumers.begin(), c.expected_consumers.end(), name) ==
@@ -147,6 +140,25 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
     int64_t n = 0;
     if (!ParseInt(Trim(*v), 1, 256, &n)) return Bad("LASTCALL_HTTP_THREADS", "must be 1 to 256");
     c.http_threads = static_cast<int>(n);
+  }
+  if (auto v = getenv("LASTCALL_MAX_IMPORT_ROWS")) {
+    int64_t n = 0;
+    if (!ParseInt(Trim(*v), 1, 1000000, &n)) return Bad("LASTCALL_MAX_IMPORT_ROWS", "must be 1 to 1000000");
+    c.max_import_rows = n;
+  }
+  if (auto v = getenv("LASTCALL_HTTP_READ_TIMEOUT_SECONDS")) {
+    int64_t n = 0;
+    if (!ParseInt(Trim(*v), 1, 3600, &n)) {
+      return Bad("LASTCALL_HTTP_READ_TIMEOUT_SECONDS", "must be 1 to 3600");
+    }
+    c.http_read_timeout_seconds = static_cast<int>(n);
+  }
+  if (auto v = getenv("LASTCALL_HTTP_MAX_CONNECTIONS")) {
+    int64_t n = 0;
+    if (!ParseInt(Trim(*v), 1, 1000000, &n)) {
+      return Bad("LASTCALL_HTTP_MAX_CONNECTIONS", "must be 1 to 1000000");
+    }
+    c.http_max_connections = n;
   }
   if (auto v = getenv("LASTCALL_LOG_LEVEL")) {
     std::string s = Lower(Trim(*v));

@@ -21,11 +21,14 @@ struct Config {
   unsigned short metrics_port = 0;            // LASTCALL_METRICS_LISTEN port
   std::optional<std::string> jwt_secret;      // LASTCALL_JWT_SECRET (never logged)
   uint64_t max_upload_bytes = 20ull * 1024 * 1024;  // LASTCALL_MAX_UPLOAD_BYTES
+  int64_t max_import_rows = 100000;           // LASTCALL_MAX_IMPORT_ROWS
   bool event_publishing = true;               // ENABLE_EVENT_PUBLISHING
   int64_t coordination_timeout_ms = 5 * 60 * 1000;  // COORDINATION_TIMEOUT_MINUTES
   std::vector<std::string> expected_consumers = {"analytics_consumer", "categorization_consumer"};
   std::string sqlite_synchronous = "FULL";    // LASTCALL_SQLITE_SYNCHRONOUS: FULL or NORMAL
   int http_threads = 2;                       // LASTCALL_HTTP_THREADS
+  int http_read_timeout_seconds = 30;         // LASTCALL_HTTP_READ_TIMEOUT_SECONDS
+  int64_t http_max_connections = 1024;        // LASTCALL_HTTP_MAX_CONNECTIONS (capped by the fd limit)
   std::string log_level = "info";             // LASTCALL_LOG_LEVEL: debug, info, warn, error
   int64_t test_deletion_delay_ms = 0;         // LASTCALL_TEST_DELETION_DELAY_MS (fault injection)
 

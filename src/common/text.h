@@ -1,7 +1,9 @@
-// Small text helpers shared by the parsers: UTF-8 validity and quoting an input inside an error
-// message.
+// Small text helpers shared by the parsers: UTF-8 validity, quoting an input inside an error
+// message, and strict decimal numbers.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -15,5 +17,15 @@ size_t Utf8SequenceLength(std::string_view s, size_t i);
 // sequence, "..." appended when cut), in double quotes, with control characters and '"' replaced
 // by '?' so the message stays one readable line.
 std::string QuoteForMessage(std::string_view text);
+
+// True when the whole of text is well-formed UTF-8 (see Utf8SequenceLength).
+bool IsValidUtf8(std::string_view text);
+
+// The longest prefix of text of at most max_bytes that does not end inside a UTF-8 sequence.
+std::string_view Utf8Prefix(std::string_view text, size_t max_bytes);
+
+// A non-negative decimal integer written with ASCII digits only (no sign, spaces, or other
+// characters) and at most max; nullopt otherwise, including on overflow.
+std::optional<int64_t> ParseDecimal(std::string_view text, int64_t max);
 
 }  // namespace lastcall

@@ -3,12 +3,15 @@
 #include <openssl/sha.h>
 
 #include <nlohmann/json.hpp>
+#include <limits>
 #include <regex>
 
 #include "common/log.h"
+#include "common/text.h"
 #include "consumers/analytics_consumer.h"
 #include "consumers/categorize.h"
 #include "coordination/coordination_repo.h"
+#include "domain/consumer_name.h"
 #include "domain/events.h"
 #include "http/assets.h"
 #include "http/jwt.h"
@@ -127,6 +130,10 @@ std::vector<std::string> SplitPath(const std::string& path) {
 }
 
 Result<json> ParseJsonObject(const std::string& body) {
+  // nlohmann's lexer ends the input at a NUL byte; JSON text never holds one (RFC 8259 escapes it).
+  if (body.find('\0') != std::string::npos) {
+    return Status::Invalid("invalid_json", "the request body is not valid JSON (a NUL byte)");
+  }
   json j = json::parse(body, nullptr, false);
   if (j.is_discarded()) return Status::Invalid("invalid_json", "the request body is not valid JSON");
   if (!j.is_object()) return Status::Invalid("invalid_json", "the request body must be a JSON object");
@@ -430,8 +437,11 @@ class Api::Impl {
     if (!IsUuid(account_id)) {
       return fail(Status::Unprocessable("unknown_account", "accountId is not a known account"));
     }
-    std::string filename = *file_part->filename;
-    if (filename.empty() || filename.size() > 255) filename = filename.empty() ? "upload" : filename.substr(0, 255);
+    if (!IsValidUtf8(*file_part->filename)) {
+      return fail(Status::Invalid("invalid_form", "the file name is not valid UTF-8"));
+    }
+    std::string filename = file_part->filename->empty() ? std::string("upload")
+                                                        : std::string(Utf8Prefix(*file_part->filename, 255));
     std::string content_type = file_part->content_type.empty() ? "application/octet-stream"
                                                                : file_part->content_type;
     if (file_part->data.empty()) return fail(Status::Unprocessable("empty_file", "the file is empty"));
@@ -446,6 +456,11 @@ class Api::Impl {
                                         "the file is neither CSV nor OFX/QFX"));
     }
     if (!parsed.ok()) return fail(parsed.status());
+    if (parsed->transactions.size() > config_.max_import_rows) {
+      return fail(Status::TooLarge("the file has " + std::to_string(parsed->transactions.size()) +
+                                   " transactions; the limit is " +
+                                   std::to_string(config_.max_import_rows) + " per file"));
+    }
 
     auto account = ReadAccountFor(user, account_id);
     if (!account.ok()) return fail(account.status());
@@ -770,23 +785,20 @@ class Api::Impl {
         if (!o || *o == Outcome::kNone) return fail("outcome must be all_completed or timed_out");
         f.outcome = o;
       } else if (k == "consumer") {
-        if (v.empty() || v.size() > 64) return fail("consumer must be a consumer name");
+        if (!IsConsumerName(v)) return fail("consumer must be a consumer name");
         f.pending_consumer = v;
       } else if (k == "limit") {
-        char* end = nullptr;
-        long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 1 || n > 500) return fail("limit must be 1 to 500");
-        f.limit = static_cast<int>(n);
+        auto n = ParseDecimal(v, 500);
+        if (!n || *n < 1) return fail("limit must be 1 to 500");
+        f.limit = static_cast<int>(*n);
       } else if (k == "cursor") {
         // Opaque to clients: "<startedAtMillis>.<coordinationId>".
         size_t dot = v.find('.');
-        std::string millis = dot == std::string::npos ? "" : v.substr(0, dot);
-        char* end = nullptr;
-        long long at = millis.empty() ? 0 : std::strtoll(millis.c_str(), &end, 10);
-        if (millis.empty() || *end != '\0' || !IsUuid(v.substr(dot + 1))) {
-          return fail("cursor is not one this server gave out");
-        }
-        f.after = std::make_pair(static_cast<WallMillis>(at), v.substr(dot + 1));
+        auto at = dot == std::string::npos ? std::nullopt
+                                            : ParseDecimal(std::string_view(v).substr(0, dot),
+                                                           std::numeric_limits<int64_t>::max());
+        if (!at || !IsUuid(v.substr(dot + 1))) return fail("cursor is not one this server gave out");
+        f.after = std::make_pair(static_cast<WallMillis>(*at), v.substr(dot + 1));
       } else {
         return fail("unknown query parameter \"" + k + "\"");
       }

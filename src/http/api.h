@@ -22,6 +22,9 @@ struct ApiConfig {
   uint64_t max_upload_bytes = 20 * 1024 * 1024;
   bool event_publishing = true;              // ENABLE_EVENT_PUBLISHING
   bool serve_metrics = true;                 // GET /metrics here (false: on its own listener)
+  // Transactions one file may import (LASTCALL_MAX_IMPORT_ROWS); more is 413. An import is one
+  // transaction on the single writer, so this bounds how long one upload holds everyone's writes.
+  size_t max_import_rows = 100000;
 };
 
 // The role claim that lets a token read every coordination. stored in tokens: do not rename.

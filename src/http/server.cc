@@ -1,12 +1,16 @@
 #include "http/server.h"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <list>
+#include <mutex>
+#include <optional>
 
 #include "common/ids.h"
 #include "common/log.h"
@@ -75,10 +79,57 @@ bool Decode(std::string_view in, bool query, std::string* out) {
 
 }  // namespace
 
+// A connection as the server's admission control sees it: it can be closed from any thread.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  // Closes the connection on its own strand; whatever it was waiting for is abandoned.
+  virtual void Evict() = 0;
+};
+
 class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
  public:
   Impl(net::io_context& io, HttpServerOptions options, Handler handler)
-      : io_(io), options_(std::move(options)), handler_(std::move(handler)), acceptor_(io) {}
+      : io_(io), options_(std::move(options)), handler_(std::move(handler)), acceptor_(io),
+        retry_accept_(io) {}
+
+  // Admission control. Each open connection is counted from Opened() to Closed(); while it waits
+  // for a request it sits in the waiting list (oldest first), from which Admit() evicts. All of
+  // these may be called from any thread.
+  struct Waiting {
+    std::weak_ptr<Connection> connection;
+    bool evicted = false;
+  };
+  using WaitingList = std::list<Waiting>;
+  void Opened() { ++open_; }
+  void Closed() { --open_; }
+  WaitingList::iterator StartWaiting(std::weak_ptr<Connection> c) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return waiting_.insert(waiting_.end(), Waiting{std::move(c), false});
+  }
+  void StopWaiting(WaitingList::iterator it) {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting_.erase(it);
+  }
+  // True when a new connection may be served: below the limit, or after evicting the connection
+  // that has waited longest. False when every open connection is busy with a request.
+  bool Admit() {
+    if (open_.load() < options_.max_connections) return true;
+    std::shared_ptr<Connection> victim;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& w : waiting_) {
+        if (w.evicted) continue;
+        victim = w.connection.lock();
+        if (!victim) continue;
+        w.evicted = true;
+        break;
+      }
+    }
+    if (!victim) return false;
+    victim->Evict();
+    return true;
+  }
 
   Status Start() {
     beast::error_code ec;
@@ -103,6 +154,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
     net::post(acceptor_.get_executor(), [self = shared_from_this()] {
       beast::error_code ec;
       self->acceptor_.close(ec);
+      self->retry_accept_.cancel();
     });
   }
 
@@ -118,23 +170,37 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
   HttpServerOptions options_;
   Handler handler_;
   tcp::acceptor acceptor_;
+  net::steady_timer retry_accept_;  // after a failed accept (e.g. out of file descriptors)
   std::atomic<unsigned short> port_{0};
   std::atomic<bool> stopped_{false};
+  std::atomic<size_t> open_{0};
+  std::mutex mu_;
+  WaitingList waiting_;  // GUARDED_BY(mu_)
 };
 
 namespace {
 
-class Session : public std::enable_shared_from_this<Session> {
+class Session : public Connection, public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket&& socket, std::shared_ptr<HttpServer::Impl> server)
-      : stream_(std::move(socket)), server_(std::move(server)) {}
+      : stream_(std::move(socket)), server_(std::move(server)) {
+    server_->Opened();
+  }
+  ~Session() override { server_->Closed(); }
 
   void Run() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Read(); });
   }
 
+  void Evict() override {
+    net::post(stream_.get_executor(), [self = shared_from_this()] {
+      if (self->waiting_) self->Close();  // not if its request arrived meanwhile
+    });
+  }
+
  private:
   void Read() {
+    waiting_ = server_->StartWaiting(weak_from_this());
     parser_.emplace();
     parser_->header_limit(server_->options().header_limit);
     parser_->body_limit(server_->options().body_limit);
@@ -146,6 +212,10 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void OnRead(beast::error_code ec) {
+    if (waiting_) {
+      server_->StopWaiting(*waiting_);
+      waiting_.reset();
+    }
     if (ec == http::error::end_of_stream || ec == net::error::operation_aborted ||
         ec == beast::error::timeout || ec == net::error::connection_reset || ec == net::error::eof) {
       return Close();
@@ -164,6 +234,14 @@ class Session : public std::enable_shared_from_this<Session> {
           Status::Invalid("bad_request", "malformed HTTP request: " + ec.message())));
     }
     auto& msg = parser_->get();
+    // A length that is not chunked-last, or both a length and chunked: the body's end is
+    // ambiguous (request smuggling). RFC 9112 section 6.3: 400, then close.
+    if (msg.count(http::field::transfer_encoding) > 0 &&
+        (!msg.chunked() || msg.count(http::field::content_length) > 0)) {
+      return SendFinal(ErrorResponse(Status::Invalid(
+          "bad_request", "malformed HTTP request: Transfer-Encoding must be chunked alone, "
+                         "without Content-Length")));
+    }
     keep_alive_ = msg.keep_alive();
     HttpRequest req;
     req.method = std::string(msg.method_string());
@@ -241,6 +319,7 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<HttpServer::Impl> server_;
+  std::optional<HttpServer::Impl::WaitingList::iterator> waiting_;  // while a read is pending
   bool keep_alive_ = true;
 };
 
@@ -251,12 +330,22 @@ void HttpServer::Impl::Accept() {
                                                                           tcp::socket socket) {
     if (ec) {
       if (!self->stopped_ && ec != net::error::operation_aborted) {
-        log::Warn("accept failed", {{"error", ec.message()}});
-        self->Accept();
+        // Out of file descriptors (or another transient failure): the pending connection stays
+        // in the backlog, so accepting again at once would spin. Retry shortly.
+        log::Warn("accept failed; retrying in 100 ms", {{"error", ec.message()}});
+        self->retry_accept_.expires_after(std::chrono::milliseconds(100));
+        self->retry_accept_.async_wait([self](beast::error_code e) {
+          if (!e && !self->stopped_) self->Accept();
+        });
       }
       return;
     }
-    std::make_shared<Session>(std::move(socket), self)->Run();
+    if (self->Admit()) {
+      std::make_shared<Session>(std::move(socket), self)->Run();
+    } else {
+      beast::error_code ignored;
+      socket.close(ignored);  // every connection is busy with a request
+    }
     if (!self->stopped_) self->Accept();
   });
 }

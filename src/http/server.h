@@ -41,8 +41,14 @@ struct HttpServerOptions {
   uint64_t body_limit = 20 * 1024 * 1024 + 64 * 1024;
   uint32_t header_limit = 16 * 1024;
   // A whole request (headers and body) must arrive within this, counted from when the server
-  // starts waiting for it; an idle keep-alive connection is closed after it too.
+  // starts waiting for it; an idle keep-alive connection is closed after it too. A client that
+  // trickles bytes therefore holds a connection for this long at most.
   int read_timeout_seconds = 30;
+  // Open connections at most. When a new connection arrives at the limit, the connection that
+  // has waited longest for (the rest of) its request is closed to make room (a slowloris's
+  // connections go first, a request being handled is never cut); when every connection is busy
+  // with a request, the new one is closed at once. Keep it below the process's file limit.
+  size_t max_connections = 1024;
 };
 
 class HttpServer {

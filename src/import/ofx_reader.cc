@@ -440,6 +440,11 @@ Result<ParsedStatement> ParseOfxUnguarded(std::string_view bytes) {
     return OfxError("not an OFX file: no <OFX> element");
   }
   if (bytes.find('\0') != std::string_view::npos) return OfxError("not an OFX file: NUL byte");
+  // OFX (1.x SGML and 2.x XML alike) closes its root aggregate; a file cut short, whose
+  // transactions would silently go missing, does not.
+  if (FindIgnoreCase(bytes.substr(ofx_start), "</OFX>") == std::string_view::npos) {
+    return OfxError("truncated OFX file: no closing </OFX>");
+  }
 
   Result<RawStatement> raw = ScanOfx(bytes, ofx_start);
   if (!raw.ok()) return raw.status();

@@ -15,6 +15,21 @@ Result<Config> Load(std::map<std::string, std::string> env) {
   });
 }
 
+TEST(ConfigTest, HttpReadTimeoutConnectionAndImportLimits) {
+  auto d = Load({});
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->http_read_timeout_seconds, 30);
+  EXPECT_EQ(d->http_max_connections, 1024);
+  EXPECT_EQ(d->max_import_rows, 100000);
+  auto c = Load({{"LASTCALL_HTTP_READ_TIMEOUT_SECONDS", " 3 "},
+                 {"LASTCALL_HTTP_MAX_CONNECTIONS", "64"},
+                 {"LASTCALL_MAX_IMPORT_ROWS", "1000000"}});
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->max_import_rows, 1000000);
+  EXPECT_EQ(c->http_read_timeout_seconds, 3);
+  EXPECT_EQ(c->http_max_connections, 64);
+}
+
 TEST(ConfigTest, DefaultsAreTheSeeds) {
   auto c = Load({});
   ASSERT_TRUE(c.ok());
@@ -48,6 +63,9 @@ TEST(ConfigTest, BadValuesNameTheirVariable) {
       {{"EXPECTED_CONSUMERS", "Bad Name"}},      {{"LASTCALL_LISTEN", "8080"}},
       {{"LASTCALL_LISTEN", "host:99999"}},       {{"LASTCALL_MAX_UPLOAD_BYTES", "-5"}},
       {{"LASTCALL_JWT_SECRET", "short"}},        {{"LASTCALL_SQLITE_SYNCHRONOUS", "OFF"}},
+      {{"LASTCALL_HTTP_READ_TIMEOUT_SECONDS", "0"}}, {{"LASTCALL_HTTP_READ_TIMEOUT_SECONDS", "x"}},
+      {{"LASTCALL_HTTP_MAX_CONNECTIONS", "0"}},  {{"LASTCALL_HTTP_MAX_CONNECTIONS", "1e3"}},
+      {{"LASTCALL_MAX_IMPORT_ROWS", "0"}},       {{"LASTCALL_MAX_IMPORT_ROWS", "1000001"}},
   };
   for (const auto& env : bad) {
     auto c = Load(env);

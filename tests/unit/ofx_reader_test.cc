@@ -169,7 +169,8 @@ TEST(ParseOfx, GarbageIsRejected) {
   EXPECT_EQ(OfxErrorOf("hello, world"), "not an OFX file: no <OFX> element");
   EXPECT_EQ(OfxErrorOf("date,description,amount\n2024-01-01,x,1\n"),
             "not an OFX file: no <OFX> element");
-  EXPECT_EQ(OfxErrorOf("hello <ofx> garbage <<<>>> </nope>"), "not a readable OFX statement");
+  EXPECT_EQ(OfxErrorOf("hello <ofx> garbage <<<>>> </nope>"), "truncated OFX file: no closing </OFX>");
+  EXPECT_EQ(OfxErrorOf("hello <ofx> garbage <<<>>> </nope></ofx>"), "not a readable OFX statement");
   EXPECT_EQ(OfxErrorOf("<OFX></OFX>"), "not a readable OFX statement");
   std::string noise;
   for (int i = 0; i < 4000; ++i) noise.push_back(static_cast<char>(1 + (i * 7919) % 254));
@@ -191,6 +192,17 @@ TEST(ParseOfx, TruncatedFilesNeverCrash) {
     } else {
       EXPECT_LE(r->transactions.size(), 4u);
     }
+  }
+}
+
+// Regression (hostile-input test): a statement cut before its closing </OFX> imported as an
+// empty statement (201, zero transactions) instead of being refused.
+TEST(ParseOfx, TruncatedStatementIsRefusedNotImportedEmpty) {
+  const std::string full = SgmlStatement(Stmttrn("20240105", "-42.50"));
+  ASSERT_TRUE(ParseOfx(full).ok());
+  const size_t close = full.find("</OFX>");
+  for (size_t len : {full.find("<STMTTRN>"), full.find("</BANKTRANLIST>"), close}) {
+    EXPECT_EQ(OfxErrorOf(full.substr(0, len)), "truncated OFX file: no closing </OFX>") << len;
   }
 }
 
