@@ -196,6 +196,51 @@ class BrokenHttpTest(HostileBase):
                 self.assertRefused(r, (400, 404), ("bad_request", "not_found", "invalid_id"),
                                    repr(target))
 
+    def test_methods_raw_bytes_pipelining_and_http10(self):
+        tok = ("Bearer " + self.victim.token).encode()
+        fid = self.file["fileId"].encode()
+        # Unknown, lower-case or made-up methods on known paths: 405 with Allow, before auth.
+        for method in (b"FOO", b"get", b"TRACE", b"CONNECT", b"PROPFIND", b"M" * 100):
+            with self.subTest(method=method[:10]):
+                r, _ = exchange(self.server.port, request_bytes(method, b"/files/" + fid, {}))
+                self.assertRefused(r, (400, 405), ("bad_request", "method_not_allowed"), repr(method))
+                if r.status == 405:
+                    self.assertEqual(r.headers.get("allow"), "GET, DELETE")
+        # Raw bytes that are not ASCII in the target and in header values.
+        for target in (b"/files/\xff\xfe", b"/files/" + fid + b"\xc3", b"/\xe2\x80\xae/files",
+                       b"/coordinations?consumer=\xff"):
+            with self.subTest(target=target):
+                r, _ = exchange(self.server.port, request_bytes("GET", target, {"Authorization": tok}))
+                self.assertRefused(r, (400, 404), ("bad_request", "invalid_id", "not_found",
+                                                   "invalid_request"), repr(target))
+        for name, value in ((b"Authorization", b"Bearer \xff\xfe\xfd"),
+                            (b"Content-Type", b"multipart/form-data; boundary=\xff\xfe"),
+                            (b"X-Whatever", b"\xff" * 1000)):
+            with self.subTest(header=name):
+                headers = {"Authorization": tok}
+                headers[name.decode()] = value
+                r, _ = exchange(self.server.port, request_bytes("POST", "/files", headers, b"--\xff--"))
+                self.assertRefused(r, (400, 401, 415), ("bad_request", "unauthorized", "invalid_form",
+                                                        "unsupported_media_type"), repr(name))
+                if name == b"Authorization":
+                    self.assertEqual(r.status, 401)
+        # Pipelined requests are answered in order on one connection; an HTTP/1.0 request is
+        # answered and the connection closed.
+        c = RawConnection(self.server.port)
+        try:
+            c.send(request_bytes("GET", "/files/" + fid.decode(), {"Authorization": tok}) +
+                   request_bytes("GET", "/files/not-an-id", {"Authorization": tok}) +
+                   request_bytes("GET", "/healthz", {}))
+            first, second, third = c.read_response(), c.read_response(), c.read_response()
+            CASES[self.category] += 1
+            self.assertEqual([first.status, second.status, third.status], [200, 400, 200])
+        finally:
+            c.close()
+        r, closed = exchange(self.server.port, request_bytes("GET", "/healthz", {}, version=b"HTTP/1.0"))
+        CASES[self.category] += 1
+        self.assertEqual(r.status, 200)
+        self.assertTrue(closed)
+
     def test_bad_lengths_and_smuggling(self):
         tok = "Bearer " + self.victim.token
         body = b'{"name": "Smuggled", "currency": "USD"}'
