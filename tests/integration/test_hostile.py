@@ -410,6 +410,17 @@ class HostileValuesTest(HostileBase):
                                                                 "method_not_allowed"),
                                            "%s %s" % (method, path[:80]))
 
+    def test_dashboard_assets_refuse_traversal(self):
+        # The dashboard's files are compiled in; no name reaches the file system.
+        for name in ("..", "%2e%2e", "..%2F..%2F..%2Fetc%2Fpasswd", "..%5Cwindows", "%2Fetc%2Fpasswd",
+                     "app.js%00", "app.js%00.html", "APP.JS", "%FF%FE", "index.html%3F",
+                     "a" * 5000, "..%2Fsrc%2Fhttp%2Fapi.cc", "~root", "%252e%252e"):
+            for prefix in ("/dashboard/", "/dashboard/x/"):
+                with self.subTest(path=prefix + name[:40]):
+                    r = harness.http_request(self.server.port, "GET", prefix + name)
+                    self.assertRefused(r, 404, "not_found", prefix + name[:40])
+                    self.assertNotIn(b"root:", r.raw)
+
     def test_hostile_query_parameters(self):
         v = self.victim
         aid = self.account["accountId"]
