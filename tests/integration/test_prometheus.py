@@ -472,7 +472,7 @@ class RulesTest(unittest.TestCase):
         names = {r.get("alert") for r in alert_rules()}
         for required in ("LastcallCoordinationsTimingOut", "LastcallConsumerNotCompleting",
                          "LastcallOutboxBacklogGrowing", "LastcallDeadLetters",
-                         "LastcallWaitingCoordinationOverdue"):
+                         "LastcallWaitingCoordinationOverdue", "LastcallDeletionResidue"):
             self.assertIn(required, names)
         for r in alert_rules():
             self.assertIn(r["labels"]["severity"], ("warning", "critical"), r["alert"])
@@ -511,6 +511,11 @@ class RulesTest(unittest.TestCase):
                         {"series": 'lastcall_oldest_waiting_coordination_age_seconds{%s}' % lab,
                          "values": "0+60x20"},
                         {"series": 'up{%s}' % lab, "values": "1x40"},
+                        # One deletion whose verification found residue, many verified.
+                        {"series": 'lastcall_deletion_verifications_total{%s, result="residue"}' % lab,
+                         "values": "0 0 0 1 1 1 1 1 1 1"},
+                        {"series": 'lastcall_deletion_verifications_total{%s, result="verified"}' % lab,
+                         "values": "0+3x40"},
                     ],
                     "alert_rule_test": [
                         {"eval_time": "5m", "alertname": "LastcallCoordinationsTimingOut",
@@ -534,6 +539,10 @@ class RulesTest(unittest.TestCase):
                                                         "instance": "127.0.0.1:8080",
                                                         "target": "analytics_consumer"}}]},
                         {"eval_time": "30m", "alertname": "LastcallDown", "exp_alerts": []},
+                        {"eval_time": "2m", "alertname": "LastcallDeletionResidue", "exp_alerts": []},
+                        {"eval_time": "5m", "alertname": "LastcallDeletionResidue",
+                         "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "lastcall",
+                                                        "instance": "127.0.0.1:8080"}}]},
                     ],
                 },
             ],
