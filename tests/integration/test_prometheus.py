@@ -74,6 +74,14 @@ FAMILIES = {
     "lastcall_outbox_backlog": ("gauge", {"target"}),
     "lastcall_http_requests_total": ("counter", {"method", "route", "status"}),
     "lastcall_http_request_duration_seconds": ("histogram", {"route"}),
+    "lastcall_coordinations_cancelled_total": ("counter", set()),
+    "lastcall_holds_placed_total": ("counter", {"scope"}),
+    "lastcall_holds_released_total": ("counter", {"scope"}),
+    "lastcall_deletions_blocked_total": ("counter", set()),
+    "lastcall_deletion_verifications_total": ("counter", {"result"}),
+    "lastcall_receipts_issued_total": ("counter", set()),
+    "lastcall_coordinations_held": ("gauge", set()),
+    "lastcall_holds_active": ("gauge", set()),
 }
 # Families that may have no series yet on a fresh server (labelled, nothing counted so far).
 MAY_BE_EMPTY = {"lastcall_coordination_timeouts_total", "lastcall_delivery_failures_total",
