@@ -154,13 +154,22 @@ ROUTES = [
     ("GET", "/coordinations"),
     ("GET", "/coordinations/{id}"),
     ("GET", "/coordinations/{id}/timeline"),
+    ("GET", "/coordinations/{id}/receipt"),
+    ("POST", "/coordinations/{id}/cancel"),
+    ("GET", "/holds"),
+    ("POST", "/holds"),
+    ("DELETE", "/holds/{id}"),
+    ("GET", "/.well-known/jwks.json"),
     ("GET", "/analytics/monthly"),
     ("GET", "/analytics/archive"),
     ("GET", "/categorization/mappings"),
 ]
 
 PUBLIC_ROUTES = {("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/dashboard"),
-                 ("GET", "/dashboard/{asset}")}
+                 ("GET", "/dashboard/{asset}"), ("GET", "/.well-known/jwks.json")}
+
+# Routes only an operator may use (403 for anyone else).
+OPERATOR_ROUTES = {("GET", "/holds"), ("POST", "/holds"), ("DELETE", "/holds/{id}")}
 
 
 def routes_in_api_cc(path=API_CC):
@@ -173,7 +182,7 @@ def routes_in_api_cc(path=API_CC):
     body = src[start:end]
     out = set()
     for cond, result in re.findall(r"if \((.*?)\)\s*return\s*(.*?);", body, re.S):
-        first = re.search(r'a == "(\w+)"', cond)
+        first = re.search(r'a == "([\w.-]+)"', cond)
         if not first:
             continue
         methods = re.findall(r'"([A-Z]+)"', re.search(r"\{([^{}]*)\}", result).group(1))
@@ -184,7 +193,7 @@ def routes_in_api_cc(path=API_CC):
         for size in sizes:
             segments = [[first.group(1)]]
             for i in range(1, size):
-                named = re.findall(r'p\[%d\] == "(\w+)"' % i, cond)
+                named = re.findall(r'p\[%d\] == "([\w.-]+)"' % i, cond)
                 placeholder = "{asset}" if first.group(1) == "dashboard" else "{id}"
                 segments.append(named or [placeholder])
             paths = [""]

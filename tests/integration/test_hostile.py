@@ -34,7 +34,7 @@ ROWS = [
 ]
 
 # Every 4xx status the API documents (docs/api.md, "Errors").
-DOCUMENTED_4XX = {400, 401, 404, 405, 409, 413, 415, 422, 431}
+DOCUMENTED_4XX = {400, 401, 403, 404, 405, 409, 413, 415, 422, 431}
 
 
 def tearDownModule():
@@ -88,6 +88,9 @@ class HostileBase(ServerTestCase):
         assert r.status == 202, r
         cls.coordination_id = r.body["coordinationId"]
         cls.victim.wait_coordination(cls.coordination_id, "completed")
+        # The deletion is verified (and its receipt ready) about a second after it completes.
+        wait_until(lambda: cls.victim.get("/coordinations/%s/receipt" % cls.coordination_id).status == 200,
+                   message="the deletion's receipt")
         cls.attacker_account = cls.attacker.create_account("Mine", "USD")
 
     @classmethod
@@ -397,8 +400,8 @@ class HostileValuesTest(HostileBase):
             if "{id}" not in template:
                 continue
             kind = template.split("/")[1].rstrip("s")
-            for bad in self.BAD_IDS + [real[kind].upper(), real[kind] + "x",
-                                       real[kind] + "%00", real[kind][:-1]]:
+            own = real.get(kind, random_uuid())  # holds: no real one (placing one changes data)
+            for bad in self.BAD_IDS + [own.upper(), own + "x", own + "%00", own[:-1]]:
                 path = template.replace("{id}", bad)
                 body = {"category": "groceries"} if method == "PATCH" else None
                 for client in (self.victim, self.attacker):
@@ -406,8 +409,9 @@ class HostileValuesTest(HostileBase):
                         r = self.request(client, method, path, body)
                         # A malformed id is 400; one that changes the path's shape is no route
                         # (404); an upper-cased real id is no object (404).
-                        self.assertRefused(r, (400, 404, 405), ("invalid_id", "not_found",
-                                                                "method_not_allowed"),
+                        # /holds/{id} is an operator's route: 403 for these users.
+                        self.assertRefused(r, (400, 403, 404, 405), ("invalid_id", "not_found",
+                                                                     "method_not_allowed", "forbidden"),
                                            "%s %s" % (method, path[:80]))
 
     def test_dashboard_assets_refuse_traversal(self):
@@ -477,12 +481,47 @@ class HostileValuesTest(HostileBase):
         self.assertEqual(r.body["coordinations"], [])
         # Query strings on routes that take none are ignored, whatever they hold.
         for method, template in rawhttp.ROUTES:
-            if method != "GET" or "{" in template or template in ("/coordinations", "/transactions"):
+            if method != "GET" or "{" in template or template in ("/coordinations", "/transactions",
+                                                                  "/holds"):
                 continue
             with self.subTest(route=template):
                 CASES[self.category] += 1
                 r = v.get(template + "?id=%27;DROP%20TABLE%20files;--&x=%FF&%00=%00")
                 self.assertLess(r.status, 400, repr(r))
+
+    def test_hostile_hold_requests(self):
+        # Legal holds are the operator's: hostile bodies, ids and parameters from an operator are
+        # refused (400/404) and place nothing; from anyone else they are 403 first.
+        op = self.server.client(token=self.server.token(unique_user("op"), role="operator"))
+        aid, fid = self.account["accountId"], self.file["fileId"]
+        bodies = [
+            b"", b"not json", b"[]", b'{"reason": "no target"}',
+            b'{"fileId": "%s", "accountId": "%s", "reason": "two targets"}' % (fid.encode(), aid.encode()),
+            b'{"fileId": "../../etc/passwd", "reason": "x"}',
+            b'{"fileId": "%s\' OR 1=1--", "reason": "x"}' % fid.encode(),
+            b'{"fileId": "%s", "reason": ""}' % fid.encode(),
+            b'{"fileId": "%s", "reason": "%s"}' % (fid.encode(), b"r" * 501),
+            b'{"fileId": "%s", "reason": "\xff\xfe"}' % fid.encode(),
+            b'{"fileId": "%s", "reason": "x", "unknown": 1}' % fid.encode(),
+            b'{"userId": "", "reason": "x"}',
+            b'{"userId": "%s", "reason": "x"}' % (b"u" * 129),
+            b'{"fileId": 12345678901234567890123, "reason": "x"}',
+            b'{"fileId": "%s", "reason": "x"}\x00{"userId": "all"}' % fid.encode(),
+        ]
+        for body in bodies:
+            with self.subTest(body=body[:50]):
+                r = op.request("POST", "/holds", body=body, headers={"Content-Type": "application/json"})
+                self.assertRefused(r, 400, ("invalid_json", "invalid_request"), repr(body[:50]))
+                r = self.attacker.request("POST", "/holds", body=body,
+                                          headers={"Content-Type": "application/json"})
+                self.assertRefused(r, 403, "forbidden", repr(body[:50]))
+        for path in ("/holds?active=yes", "/holds?active=%FF", "/holds?x=1", "/holds?active=true%00"):
+            with self.subTest(path=path):
+                self.assertRefused(op.get(path), 400, "invalid_request", path)
+        for hold in ("..", "%2e%2e%2f", "%FF", random_uuid()):
+            with self.subTest(hold=hold):
+                self.assertRefused(op.delete("/holds/" + hold), (400, 404), ("invalid_id", "not_found"), hold)
+        self.assertEqual(op.get("/holds").body, {"holds": []})
 
     def test_hostile_json_bodies(self):
         tid = self.txns[0]["transactionId"]

@@ -119,7 +119,8 @@ class TokenTest(ServerTestCase):
         before = c.snapshot()
         ids = {"accounts": acc["accountId"], "files": f["fileId"]}
         bodies = {"POST /accounts": {"name": "X", "currency": "USD"},
-                  "PATCH /transactions/{id}": {"category": "x"}}
+                  "PATCH /transactions/{id}": {"category": "x"},
+                  "POST /holds": {"userId": user, "reason": "x"}}
         for name, token, message in bad_tokens(self.server.secret, user):
             for method, template in rawhttp.ROUTES:
                 if (method, template) in rawhttp.PUBLIC_ROUTES:
@@ -183,17 +184,28 @@ class OwnershipTest(ServerTestCase):
         assert r.status == 202, r
         cls.coordination_id = r.body["coordinationId"]
         cls.alice.wait_coordination(cls.coordination_id, "completed")
+        # The deletion is verified (and its receipt ready) about a second after it completes.
+        wait_until(lambda: cls.alice.get("/coordinations/%s/receipt" % cls.coordination_id).status == 200,
+                   message="the deletion's receipt")
         cls.ids = {"accounts": a["accountId"], "files": f["fileId"],
                    "transactions": txns[0]["transactionId"], "coordinations": cls.coordination_id}
         b = cls.bob.create_account("Bob", "USD")
         bf = cls.bob.upload_ok(b["accountId"], "bob.csv", make_csv(ROWS[1:]))
         cls.bob.wait_categorized(bf["fileId"])
 
+    @staticmethod
+    def receipt_claims(client, cid):
+        """A receipt's claims without iat (each receipt is signed when it is asked for)."""
+        r = client.get("/coordinations/%s/receipt" % cid)
+        assert r.status == 200, r
+        return {k: v for k, v in r.body["claims"].items() if k != "iat"}
+
     def alice_state(self):
         snap = self.alice.snapshot()
         cid = self.coordination_id
         snap["coordination"] = self.alice.coordination(cid)
         snap["timeline"] = self.alice.get("/coordinations/%s/timeline" % cid).body
+        snap["receipt"] = self.receipt_claims(self.alice, cid)
         for path in ("/analytics/monthly", "/analytics/archive", "/categorization/mappings",
                      "/coordinations"):
             snap[path] = self.alice.get(path).body
@@ -209,6 +221,8 @@ class OwnershipTest(ServerTestCase):
             if "{id}" not in template:
                 continue
             kind = template.split("/")[1]
+            if kind not in self.ids:
+                continue  # holds belong to no user: test_holds_are_the_operators_alone
             theirs = template.replace("{id}", self.ids[kind])
             missing_id = random_uuid()
             missing = template.replace("{id}", missing_id)
@@ -253,6 +267,9 @@ class OwnershipTest(ServerTestCase):
                 with self.subTest(who=who, route=template):
                     CASES["ownership"] += 1
                     r = client.get(template)
+                    if (method, template) in rawhttp.OPERATOR_ROUTES and who != "bob as operator":
+                        self.assertError(r, 403, "forbidden")
+                        continue
                     self.assertStatus(r, 200)
                     text = json.dumps(r.body)
                     for i in alice_ids:
@@ -263,6 +280,20 @@ class OwnershipTest(ServerTestCase):
         self.assertEqual(len(self.bob.get("/files").body["files"]), 1)
         self.assertEqual(len(self.bob.get("/analytics/monthly").body["months"]), 1)
 
+    def test_holds_are_the_operators_alone(self):
+        # Every /holds route and method: 403 for a user, an "admin" and an "Operator"; the
+        # operator's own GET answers. Nothing is placed.
+        hold_body = {"userId": "someone", "reason": "not yours"}
+        for method, template in sorted(rawhttp.OPERATOR_ROUTES):
+            for who, client in (("bob", self.bob), ("bob as admin", self.bob_admin),
+                                ("bob as Operator", self.bob_Operator)):
+                with self.subTest(who=who, method=method, route=template):
+                    CASES["ownership"] += 1
+                    r = client.request(method, template.replace("{id}", random_uuid()),
+                                       body=hold_body if method == "POST" else None)
+                    self.assertError(r, 403, "forbidden")
+        self.assertEqual(self.bob_operator.get("/holds").body, {"holds": []})
+
     def test_operator_reads_every_coordination_and_nothing_else(self):
         cid = self.coordination_id
         CASES["ownership"] += 4
@@ -272,6 +303,9 @@ class OwnershipTest(ServerTestCase):
         r = self.bob_operator.get("/coordinations/%s/timeline" % cid)
         self.assertStatus(r, 200)
         self.assertEqual(r.body, self.alice.get("/coordinations/%s/timeline" % cid).body)
+        r = self.bob_operator.get("/coordinations/%s/receipt" % cid)
+        self.assertStatus(r, 200)
+        self.assertEqual(self.receipt_claims(self.bob_operator, cid), self.receipt_claims(self.alice, cid))
         r = self.bob_operator.get("/coordinations?limit=500")
         self.assertIn(cid, [c["coordinationId"] for c in r.body["coordinations"]])
         # Another role value, or the same one spelled otherwise, is an ordinary user.
@@ -352,6 +386,8 @@ class SecretsInLogsTest(unittest.TestCase):
             c.post("/accounts", b"not json")
             cid = c.delete("/files/" + f["fileId"]).body["coordinationId"]
             c.wait_coordination(cid, "completed")
+            wait_until(lambda: c.get("/coordinations/%s/receipt" % cid).status == 200,
+                       message="a signed receipt")
             for tok in tokens:
                 for method, template in rawhttp.ROUTES:
                     CASES["log_scan"] += 1
@@ -373,6 +409,17 @@ class SecretsInLogsTest(unittest.TestCase):
             for what, value in forbidden.items():
                 CASES["log_scan"] += 1
                 self.assertNotIn(value, log, "%s appears in the log" % what)
+            # Nor the receipt signing key (its PEM body, line by line).
+            import os
+            pems = [os.path.join(root, n) for root, _, names in os.walk(server.data_dir)
+                    for n in names if n.endswith(".pem")]
+            self.assertTrue(pems, "no receipt signing key found under the data folder")
+            for pem in pems:
+                with open(pem) as f:
+                    for line in f.read().splitlines():
+                        if line and not line.startswith("-----") and len(line) >= 16:
+                            CASES["log_scan"] += 1
+                            self.assertNotIn(line, log, "a line of %s appears in the log" % pem)
             # The secret does not sit in the data folder either when it came from the environment.
             import os
             self.assertFalse(os.path.exists(os.path.join(server.data_dir, "jwt_secret")))
