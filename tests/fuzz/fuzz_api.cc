@@ -73,7 +73,7 @@ std::string CreateAccount(World& w, const std::string& token) {
   req.body = R"({"name":"Fuzz","currency":"EUR"})";
   HttpResponse r = Call(w, std::move(req));
   if (r.status != 201) std::abort();
-  return Json::parse(r.body)["id"].get<std::string>();
+  return Json::parse(r.body)["accountId"].get<std::string>();
 }
 
 World& TheWorld() {
