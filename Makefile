@@ -13,7 +13,8 @@ export CCACHE_NOHASHDIR := 1
 BUILD_PACKAGES := build-essential cmake ninja-build ccache pkg-config git ca-certificates \
   libboost-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libsqlite3-dev \
   libssl-dev libofx-dev libgtest-dev googletest libbenchmark-dev python3 curl sqlite3
-TEST_PACKAGES := python3-yaml python3-jsonschema prometheus chromium fonts-dejavu-core
+TEST_PACKAGES := python3-yaml python3-jsonschema prometheus chromium fonts-dejavu-core \
+  clang-14 libclang-rt-14-dev llvm-14
 
 # Node tools for the contract validators and the dashboard's browser test, pinned by their lock
 # files and installed with `npm ci`. Node itself comes from Debian (nodejs, npm) unless the
@@ -22,7 +23,24 @@ NODE_TOOL_DIRS := tools/contracts tests/integration/browser tests/integration/jo
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps test-deps node-tools configure build run test unit integration bench clean
+# Sanitizer builds, with clang: build-asan (ASan+UBSan, also instrumented for libFuzzer and holding
+# the fuzz targets) and build-tsan (TSan). -O1 and line tables only: quick to compile, exact stack
+# traces. libclang-rt-14-dev holds the sanitizer and libFuzzer runtimes for clang 14.
+ASAN_DIR ?= build-asan
+TSAN_DIR ?= build-tsan
+SAN_CMAKE = cmake -S . -G Ninja -DCMAKE_BUILD_TYPE=Sanitize -DCMAKE_CXX_COMPILER=clang++-14 \
+  -DCMAKE_CXX_FLAGS_SANITIZE="-O1 -gline-tables-only" -DLASTCALL_BENCH=OFF
+# What runs under each: everything under ASan+UBSan except the browser test (a headless Chromium
+# driving the dashboard, slow and not our code); under TSan the unit tests and the integration
+# tests that drive the HTTP server, the bus and the coordinator driver concurrently.
+ASAN_CTEST_EXCLUDE ?= integration.test_dashboard
+TSAN_CTEST_EXCLUDE ?= integration.test_dashboard|integration.test_contracts|^fuzz\.
+# make fuzz: seconds per target; new inputs that add coverage are merged into tests/fuzz/corpus.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.cc,%,$(wildcard tests/fuzz/fuzz_*.cc))
+
+.PHONY: all deps test-deps node-tools configure build run test unit integration bench clean \
+  asan tsan test-main test-asan test-tsan fuzz
 
 all: build
 
@@ -63,8 +81,54 @@ build: configure
 run: build
 	./$(BUILD_DIR)/lastcall serve
 
-test: build node-tools
+# Every test in the normal build, then again under ASan+UBSan (with the fuzz corpora). A sanitizer
+# report fails the test that made it and the final sanitizer.no_reports test, which prints the
+# reports. `make test-tsan` runs the concurrent parts under TSan; it is not yet part of `make test`
+# (docs/reliability.md, "Sanitizers").
+test: test-main test-asan
+
+test-main: build node-tools
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+$(ASAN_DIR)/build.ninja: CMakeLists.txt | test-deps
+	$(SAN_CMAKE) -B $(ASAN_DIR) -DLASTCALL_SANITIZE=address,undefined -DLASTCALL_FUZZ=ON
+
+$(TSAN_DIR)/build.ninja: CMakeLists.txt | test-deps
+	$(SAN_CMAKE) -B $(TSAN_DIR) -DLASTCALL_SANITIZE=thread
+
+asan: test-deps $(ASAN_DIR)/build.ninja
+	cmake --build $(ASAN_DIR) -j $(JOBS)
+
+tsan: test-deps $(TSAN_DIR)/build.ninja
+	cmake --build $(TSAN_DIR) -j $(JOBS)
+
+test-asan: asan node-tools
+	cd $(ASAN_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900 -E '$(ASAN_CTEST_EXCLUDE)'
+
+test-tsan: tsan node-tools
+	cd $(TSAN_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900 -E '$(TSAN_CTEST_EXCLUDE)'
+
+# Runs every fuzz target for FUZZ_SECONDS from its corpus, merges the inputs that add coverage
+# into tests/fuzz/corpus/<target>/ and prints the executions per target. A crash stops here with
+# the input saved as $(ASAN_DIR)/fuzz/<target>-crash-*: fix it, then keep the input in
+# tests/fuzz/regressions/<target>/.
+fuzz: asan
+	@mkdir -p $(ASAN_DIR)/fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  rm -rf $(ASAN_DIR)/fuzz/new-$$t && mkdir -p $(ASAN_DIR)/fuzz/new-$$t tests/fuzz/corpus/$$t || exit 1; \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp \
+	  ./$(ASAN_DIR)/tests/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(ASAN_DIR)/fuzz/$$t- $(ASAN_DIR)/fuzz/new-$$t tests/fuzz/corpus/$$t \
+	    > $(ASAN_DIR)/fuzz/$$t.log 2>&1 || { tail -60 $(ASAN_DIR)/fuzz/$$t.log; exit 1; }; \
+	  ./$(ASAN_DIR)/tests/fuzz/fuzz_$$t -merge=1 tests/fuzz/corpus/$$t $(ASAN_DIR)/fuzz/new-$$t \
+	    > $(ASAN_DIR)/fuzz/$$t-merge.log 2>&1 || { tail -30 $(ASAN_DIR)/fuzz/$$t-merge.log; exit 1; }; \
+	done
+	@for t in $(FUZZ_TARGETS); do \
+	  printf '%-16s %12s executions, corpus %s files\n' $$t \
+	    "$$(sed -n 's/^stat::number_of_executed_units: *//p' $(ASAN_DIR)/fuzz/$$t.log)" \
+	    "$$(ls tests/fuzz/corpus/$$t | wc -l)"; \
+	done
 
 unit: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -L unit
@@ -81,4 +145,4 @@ bench: build
 	  --json bench/results/latest.json --svg docs/performance-chart.svg
 
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR)

@@ -28,6 +28,19 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
   return len;
 }
 
+bool IsValidUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    const size_t len = Utf8SequenceLength(s, i);
+    if (len == 0) return false;
+    i += len;
+  }
+  return true;
+}
+
 std::string QuoteForMessage(std::string_view text) {
   constexpr size_t kMax = 40;
   bool cut = false;
@@ -39,26 +52,27 @@ std::string QuoteForMessage(std::string_view text) {
     cut = true;
   }
   std::string out = "\"";
-  for (char c : text) {
-    unsigned char u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u == 0x7F || c == '"') ? '?' : c;
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char u = static_cast<unsigned char>(text[i]);
+    if (u >= 0x80) {
+      // A well-formed sequence is kept whole; a byte that starts none becomes '?', so the
+      // message is always UTF-8 (a JSON error body or log line carries it unchanged).
+      const size_t n = Utf8SequenceLength(text, i);
+      if (n == 0) {
+        out += '?';
+        ++i;
+      } else {
+        out.append(text.substr(i, n));
+        i += n;
+      }
+      continue;
+    }
+    out += (u < 0x20 || u == 0x7F || u == '"') ? '?' : static_cast<char>(u);
+    ++i;
   }
   if (cut) out += "...";
   out += '"';
   return out;
-}
-
-bool IsValidUtf8(std::string_view text) {
-  for (size_t i = 0; i < text.size();) {
-    if (static_cast<unsigned char>(text[i]) < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t n = Utf8SequenceLength(text, i);
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
 }
 
 std::string_view Utf8Prefix(std::string_view text, size_t max_bytes) {

@@ -13,13 +13,14 @@ namespace lastcall {
 // are not well-formed UTF-8 (overlongs, surrogates and code points above U+10FFFF included).
 size_t Utf8SequenceLength(std::string_view s, size_t i);
 
-// The input as it appears inside an error message: at most 40 bytes (never cut inside a UTF-8
-// sequence, "..." appended when cut), in double quotes, with control characters and '"' replaced
-// by '?' so the message stays one readable line.
-std::string QuoteForMessage(std::string_view text);
+// True when all of s is well-formed UTF-8 (Utf8SequenceLength's rules).
+bool IsValidUtf8(std::string_view s);
 
-// True when the whole of text is well-formed UTF-8 (see Utf8SequenceLength).
-bool IsValidUtf8(std::string_view text);
+// The input as it appears inside an error message: at most 40 bytes (never cut inside a UTF-8
+// sequence, "..." appended when cut), in double quotes, with control characters, '"' and every
+// byte that is not part of well-formed UTF-8 replaced by '?', so the message stays one readable
+// line of valid UTF-8.
+std::string QuoteForMessage(std::string_view text);
 
 // The longest prefix of text of at most max_bytes that does not end inside a UTF-8 sequence.
 std::string_view Utf8Prefix(std::string_view text, size_t max_bytes);

@@ -88,6 +88,32 @@ class Connection {
   virtual void Evict() = 0;
 };
 
+Status ParseRequestTarget(std::string_view target, std::string* path,
+                          std::map<std::string, std::string>* query) {
+  path->clear();
+  query->clear();
+  size_t q = target.find('?');
+  if (!Decode(target.substr(0, q), false, path) || path->empty() || (*path)[0] != '/') {
+    return Status::Invalid("bad_request", "malformed request target");
+  }
+  if (q == std::string_view::npos) return Status::Ok();
+  std::string_view qs = target.substr(q + 1);
+  while (!qs.empty()) {
+    size_t amp = qs.find('&');
+    std::string_view pair = qs.substr(0, amp);
+    size_t eq = pair.find('=');
+    std::string k, v;
+    if (!Decode(pair.substr(0, eq), true, &k) ||
+        !Decode(eq == std::string_view::npos ? "" : pair.substr(eq + 1), true, &v)) {
+      return Status::Invalid("bad_request", "malformed query string");
+    }
+    if (!k.empty()) (*query)[k] = v;
+    if (amp == std::string_view::npos) break;
+    qs.remove_prefix(amp + 1);
+  }
+  return Status::Ok();
+}
+
 class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
  public:
   Impl(net::io_context& io, HttpServerOptions options, Handler handler)
@@ -247,29 +273,10 @@ class Session : public Connection, public std::enable_shared_from_this<Session> 
     HttpRequest req;
     req.method = std::string(msg.method_string());
     req.request_id = RandomIdGenerator().NewUuid();
-    std::string_view target(msg.target().data(), msg.target().size());
-    size_t q = target.find('?');
-    std::string_view path = target.substr(0, q);
-    if (!Decode(path, false, &req.path) || req.path.empty() || req.path[0] != '/') {
-      return SendFinal(ErrorResponse(Status::Invalid("bad_request", "malformed request target")),
-                       req.request_id);
-    }
-    if (q != std::string_view::npos) {
-      std::string_view qs = target.substr(q + 1);
-      while (!qs.empty()) {
-        size_t amp = qs.find('&');
-        std::string_view pair = qs.substr(0, amp);
-        size_t eq = pair.find('=');
-        std::string k, v;
-        if (!Decode(pair.substr(0, eq), true, &k) ||
-            !Decode(eq == std::string_view::npos ? "" : pair.substr(eq + 1), true, &v)) {
-          return SendFinal(ErrorResponse(Status::Invalid("bad_request", "malformed query string")),
-                           req.request_id);
-        }
-        if (!k.empty()) req.query[k] = v;
-        if (amp == std::string_view::npos) break;
-        qs.remove_prefix(amp + 1);
-      }
+    if (Status st = ParseRequestTarget(std::string_view(msg.target().data(), msg.target().size()),
+                                       &req.path, &req.query);
+        !st.ok()) {
+      return SendFinal(ErrorResponse(st), req.request_id);
     }
     req.authorization = std::string(msg[http::field::authorization]);
     req.content_type = std::string(msg[http::field::content_type]);

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 
@@ -67,6 +68,13 @@ class HttpServer {
  private:
   std::shared_ptr<Impl> impl_;
 };
+
+// Splits a request target ("/path?query") into the percent-decoded path and query parameters
+// ('+' is a space in the query only; the last of repeated keys wins; empty keys are dropped).
+// Errors: kInvalidArgument "bad_request": "malformed request target" when the decoded path does
+// not start with '/' or an escape is broken, "malformed query string" for a broken escape there.
+Status ParseRequestTarget(std::string_view target, std::string* path,
+                          std::map<std::string, std::string>* query);
 
 // JSON error body {"error": code, "message": message} with the status for code.
 HttpResponse ErrorResponse(const Status& status);
