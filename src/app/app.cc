@@ -53,8 +53,9 @@ log::Level ParseLevel(const std::string& s) {
   return log::Level::kInfo;
 }
 
-// The bus rules, in the manner of EventBridge rules: name, pattern, targets.
-std::vector<Rule> Rules() {
+}  // namespace
+
+std::vector<Rule> ServiceRules() {
   return {
       {"file-uploads", {{kFileUploaded}, {kApiSource}}, {kAnalyticsConsumer, kCategorizationConsumer}},
       {"file-deletion-requests",
@@ -63,8 +64,6 @@ std::vector<Rule> Rules() {
       {"consumer-completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}},
   };
 }
-
-}  // namespace
 
 int RunServe(const Config& config) {
   log::SetLevel(ParseLevel(config.log_level));
@@ -120,14 +119,19 @@ int RunServe(const Config& config) {
   cc.timeout_ms = config.coordination_timeout_ms;
   cc.test_deletion_delay_ms = config.test_deletion_delay_ms;
   CoordinationDriver driver(**db, **blobs, outbox, clock, ids, metrics, cc);
-  AnalyticsConsumer analytics(outbox, clock, ids);
-  CategorizationConsumer categorization(outbox, clock, ids);
+  ConsumerFaults faults(config.test_consumer_faults);
+  if (!faults.empty()) {
+    log::Warn("LASTCALL_TEST_CONSUMER_FAULTS is set: consumers fail or stay silent on purpose "
+              "(tests only)", {{"entries", config.test_consumer_faults.size()}});
+  }
+  AnalyticsConsumer analytics(outbox, clock, ids, faults);
+  CategorizationConsumer categorization(outbox, clock, ids, faults);
   // Targets' units are queued in this order each round and share one commit: the coordinator
   // last, so it already sees the completions the consumers appended in the same transaction.
   bus.AddTarget(kAnalyticsConsumer, &analytics);
   bus.AddTarget(kCategorizationConsumer, &categorization);
   bus.AddTarget(kFileDeletionConsumer, &driver);
-  for (const Rule& r : Rules()) bus.AddRule(r);
+  for (const Rule& r : ServiceRules()) bus.AddRule(r);
   metrics.Declare(config.expected_consumers,
                   {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer});
   if (Status st = bus.Start(); !st.ok()) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "consumers/faults.h"
 
 namespace lastcall {
 
@@ -28,6 +29,7 @@ struct Config {
   int http_threads = 2;                       // LASTCALL_HTTP_THREADS
   std::string log_level = "info";             // LASTCALL_LOG_LEVEL: debug, info, warn, error
   int64_t test_deletion_delay_ms = 0;         // LASTCALL_TEST_DELETION_DELAY_MS (fault injection)
+  std::vector<ConsumerFault> test_consumer_faults;  // LASTCALL_TEST_CONSUMER_FAULTS (fault injection)
 
   std::string db_path() const { return data_dir + "/lastcall.db"; }
   std::string blob_dir() const { return data_dir + "/blobs"; }

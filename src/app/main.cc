@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
       "(127.0.0.1:8080), LASTCALL_JWT_SECRET, LASTCALL_MAX_UPLOAD_BYTES, ENABLE_EVENT_PUBLISHING, "
       "COORDINATION_TIMEOUT_MINUTES, EXPECTED_CONSUMERS, LASTCALL_SQLITE_SYNCHRONOUS, "
       "LASTCALL_HTTP_THREADS, LASTCALL_LOG_LEVEL, LASTCALL_METRICS_LISTEN (/metrics on its own "
-      "host:port), LASTCALL_TEST_DELETION_DELAY_MS (fault injection for tests) -- see "
+      "host:port), LASTCALL_TEST_DELETION_DELAY_MS and LASTCALL_TEST_CONSUMER_FAULTS (fault "
+      "injection for tests) -- see "
       "docs/operations.md");
 
   auto* token = app.add_subcommand(
