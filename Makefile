@@ -76,7 +76,7 @@ integration: build node-tools
 # `make test`. CRASH_ARGS adds or overrides parameters (`python3 tests/crash/crash_harness.py --help`).
 CRASH_ARGS ?=
 crash: build
-	LASTCALL_BIN=./$(BUILD_DIR)/lastcall python3 tests/crash/crash_harness.py --users 6 \
+	LASTCALL_BIN=$(abspath $(BUILD_DIR))/lastcall python3 tests/crash/crash_harness.py --users 6 \
 	  --files-per-user 100 --kills 150 --workers 4 $(CRASH_ARGS)
 
 # The soak (docs/reliability.md, not part of `make test`): half the measured maximum load for
@@ -84,7 +84,7 @@ crash: build
 SOAK_MINUTES ?= 10
 SOAK_ARGS ?=
 soak: build
-	LASTCALL_BIN=./$(BUILD_DIR)/lastcall python3 tests/crash/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+	LASTCALL_BIN=$(abspath $(BUILD_DIR))/lastcall python3 tests/crash/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 # The end-to-end benchmark (about 20 minutes with the defaults): rewrites docs/performance.md,
 # docs/performance-chart.svg and bench/results/latest.json. `./build/bench/lastcall_bench --help`
