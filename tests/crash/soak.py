@@ -10,6 +10,8 @@ maximum, for --minutes (10 by default). Not part of `make test`; run with `make 
    deletions of earlier imports.
 3. Every minute prints the server's resident memory (VmRSS), the operations and errors of that
    minute and its latency percentiles.
+   A coordination waiting more than --grace-s past its deadline at a sample is a failure; with
+   --silent-percent some consumers never answer, so deadlines must fire under the load.
 4. At the end it waits for the coordinations to finish and checks: no error (any answer other
    than 201/202, or no answer), resident memory after the warm-up (--warmup-minutes, 1 by
    default) stays within 10% ((max - min) / min <= 0.10), nothing left unfinished. Exit status 1
@@ -133,10 +135,21 @@ def main(argv=None):
     p.add_argument("--max-growth", type=float, default=0.10)
     p.add_argument("--warmup-minutes", type=int, default=1,
                    help="memory samples not checked (the first N minutes)")
+    p.add_argument("--silent-percent", type=int, default=0,
+                   help="share of files whose categorization never answers "
+                        "(LASTCALL_TEST_CONSUMER_FAULTS): their deadlines must fire under load")
+    p.add_argument("--timeout-minutes", type=float, default=None, help="COORDINATION_TIMEOUT_MINUTES")
+    p.add_argument("--grace-s", type=float, default=10.0,
+                   help="a coordination waiting this long past its deadline is a failure")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     args = p.parse_args(argv)
 
-    server = harness.Server({"LASTCALL_LOG_LEVEL": "warn"})
+    env = {"LASTCALL_LOG_LEVEL": "warn"}
+    if args.silent_percent:
+        env["LASTCALL_TEST_CONSUMER_FAULTS"] = "categorization_consumer=silent:%d" % args.silent_percent
+    if args.timeout_minutes:
+        env["COORDINATION_TIMEOUT_MINUTES"] = str(args.timeout_minutes)
+    server = harness.Server(env)
     server.start()
     failures = []
     try:
@@ -189,6 +202,10 @@ def main(argv=None):
             if now >= next_sample:
                 idx = len(samples)
                 rss = rss_kib(server.proc.pid)
+                late = overdue(server, args.grace_s)
+                if late:
+                    failures.append("minute %d: %d coordinations waiting more than %.0f s past their "
+                                    "deadline" % (len(samples) + 1, late, args.grace_s))
                 with rlock:
                     minute = [r for r in results if r[0] == idx]
                 lats = sorted(r[1] for r in minute)
@@ -257,6 +274,15 @@ def main(argv=None):
 
 def ms(seconds):
     return None if seconds is None else round(seconds * 1000.0, 1)
+
+
+def overdue(server, grace_s):
+    conn = sqlite3.connect("file:%s?mode=ro" % server.db_path, uri=True, timeout=10)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM coordinations WHERE status = 'waiting' AND "
+                            "deadline_at < ?", (int((time.time() - grace_s) * 1000),)).fetchone()[0]
+    finally:
+        conn.close()
 
 
 def db_mib(server):
