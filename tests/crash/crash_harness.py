@@ -17,8 +17,9 @@ reading the SQLite database and the blob folder directly:
   - every other file is untouched: row, status, transactions and blob as imported;
   - every account's balance, count and last date equal a recomputation from its remaining
     transactions, and what the imports minus the deletions predict;
-  - no coordination waits past its deadline, none is left unfinished, no dead letter, no blob
-    without its file, no blob_gc row left.
+  - no coordination waits past its deadline, none is left unfinished, every deletion's own
+    verification says `verified` (no residue), no dead letter, no blob without its file, no
+    blob_gc row left.
 It prints the figures and exits 1 when a violation was found (0 otherwise).
 
 Usage: crash_harness.py [--files-per-user N] [--kills N] ... (see --help). CTest runs the short
@@ -324,6 +325,9 @@ class Run(object):
                 busy = conn.execute("SELECT COUNT(*) FROM coordinations WHERE status != 'completed'"
                                     ).fetchone()[0]
                 gc = conn.execute("SELECT COUNT(*) FROM blob_gc").fetchone()[0]
+                # The verified-deletion check runs after each blob's removal: wait for it too.
+                busy += conn.execute("SELECT COUNT(*) FROM coordinations WHERE status = 'completed' "
+                                     "AND verification IS NULL").fetchone()[0]
                 if time.monotonic() - up_since > self.args.grace_s:
                     for r in conn.execute(
                             "SELECT id, deadline_at FROM coordinations WHERE status = 'waiting' "
@@ -418,6 +422,8 @@ class Run(object):
         for what, sql in (
                 ("unfinished coordinations", "SELECT COUNT(*) FROM coordinations WHERE status != 'completed'"),
                 ("dead letters", "SELECT COUNT(*) FROM dead_letters"),
+                ("deletions whose verification found residue",
+                 "SELECT COUNT(*) FROM coordinations WHERE verification IS NOT 'verified'"),
                 ("blob_gc rows", "SELECT COUNT(*) FROM blob_gc"),
                 ("transactions without a file",
                  "SELECT COUNT(*) FROM transactions t WHERE NOT EXISTS "
