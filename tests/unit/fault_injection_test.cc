@@ -219,6 +219,8 @@ class Scenario {
       expect(Count("SELECT COUNT(*) FROM transactions WHERE file_id = ?", {id}) == 0,
              "deleted file's rows left: " + id);
       expect(!blobs_->Get(im.file.blob_key).ok(), "deleted file's blob left: " + id);
+      expect(Count("SELECT COUNT(*) FROM analytics_file_totals WHERE file_id = ?", {id}) == 0,
+             "deleted file's analytics totals left: " + id);
       expect(Count("SELECT COUNT(*) FROM tombstones WHERE file_id = ?", {id}) == 1,
              "not exactly one tombstone: " + id);
       expect(Count("SELECT COUNT(*) FROM coordinations WHERE file_id = ? AND status = 'completed' "
