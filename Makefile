@@ -40,7 +40,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.cc,%,$(wildcard tests/fuzz/fuzz_*.cc))
 
 .PHONY: all deps test-deps node-tools configure build run test unit integration bench clean \
-  asan tsan test-main test-asan test-tsan fuzz
+  asan tsan test-main test-asan test-tsan fuzz crash soak
 
 all: build
 
@@ -135,6 +135,20 @@ unit: build
 
 integration: build node-tools
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -L integration
+
+# The long crash harness (docs/reliability.md): more files and kills than the short run in
+# `make test`. CRASH_ARGS adds or overrides parameters (`python3 tests/crash/crash_harness.py --help`).
+CRASH_ARGS ?=
+crash: build
+	LASTCALL_BIN=$(abspath $(BUILD_DIR))/lastcall python3 tests/crash/crash_harness.py --users 6 \
+	  --files-per-user 100 --kills 150 --workers 4 $(CRASH_ARGS)
+
+# The soak (docs/reliability.md, not part of `make test`): half the measured maximum load for
+# SOAK_MINUTES (10 by default); SOAK_ARGS adds parameters (`python3 tests/crash/soak.py --help`).
+SOAK_MINUTES ?= 10
+SOAK_ARGS ?=
+soak: build
+	LASTCALL_BIN=$(abspath $(BUILD_DIR))/lastcall python3 tests/crash/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 # The end-to-end benchmark (about 20 minutes with the defaults): rewrites docs/performance.md,
 # docs/performance-chart.svg and bench/results/latest.json. `./build/bench/lastcall_bench --help`

@@ -55,18 +55,6 @@ log::Level ParseLevel(const std::string& s) {
   return log::Level::kInfo;
 }
 
-// The bus rules, in the manner of EventBridge rules: name, pattern, targets.
-std::vector<Rule> Rules() {
-  return {
-      {"file-uploads", {{kFileUploaded}, {kApiSource}}, {kAnalyticsConsumer, kCategorizationConsumer}},
-      {"file-deletion-requests",
-       {{kFileDeleteRequested}, {kApiSource}},
-       {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer}},
-      {"file-deletion-cancels", {{kFileDeleteCancelled}, {kCoordinatorSource}}, {kAnalyticsConsumer}},
-      {"consumer-completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}},
-  };
-}
-
 // The number of HTTP connections the process can hold: `wanted`, unless the file-descriptor
 // limit is lower; then that limit minus room for the database, the blobs and the listeners. The
 // soft limit is first raised towards the hard one when that would make room.
@@ -85,6 +73,17 @@ size_t ConnectionLimit(int64_t wanted) {
 }
 
 }  // namespace
+
+std::vector<Rule> ServiceRules() {
+  return {
+      {"file-uploads", {{kFileUploaded}, {kApiSource}}, {kAnalyticsConsumer, kCategorizationConsumer}},
+      {"file-deletion-requests",
+       {{kFileDeleteRequested}, {kApiSource}},
+       {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer}},
+      {"file-deletion-cancels", {{kFileDeleteCancelled}, {kCoordinatorSource}}, {kAnalyticsConsumer}},
+      {"consumer-completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}},
+  };
+}
 
 int RunServe(const Config& config) {
   log::SetLevel(ParseLevel(config.log_level));
@@ -154,14 +153,19 @@ int RunServe(const Config& config) {
   cc.grace_ms = config.deletion_grace_ms;
   cc.test_deletion_delay_ms = config.test_deletion_delay_ms;
   CoordinationDriver driver(**db, **blobs, outbox, clock, ids, metrics, cc);
-  AnalyticsConsumer analytics(outbox, clock, ids);
-  CategorizationConsumer categorization(outbox, clock, ids);
+  ConsumerFaults faults(config.test_consumer_faults);
+  if (!faults.empty()) {
+    log::Warn("LASTCALL_TEST_CONSUMER_FAULTS is set: consumers fail or stay silent on purpose "
+              "(tests only)", {{"entries", config.test_consumer_faults.size()}});
+  }
+  AnalyticsConsumer analytics(outbox, clock, ids, faults);
+  CategorizationConsumer categorization(outbox, clock, ids, faults);
   // Targets' units are queued in this order each round and share one commit: the coordinator
   // last, so it already sees the completions the consumers appended in the same transaction.
   bus.AddTarget(kAnalyticsConsumer, &analytics);
   bus.AddTarget(kCategorizationConsumer, &categorization);
   bus.AddTarget(kFileDeletionConsumer, &driver);
-  for (const Rule& r : Rules()) bus.AddRule(r);
+  for (const Rule& r : ServiceRules()) bus.AddRule(r);
   metrics.Declare(config.expected_consumers,
                   {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer});
   if (Status st = bus.Start(); !st.ok()) {

@@ -197,6 +197,11 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
     }
     c.test_deletion_delay_ms = n;
   }
+  if (auto v = getenv("LASTCALL_TEST_CONSUMER_FAULTS")) {
+    auto faults = ParseConsumerFaults(*v, {"analytics_consumer", "categorization_consumer"});
+    if (!faults.ok()) return Bad("LASTCALL_TEST_CONSUMER_FAULTS", faults.status().message());
+    c.test_consumer_faults = std::move(faults).value();
+  }
   return c;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "consumers/faults.h"
 
 namespace lastcall {
 
@@ -33,6 +34,7 @@ struct Config {
   std::string log_level = "info";             // LASTCALL_LOG_LEVEL: debug, info, warn, error
   std::string receipt_key_file;               // LASTCALL_RECEIPT_KEY_FILE ("": the data folder's key)
   int64_t test_deletion_delay_ms = 0;         // LASTCALL_TEST_DELETION_DELAY_MS (fault injection)
+  std::vector<ConsumerFault> test_consumer_faults;  // LASTCALL_TEST_CONSUMER_FAULTS (fault injection)
 
   std::string db_path() const { return data_dir + "/lastcall.db"; }
   std::string blob_dir() const { return data_dir + "/blobs"; }

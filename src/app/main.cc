@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
       "LASTCALL_SQLITE_SYNCHRONOUS, LASTCALL_HTTP_THREADS, LASTCALL_HTTP_READ_TIMEOUT_SECONDS, "
       "LASTCALL_HTTP_MAX_CONNECTIONS, LASTCALL_LOG_LEVEL, LASTCALL_METRICS_LISTEN (/metrics on its own "
       "host:port), DELETION_GRACE_MINUTES, LASTCALL_RECEIPT_KEY_FILE, LASTCALL_TEST_DELETION_DELAY_MS "
-      "(fault injection for tests) -- see "
+      "and LASTCALL_TEST_CONSUMER_FAULTS (fault injection for tests) -- see "
       "docs/operations.md");
 
   auto* token = app.add_subcommand(

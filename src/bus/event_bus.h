@@ -46,6 +46,12 @@ struct Rule {
   std::vector<std::string> targets;
 };
 
+// The columns an outbox row is read with, in the order OutboxEvent expects them.
+inline constexpr char kOutboxColumns[] = "seq, id, type, source, subject, time, data";
+// The event stored in an outbox row read with kOutboxColumns. data is a discarded JSON value
+// (is_discarded()) when the stored text is not JSON.
+CloudEvent OutboxEvent(const SqlRow& r);
+
 // Writes events in the caller's transaction and wakes the bus after the commit.
 class Outbox {
  public:

@@ -17,6 +17,18 @@ bool EventPattern::Matches(const CloudEvent& e) const {
   return false;
 }
 
+CloudEvent OutboxEvent(const SqlRow& r) {
+  CloudEvent e;
+  e.seq = r.Int(0);
+  e.id = r.Text(1);
+  e.type = r.Text(2);
+  e.source = r.Text(3);
+  e.subject = r.Text(4);
+  e.time = r.Text(5);
+  e.data = nlohmann::json::parse(r.Text(6), nullptr, false);
+  return e;
+}
+
 Status Outbox::Append(SqlTx& tx, const CloudEvent& e, WallMillis now) {
   auto r = tx.Exec(
       "INSERT INTO outbox (id, type, source, subject, time, data, created_at) "
@@ -101,20 +113,12 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
   if (!cursor_row.ok()) return cursor_row.status();
   int64_t cursor = *cursor_row ? (*cursor_row)->Int(0) : 0;
   auto rows = tx.QueryAll(
-      "SELECT seq, id, type, source, subject, time, data FROM outbox WHERE seq > ? "
-      "ORDER BY seq LIMIT ?",
+      std::string("SELECT ") + kOutboxColumns + " FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
       {cursor, static_cast<int64_t>(options_.batch)});
   if (!rows.ok()) return rows.status();
   int64_t last = cursor;
   for (const SqlRow& r : *rows) {
-    CloudEvent e;
-    e.seq = r.Int(0);
-    e.id = r.Text(1);
-    e.type = r.Text(2);
-    e.source = r.Text(3);
-    e.subject = r.Text(4);
-    e.time = r.Text(5);
-    e.data = nlohmann::json::parse(r.Text(6), nullptr, false);
+    CloudEvent e = OutboxEvent(r);
     bool wanted = std::any_of(t.patterns.begin(), t.patterns.end(),
                               [&](const EventPattern& pat) { return pat.Matches(e); });
     if (!wanted) {
@@ -144,7 +148,26 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
     if (!p->failure.ok()) {
       p->failed_seq = e.seq;
       p->failed_event = e.id;
+      // Count the attempt in this unit (the handler's effects were rolled back above).
+      auto att = tx.Exec(
+          "INSERT INTO delivery_attempts (target, event_id, attempts, last_error, updated_at) "
+          "VALUES (?, ?, 1, ?, ?) ON CONFLICT (target, event_id) DO UPDATE SET "
+          "attempts = delivery_attempts.attempts + 1, last_error = excluded.last_error, "
+          "updated_at = excluded.updated_at",
+          {t.name, e.id, p->failure.ToString(), clock_.Now()});
+      if (!att.ok()) return att.status();
+      auto n = tx.QueryOne("SELECT attempts FROM delivery_attempts WHERE target = ? AND event_id = ?",
+                           {t.name, e.id});
+      if (!n.ok()) return n.status();
+      p->attempts = *n ? (*n)->Int(0) : 1;
       break;
+    }
+    if (p->consumed <= 0) {
+      // Only the first event a unit handles can have failed before (a failing target stops at
+      // its failing event): forget its attempts.
+      auto forget = tx.Exec("DELETE FROM delivery_attempts WHERE target = ? AND event_id = ?",
+                            {t.name, e.id});
+      if (!forget.ok()) return forget.status();
     }
     auto rec = tx.Exec("INSERT INTO processed (target, event_id, processed_at) VALUES (?, ?, ?)",
                        {t.name, e.id, clock_.Now()});
@@ -170,18 +193,13 @@ void InProcessBus::OnFailure(Target& t, const Progress& p) {
     ++failures_;
   }
   metrics_.delivery_failures.Inc({t.name});
-  if (t.failing_event != p.failed_event) {
-    t.failing_event = p.failed_event;
-    t.attempts = 0;
-  }
-  ++t.attempts;
   log::Warn("delivery failed", {{"target", t.name},
                                 {"eventId", p.failed_event},
-                                {"attempt", t.attempts},
+                                {"attempt", p.attempts},
                                 {"error", p.failure.ToString()}});
-  if (t.attempts < options_.max_attempts) {
-    int64_t cap = std::min(options_.backoff_cap_ms,
-                           options_.backoff_base_ms << std::min(t.attempts - 1, 20));
+  if (p.attempts < options_.max_attempts) {
+    int shift = static_cast<int>(std::min<int64_t>(p.attempts - 1, 20));
+    int64_t cap = std::min(options_.backoff_cap_ms, options_.backoff_base_ms << std::max(shift, 0));
     std::uniform_int_distribution<int64_t> jitter(0, std::max<int64_t>(cap, 1));
     t.retry_at = clock_.Now() + jitter(rng_);
     return;
@@ -192,9 +210,12 @@ void InProcessBus::OnFailure(Target& t, const Progress& p) {
     auto ins = tx.Exec(
         "INSERT INTO dead_letters (id, target, event_id, event_seq, attempts, error, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        {ids_.NewUuid(), target, p.failed_event, p.failed_seq, static_cast<int64_t>(t.attempts),
-         p.failure.ToString(), clock_.Now()});
+        {ids_.NewUuid(), target, p.failed_event, p.failed_seq, p.attempts, p.failure.ToString(),
+         clock_.Now()});
     if (!ins.ok()) return ins.status();
+    auto forget = tx.Exec("DELETE FROM delivery_attempts WHERE target = ? AND event_id = ?",
+                          {target, p.failed_event});
+    if (!forget.ok()) return forget.status();
     auto up = tx.Exec(
         "INSERT INTO delivery_cursors (target, last_seq) VALUES (?, ?) "
         "ON CONFLICT (target) DO UPDATE SET last_seq = excluded.last_seq",
@@ -205,10 +226,8 @@ void InProcessBus::OnFailure(Target& t, const Progress& p) {
     metrics_.dead_letters.Inc({target});
     log::Error("event dead-lettered", {{"target", target},
                                        {"eventId", p.failed_event},
-                                       {"attempts", t.attempts},
+                                       {"attempts", p.attempts},
                                        {"error", p.failure.ToString()}});
-    t.attempts = 0;
-    t.failing_event.clear();
     t.retry_at = 0;
   } else {
     t.retry_at = clock_.Now() + options_.backoff_cap_ms;
@@ -247,12 +266,7 @@ void InProcessBus::Loop() {
       }
       if (progress[k].consumed != 0) progressed = true;
       for (const auto& type : progress[k].types) metrics_.events_delivered.Inc({type, t.name});
-      if (!progress[k].failure.ok()) {
-        OnFailure(t, progress[k]);
-      } else if (t.attempts > 0) {
-        t.attempts = 0;
-        t.failing_event.clear();
-      }
+      if (!progress[k].failure.ok()) OnFailure(t, progress[k]);
     }
     if (progressed) continue;
     WallMillis wake = clock_.Now() + options_.idle_poll_ms;

@@ -3,7 +3,8 @@
 // events inside one write unit, so delivery shares the store's group commit. Delivery is in outbox
 // order per target; a failed delivery stops that target (keeping order) and is retried with
 // exponential backoff and full jitter; after max_attempts the event is dead-lettered for that target
-// and the target moves on.
+// and the target moves on. Attempts are counted in the store (delivery_attempts, in the unit of the
+// failed delivery), so the budget holds across restarts.
 //
 // Each round queues one unit per due target, in the order the targets were added; the units
 // usually share one commit, and a later target's unit already sees the events an earlier one
@@ -52,14 +53,13 @@ class InProcessBus : public EventBus {
     EventHandler* handler = nullptr;
     std::vector<EventPattern> patterns;
     WallMillis retry_at = 0;
-    std::string failing_event;
-    int attempts = 0;
   };
   struct Progress {
     int consumed = 0;
     std::vector<std::string> types;  // of the events handled, for metrics
     int64_t failed_seq = 0;
     std::string failed_event;
+    int64_t attempts = 0;  // failed attempts of failed_event so far, this one included (stored)
     Status failure;
   };
   void Loop();

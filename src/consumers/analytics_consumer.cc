@@ -48,7 +48,8 @@ Status AnalyticsConsumer::Handle(const CloudEvent& event, SqlTx& tx) {
   if (event.type == kFileUploaded) return OnUploaded(event, tx);
   if (event.type == kFileDeleteRequested) {
     return CompleteAfter(tx, outbox_, clock_, ids_, kAnalyticsConsumer, event,
-                         [&] { return Archive(event, tx); });
+                         [&] { return Archive(event, tx); },
+                         faults_.For(kAnalyticsConsumer, event.data.value("fileId", std::string())));
   }
   if (event.type == kFileDeleteCancelled) return OnCancelled(event, tx);
   return Status::Ok();
@@ -83,6 +84,15 @@ Status AnalyticsConsumer::OnUploaded(const CloudEvent& event, SqlTx& tx) {
   auto file = FindFileById(tx, file_id);
   if (!file.ok()) return file.status();
   if (!*file) return Status::Ok();  // deleted before we got to it: nothing to count
+  // A redelivery (the handler must be idempotent per event, bus/event_bus.h): the file was
+  // counted already, or its contribution already archived by its deletion. Counting it again
+  // would fail on the primary key, or count a file that is being deleted.
+  auto counted = tx.QueryOne(
+      "SELECT 1 FROM analytics_file_totals WHERE file_id = ? UNION ALL "
+      "SELECT 1 FROM analytics_archive WHERE file_id = ?",
+      {file_id, file_id});
+  if (!counted.ok()) return counted.status();
+  if (*counted) return Status::Ok();
   auto rows = ListFileTransactions(tx, file_id);
   if (!rows.ok()) return rows.status();
   // Bucket by month and by the category the transaction has (or will get) now.

@@ -12,8 +12,9 @@ namespace lastcall {
 
 class AnalyticsConsumer : public EventHandler {
  public:
-  AnalyticsConsumer(Outbox& outbox, Clock& clock, IdGenerator& ids)
-      : outbox_(outbox), clock_(clock), ids_(ids) {}
+  // faults: test-only fault injection (LASTCALL_TEST_CONSUMER_FAULTS); none by default.
+  AnalyticsConsumer(Outbox& outbox, Clock& clock, IdGenerator& ids, ConsumerFaults faults = {})
+      : outbox_(outbox), clock_(clock), ids_(ids), faults_(std::move(faults)) {}
   Status Handle(const CloudEvent& event, SqlTx& tx) override;
 
  private:
@@ -23,6 +24,7 @@ class AnalyticsConsumer : public EventHandler {
   Outbox& outbox_;
   Clock& clock_;
   IdGenerator& ids_;
+  ConsumerFaults faults_;
 };
 
 // Takes a file's contribution out of the monthly totals without archiving it: for the synchronous

@@ -9,7 +9,9 @@ Status CategorizationConsumer::Handle(const CloudEvent& event, SqlTx& tx) {
   if (event.type == kFileUploaded) return OnUploaded(event, tx);
   if (event.type == kFileDeleteRequested) {
     return CompleteAfter(tx, outbox_, clock_, ids_, kCategorizationConsumer, event,
-                         [&] { return Learn(event, tx); });
+                         [&] { return Learn(event, tx); },
+                         faults_.For(kCategorizationConsumer,
+                                     event.data.value("fileId", std::string())));
   }
   return Status::Ok();
 }

@@ -15,8 +15,9 @@ namespace lastcall {
 
 class CategorizationConsumer : public EventHandler {
  public:
-  CategorizationConsumer(Outbox& outbox, Clock& clock, IdGenerator& ids)
-      : outbox_(outbox), clock_(clock), ids_(ids) {}
+  // faults: test-only fault injection (LASTCALL_TEST_CONSUMER_FAULTS); none by default.
+  CategorizationConsumer(Outbox& outbox, Clock& clock, IdGenerator& ids, ConsumerFaults faults = {})
+      : outbox_(outbox), clock_(clock), ids_(ids), faults_(std::move(faults)) {}
   Status Handle(const CloudEvent& event, SqlTx& tx) override;
 
  private:
@@ -25,6 +26,7 @@ class CategorizationConsumer : public EventHandler {
   Outbox& outbox_;
   Clock& clock_;
   IdGenerator& ids_;
+  ConsumerFaults faults_;
 };
 
 }  // namespace lastcall

@@ -6,12 +6,20 @@ namespace lastcall {
 
 Status CompleteAfter(SqlTx& tx, Outbox& outbox, Clock& clock, IdGenerator& ids,
                      const std::string& consumer, const CloudEvent& request,
-                     const std::function<WorkResult()>& work) {
+                     const std::function<WorkResult()>& work, FaultMode fault) {
   std::string coordination_id = request.data.value("coordinationId", std::string());
   std::string file_id = request.data.value("fileId", std::string());
+  if (fault == FaultMode::kSilent) {
+    log::Warn("test fault: consumer stays silent", {{"consumer", consumer},
+                                                    {"coordinationId", coordination_id},
+                                                    {"fileId", file_id}});
+    return Status::Ok();
+  }
   auto sp = tx.Exec("SAVEPOINT consumer_work");
   if (!sp.ok()) return sp.status();
-  WorkResult r = work();
+  WorkResult r = fault == FaultMode::kFail
+                     ? WorkResult(Status::Unavailable("injected failure (LASTCALL_TEST_CONSUMER_FAULTS)"))
+                     : work();
   std::string status = "completed";
   nlohmann::json detail;
   if (r.ok()) {

@@ -7,6 +7,7 @@
 #include "bus/event_bus.h"
 #include "common/clock.h"
 #include "common/ids.h"
+#include "consumers/faults.h"
 #include "store/sql.h"
 
 namespace lastcall {
@@ -23,8 +24,10 @@ using WorkResult = Result<nlohmann::json>;
 // coordination in the same transaction: "completed" with work's detail, or, when work fails, its
 // effects rolled back and "failed" with {"reason": message}. A failure never blocks deletion, and
 // every path completes (including "nothing to do").
+// fault (test only, LASTCALL_TEST_CONSUMER_FAULTS): kFail skips work and reports "failed";
+// kSilent skips work and reports nothing, returning ok (the delivery counts as handled).
 Status CompleteAfter(SqlTx& tx, Outbox& outbox, Clock& clock, IdGenerator& ids,
                      const std::string& consumer, const CloudEvent& request,
-                     const std::function<WorkResult()>& work);
+                     const std::function<WorkResult()>& work, FaultMode fault = FaultMode::kNone);
 
 }  // namespace lastcall

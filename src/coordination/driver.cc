@@ -4,6 +4,7 @@
 #include <future>
 
 #include "common/log.h"
+#include "consumers/analytics_consumer.h"
 #include "coordination/coordination_repo.h"
 #include "coordination/verification.h"
 #include "store/repos.h"
@@ -357,6 +358,15 @@ Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordin
     DeletionRecord rec{c.id, c.started_at, ToString(c.outcome), now};
     auto n = DeleteFileData(tx, **file, rec);
     if (!n.ok()) return n.status();
+    // An analytics consumer that failed or never answered left the file's contribution in the
+    // monthly totals: take it out with the rows (derived values move in the same transaction),
+    // so no per-file data outlives the file. When it completed, it archived and removed that
+    // contribution itself (anything found later is residue for the verification to report).
+    const Completion* analytics = c.CompletionOf(kAnalyticsConsumer);
+    if (!analytics || analytics->status != ConsumerStatus::kCompleted) {
+      auto contribution = RemoveFileContribution(tx, c.file_id);
+      if (!contribution.ok()) return contribution.status();
+    }
     // Where its content was, for the verification after the blob's removal.
     auto key = tx.Exec("UPDATE coordinations SET blob_key = ? WHERE id = ?", {(*file)->blob_key, c.id});
     if (!key.ok()) return key.status();

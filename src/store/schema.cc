@@ -216,6 +216,21 @@ const std::vector<Migration>& Migrations() {
            "ALTER TABLE coordinations ADD COLUMN verified_at BIGINT",
            "CREATE INDEX coordinations_by_verification ON coordinations(status, verification)",
        }},
+      {8,
+       "delivery attempts",
+       {
+           // Failed delivery attempts per (target, event), written in the unit of the failed
+           // delivery: the retry budget survives restarts, so a poison event is dead-lettered
+           // after max_attempts even when the process keeps crashing. Removed when the event is
+           // delivered or dead-lettered.
+           R"(CREATE TABLE delivery_attempts (
+                target TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                last_error TEXT NOT NULL,
+                updated_at INTEGER NOT NULL,
+                PRIMARY KEY (target, event_id)))",
+       }},
   };
   return kMigrations;
 }

@@ -66,6 +66,11 @@ TEST(ConfigTest, BadValuesNameTheirVariable) {
       {{"LASTCALL_HTTP_READ_TIMEOUT_SECONDS", "0"}}, {{"LASTCALL_HTTP_READ_TIMEOUT_SECONDS", "x"}},
       {{"LASTCALL_HTTP_MAX_CONNECTIONS", "0"}},  {{"LASTCALL_HTTP_MAX_CONNECTIONS", "1e3"}},
       {{"LASTCALL_MAX_IMPORT_ROWS", "0"}},       {{"LASTCALL_MAX_IMPORT_ROWS", "1000001"}},
+      {{"LASTCALL_TEST_CONSUMER_FAULTS", "analytics_consumer=explode:5"}},
+      {{"LASTCALL_TEST_CONSUMER_FAULTS", "analytics_consumer=fail:101"}},
+      {{"LASTCALL_TEST_CONSUMER_FAULTS", "analytics_consumer=fail"}},
+      {{"LASTCALL_TEST_CONSUMER_FAULTS", "audit_consumer=fail:5"}},
+      {{"LASTCALL_TEST_CONSUMER_FAULTS", "analytics_consumer=fail:5,analytics_consumer=silent:5"}},
   };
   for (const auto& env : bad) {
     auto c = Load(env);
@@ -74,6 +79,31 @@ TEST(ConfigTest, BadValuesNameTheirVariable) {
     EXPECT_NE(c.status().message().find(env.begin()->first), std::string::npos)
         << c.status().message();
   }
+}
+
+TEST(ConfigTest, TestConsumerFaultsAreParsed) {
+  auto c = Load({{"LASTCALL_TEST_CONSUMER_FAULTS",
+                  " analytics_consumer=fail:20, categorization_consumer=silent:100 ,"}});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->test_consumer_faults.size(), 2u);
+  EXPECT_EQ(c->test_consumer_faults[0].consumer, "analytics_consumer");
+  EXPECT_EQ(c->test_consumer_faults[0].mode, FaultMode::kFail);
+  EXPECT_EQ(c->test_consumer_faults[0].percent, 20);
+  EXPECT_EQ(c->test_consumer_faults[1].mode, FaultMode::kSilent);
+  EXPECT_TRUE(Load({})->test_consumer_faults.empty());
+}
+
+// The bucket is part of the knob's contract: tests/crash/crash_harness.py computes the same one.
+TEST(ConfigTest, FaultBucketIsFnv1aModulo100) {
+  EXPECT_EQ(FaultBucket(""), 3);
+  EXPECT_EQ(FaultBucket("a"), 66);
+  EXPECT_EQ(FaultBucket("0f8fad5b-d9cb-469f-a165-70867728950e"), 15);
+  EXPECT_EQ(FaultBucket("7c9e6679-7425-40de-944b-e07fc1f90ae7"), 81);
+  ConsumerFaults faults({{"analytics_consumer", FaultMode::kFail, 16}});
+  EXPECT_EQ(faults.For("analytics_consumer", "0f8fad5b-d9cb-469f-a165-70867728950e"), FaultMode::kFail);
+  EXPECT_EQ(faults.For("analytics_consumer", "7c9e6679-7425-40de-944b-e07fc1f90ae7"), FaultMode::kNone);
+  EXPECT_EQ(faults.For("categorization_consumer", "0f8fad5b-d9cb-469f-a165-70867728950e"),
+            FaultMode::kNone);
 }
 
 TEST(ConfigTest, EventPublishingSpellings) {

@@ -157,6 +157,40 @@ TEST_F(InProcessBusTest, ResumesAfterRestartWithoutRedoingHandledEvents) {
   EXPECT_EQ(Count("SELECT COUNT(*) FROM effects WHERE target = 'a'"), 2);
 }
 
+// Regression: the attempt count lived only in the dispatcher's memory, so a process that kept
+// crashing restarted the count each time and never dead-lettered a poison event.
+TEST_F(InProcessBusTest, RetryAttemptsAreCountedAcrossRestarts) {
+  a_.FailNext(100);
+  // Slow retries here, so the test stops the bus well before the sixth attempt.
+  StartBus({.batch = 256, .max_attempts = 6, .backoff_base_ms = 40, .backoff_cap_ms = 80});
+  Publish("t.one", 1);
+  ASSERT_TRUE(Eventually([&] { return a_.calls() >= 2; }));
+  bus_->Stop();
+  int before = a_.calls();
+  ASSERT_LT(before, 6);
+  EXPECT_EQ(Count("SELECT attempts FROM delivery_attempts WHERE target = 'a'"), before);
+  RecordingHandler fresh_a{"a"};
+  fresh_a.FailNext(100);
+  bus_ = std::make_unique<InProcessBus>(
+      *db_, clock_, ids_, metrics_,
+      InProcessBusOptions{.batch = 256, .max_attempts = 6, .backoff_base_ms = 5, .backoff_cap_ms = 20});
+  bus_->AddTarget("a", &fresh_a);
+  bus_->AddRule({"all-to-a", {{"t.one"}, {}}, {"a"}});
+  ASSERT_TRUE(bus_->Start().ok());
+  ASSERT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) FROM dead_letters") == 1; }));
+  EXPECT_EQ(before + fresh_a.calls(), 6);  // six attempts in all, not six after the restart
+  EXPECT_EQ(Count("SELECT attempts FROM dead_letters WHERE target = 'a'"), 6);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM delivery_attempts"), 0);
+}
+
+TEST_F(InProcessBusTest, ADeliveredEventForgetsItsFailedAttempts) {
+  a_.FailNext(2);
+  StartBus({.batch = 256, .max_attempts = 5, .backoff_base_ms = 5, .backoff_cap_ms = 20});
+  Publish("t.one", 1);
+  ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 1; }));
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM delivery_attempts"), 0);
+}
+
 TEST_F(InProcessBusTest, AnEventAlreadyRecordedAsProcessedIsNotHandledAgain) {
   // A broker redelivers an event the target already handled (its cursor was lost): skipped.
   StartBus();
