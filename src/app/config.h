@@ -25,6 +25,8 @@ struct Config {
   int64_t coordination_timeout_ms = 5 * 60 * 1000;  // COORDINATION_TIMEOUT_MINUTES
   std::vector<std::string> expected_consumers = {"analytics_consumer", "categorization_consumer"};
   std::string sqlite_synchronous = "FULL";    // LASTCALL_SQLITE_SYNCHRONOUS: FULL or NORMAL
+  std::optional<std::string> database_url;   // LASTCALL_DATABASE_URL: PostgreSQL instead of SQLite
+                                              // (may hold a password: never logged)
   int http_threads = 2;                       // LASTCALL_HTTP_THREADS
   std::string log_level = "info";             // LASTCALL_LOG_LEVEL: debug, info, warn, error
   int64_t test_deletion_delay_ms = 0;         // LASTCALL_TEST_DELETION_DELAY_MS (fault injection)
