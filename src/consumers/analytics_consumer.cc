@@ -70,8 +70,9 @@ Status AnalyticsConsumer::OnUploaded(const CloudEvent& event, SqlTx& tx) {
   if (!rows.ok()) return rows.status();
   // Bucket by month and by the category the transaction has (or will get) now.
   std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> buckets;
+  LearnedCache cache;
   for (const Transaction& t : *rows) {
-    auto choice = ChooseCategory(tx, t);
+    auto choice = ChooseCategory(tx, t, &cache);
     if (!choice.ok()) return choice.status();
     auto& b = buckets[{t.date.substr(0, 7), choice->category}];
     if (__builtin_add_overflow(b.first, t.amount.units(), &b.first)) {

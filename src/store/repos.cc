@@ -242,6 +242,24 @@ Status SetCategory(SqlTx& tx, const std::string& transaction_id, const std::stri
                           {category, source, transaction_id}));
 }
 
+Status SetCategories(SqlTx& tx, const std::vector<std::string>& transaction_ids,
+                     const std::string& category, const std::string& source) {
+  constexpr size_t kChunk = 256;
+  SqlParams params;
+  for (size_t start = 0; start < transaction_ids.size(); start += kChunk) {
+    size_t n = std::min(kChunk, transaction_ids.size() - start);
+    std::string sql = "UPDATE transactions SET category = ?, category_source = ? WHERE id IN (";
+    params = {category, source};
+    for (size_t i = 0; i < n; ++i) {
+      sql += i ? ", ?" : "?";
+      params.push_back(transaction_ids[start + i]);
+    }
+    sql += ")";
+    LASTCALL_RETURN_IF_ERROR(AsStatus(tx.Exec(sql, params)));
+  }
+  return Status::Ok();
+}
+
 Result<int64_t> DeleteFileData(SqlTx& tx, const FileRecord& file, const DeletionRecord& record) {
   // Locked: of two nodes deleting the same file at once, the second waits and finds it gone.
   auto present = tx.QueryOne(std::string("SELECT 1 FROM files WHERE id = ?") +

@@ -44,6 +44,9 @@ Result<std::optional<Transaction>> FindTransaction(SqlTx& tx, const std::string&
                                                    const std::string& transaction_id);
 Status SetCategory(SqlTx& tx, const std::string& transaction_id, const std::string& category,
                    const std::string& source);
+// The same for many transactions at once (a few statements, not one per row).
+Status SetCategories(SqlTx& tx, const std::vector<std::string>& transaction_ids,
+                     const std::string& category, const std::string& source);
 
 // ---- deletion: the one place a file's data goes ----
 struct DeletionRecord {

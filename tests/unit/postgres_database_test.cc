@@ -73,6 +73,19 @@ class PostgresDatabaseTest : public ::testing::Test {
     return testing::CountRows(*db_, sql, params);
   }
 
+  // Whether a unit of work on db claims coordination id (the claim ends with the unit).
+  static bool Claim(Database& db, const std::string& id, ClaimMode mode) {
+    bool claimed = false;
+    Status st = db.WriteSync([&](SqlTx& tx) -> Status {
+      auto r = ClaimCoordination(tx, id, mode);
+      if (!r.ok()) return r.status();
+      claimed = *r;
+      return Status::Ok();
+    });
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return claimed;
+  }
+
   std::string url_;
   std::unique_ptr<PostgresDatabase> db_;
 };
@@ -253,39 +266,23 @@ TEST_F(PostgresDatabaseTest, ASweepSkipsACoordinationAnotherNodeHoldsAndAnEventW
   held.get_future().wait();
 
   // Node B's sweep leaves it.
-  bool b_claimed = true;
-  ASSERT_TRUE(other->WriteSync([&](SqlTx& tx) -> Status {
-                     auto r = ClaimCoordination(tx, c.id, ClaimMode::kSkipIfTaken);
-                     if (!r.ok()) return r.status();
-                     b_claimed = *r;
-                     return Status::Ok();
-                   }).ok());
-  EXPECT_FALSE(b_claimed);
+  EXPECT_FALSE(Claim(*other, c.id, ClaimMode::kSkipIfTaken));
 
   // Node B's event waits until A's transaction ends.
   std::atomic<bool> b_waited_done{false};
   auto b_event = std::async(std::launch::async, [&] {
-    Status st = other->WriteSync([&](SqlTx& tx) -> Status {
-      auto r = ClaimCoordination(tx, c.id, ClaimMode::kWait);
-      return r.ok() ? Status::Ok() : r.status();
-    });
+    bool claimed = Claim(*other, c.id, ClaimMode::kWait);
     b_waited_done = true;
-    return st;
+    return claimed;
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_FALSE(b_waited_done.load());
   release.set_value();
   EXPECT_TRUE(a_done.get_future().get().ok());
-  EXPECT_TRUE(b_event.get().ok());
+  EXPECT_TRUE(b_event.get());
 
   // Free again: B's sweep takes it.
-  ASSERT_TRUE(other->WriteSync([&](SqlTx& tx) -> Status {
-                     auto r = ClaimCoordination(tx, c.id, ClaimMode::kSkipIfTaken);
-                     if (!r.ok()) return r.status();
-                     b_claimed = *r;
-                     return Status::Ok();
-                   }).ok());
-  EXPECT_TRUE(b_claimed);
+  EXPECT_TRUE(Claim(*other, c.id, ClaimMode::kSkipIfTaken));
   other->Close();
 }
 
