@@ -405,7 +405,7 @@ class Server(object):
         env = dict(os.environ)
         for k in ("ENABLE_EVENT_PUBLISHING", "COORDINATION_TIMEOUT_MINUTES", "EXPECTED_CONSUMERS",
                   "LASTCALL_MAX_UPLOAD_BYTES", "LASTCALL_TEST_DELETION_DELAY_MS",
-                  "LASTCALL_DATABASE_URL"):
+                  "DELETION_GRACE_MINUTES", "LASTCALL_RECEIPT_KEY_FILE", "LASTCALL_DATABASE_URL"):
             env.pop(k, None)
         env.update(self.service_env)
         env["LASTCALL_DATA_DIR"] = self.data_dir
@@ -725,7 +725,8 @@ TRANSACTION_FIELDS = {"transactionId", "accountId", "fileId", "date", "descripti
 ACCOUNT_FIELDS = {"accountId", "name", "currency", "balance", "transactionCount",
                   "lastTransactionDate"}
 COORDINATION_FIELDS = {"coordinationId", "fileId", "status", "outcome", "expectedConsumers",
-                       "consumers", "startedAt", "deadlineAt", "completedAt"}
+                       "consumers", "startedAt", "deadlineAt", "completedAt", "notBefore",
+                       "holdReason", "cancelledAt", "verification"}
 
 
 def random_uuid():
