@@ -30,6 +30,7 @@
 #include "report.h"
 #include "server_process.h"
 #include "store_bench.h"
+#include "store/postgres/postgres_database.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -69,6 +70,8 @@ struct Options {
   bool raw_only = false;
   std::string render_only;  // a results JSON to turn into the report files, running nothing
   std::string attach;    // when set: a shell command run during each full load ({pid}, {mode})
+  std::string database_url;  // when set: the server runs on this PostgreSQL database (emptied
+                             // first); the raw limit and the sweep stay SQLite's
 };
 
 std::string Substitute(std::string s, const std::string& key, const std::string& value) {
@@ -283,8 +286,10 @@ json DeletePhase(const Options& o, const std::string& label, ServerProcess& serv
   WaitConsumers(db, server, 60, &settle_wait);
 
   auto deleted_at = db.TextToInt(
-      "SELECT json_extract(data, '$.coordinationId'), created_at FROM outbox WHERE type = "
-      "'file.deleted'");
+      db.postgres() ? "SELECT CAST(data AS json)->>'coordinationId', created_at FROM outbox WHERE "
+                      "type = 'file.deleted'"
+                    : "SELECT json_extract(data, '$.coordinationId'), created_at FROM outbox WHERE "
+                      "type = 'file.deleted'");
   auto in_server = db.TextToInt(
       "SELECT id, completed_at - started_at FROM coordinations WHERE status = 'completed'");
   std::vector<double> e2e, ack, server_ms;
@@ -354,6 +359,25 @@ json DeletePhase(const Options& o, const std::string& label, ServerProcess& serv
   return out;
 }
 
+// Drops every table of lastcall's in the database at url, so that a run starts empty as it does on
+// a fresh SQLite file.
+bool ResetPostgres(const std::string& url, std::string* error) {
+  auto pg = lastcall::PostgresDatabase::Open({url});
+  if (!pg.ok()) {
+    *error = pg.status().message();
+    return false;
+  }
+  lastcall::Status st = (*pg)->WriteSync([](lastcall::SqlTx& tx) -> lastcall::Status {
+    auto r = tx.Exec("DROP SCHEMA public CASCADE");
+    if (!r.ok()) return r.status();
+    r = tx.Exec("CREATE SCHEMA public");
+    return r.ok() ? lastcall::Status::Ok() : r.status();
+  });
+  (*pg)->Close();
+  if (!st.ok()) *error = st.message();
+  return st.ok();
+}
+
 json RunMode(const Options& o, const std::string& mode, const fs::path& work) {
   json result = {{"synchronous", mode}};
   fs::path dir = work / ("mode-" + mode);
@@ -366,6 +390,16 @@ json RunMode(const Options& o, const std::string& mode, const fs::path& work) {
       {"LASTCALL_LOG_LEVEL", o.log_level},
   };
   if (o.http_threads > 0) env["LASTCALL_HTTP_THREADS"] = std::to_string(o.http_threads);
+  if (!o.database_url.empty()) {
+    env["LASTCALL_DATABASE_URL"] = o.database_url;
+    result["database"] = "postgresql";
+    std::string reset_error;
+    if (!ResetPostgres(o.database_url, &reset_error)) {
+      result["error"] = reset_error;
+      Note("[" + mode + "] " + reset_error);
+      return result;
+    }
+  }
   ServerProcess server;
   std::string error;
   Note("[" + mode + "] starting " + o.lastcall + " serve in " + dir.string());
@@ -374,7 +408,10 @@ json RunMode(const Options& o, const std::string& mode, const fs::path& work) {
     Note("[" + mode + "] " + error);
     return result;
   }
-  ReadOnlyDb db((dir / "data" / "lastcall.db").string());
+  std::unique_ptr<ReadOnlyDb> db_holder =
+      o.database_url.empty() ? std::make_unique<ReadOnlyDb>((dir / "data" / "lastcall.db").string())
+                             : ReadOnlyDb::Postgres(o.database_url);
+  ReadOnlyDb& db = *db_holder;
   std::vector<std::string> tokens;
   for (int u = 0; u < o.users; ++u) tokens.push_back(Bearer(secret, "bench-user-" + std::to_string(u)));
 
@@ -654,6 +691,9 @@ int main(int argc, char** argv) {
   app.add_option("--render-only", o.render_only,
                  "rewrite the Markdown and SVG from this results JSON (e.g. after editing the "
                  "profile notes); runs nothing");
+  app.add_option("--database-url", o.database_url,
+                 "run the server on this PostgreSQL database (its tables are dropped first!); "
+                 "--modes then only names the runs");
   app.add_flag("--raw-only", o.raw_only, "only the raw SQLite limit, printed (no report files)");
   app.add_flag("--skip-sweep", o.skip_sweep, "skip the deadline sweep");
   app.add_flag("--skip-raw", o.skip_raw, "skip the raw SQLite limit");

@@ -10,6 +10,7 @@
 #include "bench_util.h"
 #include "common/clock.h"
 #include "common/ids.h"
+#include "store/postgres/postgres_database.h"
 #include "store/schema.h"
 #include "store/sqlite/sqlite_database.h"
 
@@ -25,8 +26,20 @@ ReadOnlyDb::ReadOnlyDb(const std::string& path) {
   sqlite3_busy_timeout(db_, 10000);
 }
 
+std::unique_ptr<ReadOnlyDb> ReadOnlyDb::Postgres(const std::string& url) {
+  std::unique_ptr<ReadOnlyDb> r(new ReadOnlyDb());
+  auto pg = lastcall::PostgresDatabase::Open({url});
+  if (!pg.ok()) {
+    Note("cannot open the PostgreSQL database: " + pg.status().message());
+    return r;
+  }
+  r->pg_ = std::move(pg).value();
+  return r;
+}
+
 ReadOnlyDb::~ReadOnlyDb() {
   if (db_) sqlite3_close(db_);
+  if (pg_) pg_->Close();
 }
 
 int64_t ReadOnlyDb::Scalar(const std::string& sql) {
@@ -36,6 +49,18 @@ int64_t ReadOnlyDb::Scalar(const std::string& sql) {
 
 std::vector<std::vector<int64_t>> ReadOnlyDb::Ints(const std::string& sql) {
   std::vector<std::vector<int64_t>> out;
+  if (pg_) {
+    lastcall::Status st = pg_->Read([&](lastcall::SqlTx& tx) {
+      return tx.Query(sql, {}, [&](const lastcall::SqlRow& r) {
+        std::vector<int64_t> row;
+        for (size_t i = 0; i < r.size(); ++i) row.push_back(r.Int(i));
+        out.push_back(std::move(row));
+        return true;
+      });
+    });
+    if (!st.ok()) Note("read-only query failed: " + st.message() + " in " + sql);
+    return out;
+  }
   if (!db_) return out;
   sqlite3_stmt* st = nullptr;
   if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
@@ -53,6 +78,16 @@ std::vector<std::vector<int64_t>> ReadOnlyDb::Ints(const std::string& sql) {
 
 std::map<std::string, int64_t> ReadOnlyDb::TextToInt(const std::string& sql) {
   std::map<std::string, int64_t> out;
+  if (pg_) {
+    lastcall::Status st = pg_->Read([&](lastcall::SqlTx& tx) {
+      return tx.Query(sql, {}, [&](const lastcall::SqlRow& r) {
+        if (!r.IsNull(0)) out[r.Text(0)] = r.Int(1);
+        return true;
+      });
+    });
+    if (!st.ok()) Note("read-only query failed: " + st.message() + " in " + sql);
+    return out;
+  }
   if (!db_) return out;
   sqlite3_stmt* st = nullptr;
   if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {

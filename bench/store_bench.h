@@ -8,7 +8,13 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+
 struct sqlite3;
+
+namespace lastcall {
+class Database;
+}
 
 namespace bench {
 
@@ -16,8 +22,11 @@ namespace bench {
 class ReadOnlyDb {
  public:
   explicit ReadOnlyDb(const std::string& path);
+  // The same looks into a server's PostgreSQL database (--database-url).
+  static std::unique_ptr<ReadOnlyDb> Postgres(const std::string& url);
   ~ReadOnlyDb();
-  bool ok() const { return db_ != nullptr; }
+  bool ok() const { return db_ != nullptr || pg_ != nullptr; }
+  bool postgres() const { return pg_ != nullptr; }
   // The first column of the first row as an integer (0 when NULL or no row).
   int64_t Scalar(const std::string& sql);
   // Every row of a two-column query: text key -> integer value.
@@ -26,7 +35,9 @@ class ReadOnlyDb {
   std::vector<std::vector<int64_t>> Ints(const std::string& sql);
 
  private:
+  ReadOnlyDb() = default;
   sqlite3* db_ = nullptr;
+  std::unique_ptr<lastcall::Database> pg_;
 };
 
 // Creates a fresh database with lastcall's schema (lastcall_core's Migrate).

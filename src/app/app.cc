@@ -22,6 +22,7 @@
 #include "receipts/receipts.h"
 #include "store/repos.h"
 #include "store/schema.h"
+#include "store/postgres/postgres_database.h"
 #include "store/sqlite/sqlite_database.h"
 
 namespace lastcall {
@@ -47,6 +48,20 @@ Result<int> SweepOrphanBlobs(Database& db, BlobStore& blobs) {
 }
 
 namespace {
+
+// The store the configuration names: PostgreSQL when LASTCALL_DATABASE_URL is set, else the
+// SQLite file in the data folder.
+Result<std::unique_ptr<Database>> OpenDatabase(const Config& config) {
+  if (config.database_url) {
+    auto pg = PostgresDatabase::Open({*config.database_url});
+    if (!pg.ok()) return pg.status();
+    log::Info("database: PostgreSQL", {{"url", RedactDatabaseUrl(*config.database_url)}});
+    return std::unique_ptr<Database>(std::move(pg).value());
+  }
+  auto lite = SqliteDatabase::Open({config.db_path(), config.sqlite_synchronous});
+  if (!lite.ok()) return lite.status();
+  return std::unique_ptr<Database>(std::move(lite).value());
+}
 
 log::Level ParseLevel(const std::string& s) {
   if (s == "debug") return log::Level::kDebug;
@@ -121,7 +136,7 @@ int RunServe(const Config& config) {
                                                       : config.receipt_key_file},
              {"retiredKeys", receipt_keys->retired.size()}});
 
-  auto db = SqliteDatabase::Open({config.db_path(), config.sqlite_synchronous});
+  auto db = OpenDatabase(config);
   if (!db.ok()) {
     log::Error("cannot open the database", {{"error", db.status().message()}});
     return 1;
@@ -135,12 +150,33 @@ int RunServe(const Config& config) {
     log::Error("cannot open the blob folder", {{"error", blobs.status().message()}});
     return 1;
   }
-  auto swept = SweepOrphanBlobs(**db, **blobs);
-  if (!swept.ok()) {
-    log::Error("orphan blob sweep failed", {{"error", swept.status().message()}});
+  // The sweep is only safe while no other node shares the database (its uploads in flight have
+  // blobs without file rows yet); with others running it waits for a start when they do not.
+  bool solo = true;
+  if (Status st = (*db)->WriteSync([&solo](SqlTx& tx) -> Status {
+        auto r = BeginSoloStart(tx);
+        if (!r.ok()) return r.status();
+        solo = *r;
+        return Status::Ok();
+      });
+      !st.ok()) {
+    log::Error("cannot register this node in the database", {{"error", st.message()}});
     return 1;
   }
-  if (*swept > 0) log::Info("removed blobs no file references", {{"count", *swept}});
+  if (solo) {
+    auto swept = SweepOrphanBlobs(**db, **blobs);
+    if (!swept.ok()) {
+      log::Error("orphan blob sweep failed", {{"error", swept.status().message()}});
+      return 1;
+    }
+    if (*swept > 0) log::Info("removed blobs no file references", {{"count", *swept}});
+    if (Status st = (*db)->WriteSync([](SqlTx& tx) { return EndSoloStart(tx); }); !st.ok()) {
+      log::Error("cannot register this node in the database", {{"error", st.message()}});
+      return 1;
+    }
+  } else {
+    log::Info("orphan blob sweep skipped: other nodes share the database");
+  }
 
   SystemClock clock;
   RandomIdGenerator ids;
@@ -226,6 +262,7 @@ int RunServe(const Config& config) {
   }
   log::Info("listening", {{"address", config.listen_address + ":" + std::to_string(server.port())},
                           {"dataDir", config.data_dir},
+                          {"database", config.database_url ? "postgresql" : "sqlite"},
                           {"eventPublishing", config.event_publishing},
                           {"expectedConsumers", config.expected_consumers},
                           {"coordinationTimeoutMs", config.coordination_timeout_ms}});

@@ -155,6 +155,17 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
     if (s != "FULL" && s != "NORMAL") return Bad("LASTCALL_SQLITE_SYNCHRONOUS", "must be FULL or NORMAL");
     c.sqlite_synchronous = s;
   }
+  if (auto v = getenv("LASTCALL_DATABASE_URL")) {
+    // Unset or empty: the embedded SQLite file. Never echo the value: it may hold a password.
+    std::string s = Trim(*v);
+    if (!s.empty()) {
+      if (s.rfind("postgresql://", 0) != 0 && s.rfind("postgres://", 0) != 0) {
+        return Bad("LASTCALL_DATABASE_URL",
+                   "must be a PostgreSQL URL, postgresql://user:password@host:port/database");
+      }
+      c.database_url = s;
+    }
+  }
   if (auto v = getenv("LASTCALL_HTTP_THREADS")) {
     int64_t n = 0;
     if (!ParseInt(Trim(*v), 1, 256, &n)) return Bad("LASTCALL_HTTP_THREADS", "must be 1 to 256");

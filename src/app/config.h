@@ -28,6 +28,8 @@ struct Config {
   int64_t deletion_grace_ms = 0;              // DELETION_GRACE_MINUTES (cancel window)
   std::vector<std::string> expected_consumers = {"analytics_consumer", "categorization_consumer"};
   std::string sqlite_synchronous = "FULL";    // LASTCALL_SQLITE_SYNCHRONOUS: FULL or NORMAL
+  std::optional<std::string> database_url;   // LASTCALL_DATABASE_URL: PostgreSQL instead of SQLite
+                                              // (may hold a password: never logged)
   int http_threads = 2;                       // LASTCALL_HTTP_THREADS
   int http_read_timeout_seconds = 30;         // LASTCALL_HTTP_READ_TIMEOUT_SECONDS
   int64_t http_max_connections = 1024;        // LASTCALL_HTTP_MAX_CONNECTIONS (capped by the fd limit)

@@ -9,9 +9,17 @@ namespace lastcall {
 
 Status AddToMonthly(SqlTx& tx, const std::string& user_id, const std::string& month,
                     const std::string& category, int64_t units, int64_t count) {
+  // The row exists and is locked before it is read, so that nodes sharing one database (handling
+  // two files of one user at once) never lose each other's update, also for a new row: the
+  // INSERT waits for another transaction inserting the same key.
+  auto seed = tx.Exec("INSERT INTO analytics_monthly (user_id, month, category, total_units, count) "
+                      "VALUES (?, ?, ?, 0, 0) ON CONFLICT (user_id, month, category) DO NOTHING",
+                      {user_id, month, category});
+  if (!seed.ok()) return seed.status();
   auto row = tx.QueryOne(
-      "SELECT total_units, count FROM analytics_monthly WHERE user_id = ? AND month = ? AND "
-      "category = ?",
+      std::string("SELECT total_units, count FROM analytics_monthly WHERE user_id = ? AND "
+                  "month = ? AND category = ?") +
+          std::string(LockRowsClause(tx)),
       {user_id, month, category});
   if (!row.ok()) return row.status();
   int64_t total = *row ? (*row)->Int(0) : 0;
@@ -22,18 +30,18 @@ Status AddToMonthly(SqlTx& tx, const std::string& user_id, const std::string& mo
   Result<int64_t> r = n <= 0 ? tx.Exec("DELETE FROM analytics_monthly WHERE user_id = ? AND "
                                        "month = ? AND category = ?",
                                        {user_id, month, category})
-                             : tx.Exec("INSERT INTO analytics_monthly (user_id, month, category, "
-                                       "total_units, count) VALUES (?, ?, ?, ?, ?) ON CONFLICT "
-                                       "(user_id, month, category) DO UPDATE SET total_units = "
-                                       "excluded.total_units, count = excluded.count",
-                                       {user_id, month, category, total, n});
+                             : tx.Exec("UPDATE analytics_monthly SET total_units = ?, count = ? "
+                                       "WHERE user_id = ? AND month = ? AND category = ?",
+                                       {total, n, user_id, month, category});
   return r.ok() ? Status::Ok() : r.status();
 }
 
 Result<int64_t> RemoveFileContribution(SqlTx& tx, const std::string& file_id) {
+  // Locked: a second node removing the same contribution at once waits and then finds none.
   auto rows = tx.QueryAll(
-      "SELECT user_id, month, category, total_units, count FROM analytics_file_totals WHERE "
-      "file_id = ?",
+      std::string("SELECT user_id, month, category, total_units, count FROM analytics_file_totals "
+                  "WHERE file_id = ?") +
+          std::string(LockRowsClause(tx)),
       {file_id});
   if (!rows.ok()) return rows.status();
   for (const SqlRow& r : *rows) {
@@ -97,8 +105,9 @@ Status AnalyticsConsumer::OnUploaded(const CloudEvent& event, SqlTx& tx) {
   if (!rows.ok()) return rows.status();
   // Bucket by month and by the category the transaction has (or will get) now.
   std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> buckets;
+  LearnedCache cache;
   for (const Transaction& t : *rows) {
-    auto choice = ChooseCategory(tx, t);
+    auto choice = ChooseCategory(tx, t, &cache);
     if (!choice.ok()) return choice.status();
     auto& b = buckets[{t.date.substr(0, 7), choice->category}];
     if (__builtin_add_overflow(b.first, t.amount.units(), &b.first)) {
@@ -122,8 +131,9 @@ WorkResult AnalyticsConsumer::Archive(const CloudEvent& event, SqlTx& tx) {
   std::string file_id = event.data.value("fileId", std::string());
   std::string coordination_id = event.data.value("coordinationId", std::string());
   auto rows = tx.QueryAll(
-      "SELECT user_id, month, category, total_units, count FROM analytics_file_totals WHERE "
-      "file_id = ? ORDER BY month, category",
+      std::string("SELECT user_id, month, category, total_units, count FROM analytics_file_totals "
+                  "WHERE file_id = ? ORDER BY month, category") +
+          std::string(LockRowsClause(tx)),
       {file_id});
   if (!rows.ok()) return rows.status();
   WallMillis now = clock_.Now();

@@ -1,5 +1,8 @@
 #include "consumers/categorization_consumer.h"
 
+#include <map>
+#include <vector>
+
 #include "consumers/categorize.h"
 #include "store/repos.h"
 
@@ -19,11 +22,17 @@ Status CategorizationConsumer::Handle(const CloudEvent& event, SqlTx& tx) {
 Status CategorizationConsumer::OnUploaded(const CloudEvent& event, SqlTx& tx) {
   auto rows = ListFileTransactions(tx, event.data.value("fileId", std::string()));
   if (!rows.ok()) return rows.status();
+  // One UPDATE per (category, source) for all the rows that get it, not one per row.
+  LearnedCache cache;
+  std::map<std::pair<std::string, std::string>, std::vector<std::string>> chosen;
   for (const Transaction& t : *rows) {
     if (t.category) continue;  // imported or already chosen: never overwrite
-    auto choice = ChooseCategory(tx, t);
+    auto choice = ChooseCategory(tx, t, &cache);
     if (!choice.ok()) return choice.status();
-    LASTCALL_RETURN_IF_ERROR(SetCategory(tx, t.id, choice->category, choice->source));
+    chosen[{choice->category, choice->source}].push_back(t.id);
+  }
+  for (const auto& [choice, ids] : chosen) {
+    LASTCALL_RETURN_IF_ERROR(SetCategories(tx, ids, choice.first, choice.second));
   }
   return Status::Ok();
 }

@@ -66,14 +66,23 @@ std::optional<std::string> NormalizeCategory(std::string_view raw) {
   return c;
 }
 
-Result<CategoryChoice> ChooseCategory(SqlTx& tx, const Transaction& t) {
+Result<CategoryChoice> ChooseCategory(SqlTx& tx, const Transaction& t, LearnedCache* cache) {
   if (t.category && !t.category->empty()) return CategoryChoice{*t.category, "import"};
   std::string key = MerchantKey(t);
   if (!key.empty()) {
-    auto m = tx.QueryOne("SELECT category FROM merchant_mappings WHERE user_id = ? AND merchant = ?",
-                         {t.user_id, key});
-    if (!m.ok()) return m.status();
-    if (*m) return CategoryChoice{(*m)->Text(0), "learned"};
+    std::optional<std::string> learned;
+    auto hit = cache ? cache->find({t.user_id, key}) : LearnedCache::iterator();
+    if (cache && hit != cache->end()) {
+      learned = hit->second;
+    } else {
+      auto m = tx.QueryOne(
+          "SELECT category FROM merchant_mappings WHERE user_id = ? AND merchant = ?",
+          {t.user_id, key});
+      if (!m.ok()) return m.status();
+      if (*m) learned = (*m)->Text(0);
+      if (cache) cache->emplace(std::make_pair(t.user_id, key), learned);
+    }
+    if (learned) return CategoryChoice{*learned, "learned"};
   }
   if (auto k = KeywordCategory(t.merchant.value_or(""), t.description)) {
     return CategoryChoice{*k, "rule"};

@@ -2,6 +2,7 @@
 // documented keyword rules, else "uncategorized". Pure functions plus one lookup.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,8 +30,13 @@ struct CategoryChoice {
   std::string source;  // "import", "learned", "rule", "default" (stored)
 };
 
+// Learned mappings already looked up in this unit of work, (user, merchant key) -> category or
+// nullopt: a file's rows repeat a few merchants, and each lookup is a round trip on PostgreSQL.
+using LearnedCache = std::map<std::pair<std::string, std::string>, std::optional<std::string>>;
+
 // The category a transaction gets now: its imported one if it has one, else a learned mapping of
-// the user, else a keyword rule, else uncategorized.
-Result<CategoryChoice> ChooseCategory(SqlTx& tx, const Transaction& t);
+// the user, else a keyword rule, else uncategorized. cache (may be null) remembers lookups; use
+// one only within one transaction.
+Result<CategoryChoice> ChooseCategory(SqlTx& tx, const Transaction& t, LearnedCache* cache = nullptr);
 
 }  // namespace lastcall

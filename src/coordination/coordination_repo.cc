@@ -24,6 +24,27 @@ SqlValue OptText(const std::optional<std::string>& v) {
 
 }  // namespace
 
+Result<bool> ClaimCoordination(SqlTx& tx, const std::string& id, ClaimMode mode) {
+  if (tx.dialect() != SqlDialect::kPostgres) return true;  // the single writer runs units alone
+  if (mode == ClaimMode::kWait) {
+    // The advisory lock covers a coordination whose row does not exist yet (a completion that
+    // arrives before its request, on another node); the row lock conflicts with the driver's
+    // SKIP LOCKED claims.
+    auto a = tx.QueryOne("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", {id});
+    if (!a.ok()) return a.status();
+    auto r = tx.QueryOne(std::string("SELECT 1 FROM coordinations WHERE id = ?") +
+                             std::string(LockRowsClause(tx)),
+                         {id});
+    if (!r.ok()) return r.status();
+    return true;
+  }
+  auto r = tx.QueryOne(std::string("SELECT 1 FROM coordinations WHERE id = ?") +
+                           std::string(SkipLockedRowsClause(tx)),
+                       {id});
+  if (!r.ok()) return r.status();
+  return r->has_value();
+}
+
 Result<std::vector<Completion>> LoadCompletions(SqlTx& tx, const std::string& coordination_id) {
   std::vector<Completion> out;
   Status st = tx.Query(
@@ -180,10 +201,18 @@ Result<std::vector<Coordination>> ListCoordinations(SqlTx& tx, const Coordinatio
   }
   if (f.pending_consumer) {
     // Expected (the JSON array holds the quoted name) and no counted completion yet.
-    sql += " AND instr(c.expected_consumers, ?) > 0 AND NOT EXISTS (SELECT 1 FROM "
+    // LIKE with every wildcard escaped: a substring test both engines run alike (consumer names
+    // are lower case, so SQLite's case-insensitive LIKE matches exactly what PostgreSQL's does).
+    sql += " AND c.expected_consumers LIKE ? ESCAPE '\\' AND NOT EXISTS (SELECT 1 FROM "
            "coordination_completions k WHERE k.coordination_id = c.id AND k.consumer = ? AND "
            "k.expected = 1)";
-    params.push_back(nlohmann::json(*f.pending_consumer).dump());
+    std::string pattern = "%";
+    for (char ch : nlohmann::json(*f.pending_consumer).dump()) {
+      if (ch == '%' || ch == '_' || ch == '\\') pattern += '\\';
+      pattern += ch;
+    }
+    pattern += '%';
+    params.push_back(pattern);
     params.push_back(*f.pending_consumer);
   }
   if (f.after) {

@@ -11,6 +11,19 @@
 
 namespace lastcall {
 
+// Claiming a coordination before acting on it (deciding, firing its deadline, deleting), so that
+// when several nodes share one database (PostgreSQL) exactly one of them acts at a time and the
+// others see its committed result. The claim lasts until the transaction ends.
+enum class ClaimMode {
+  kWait,           // an event about it: wait for the current holder (also covers an id whose row
+                   // does not exist yet, so a completion and its request never race)
+  kSkipIfTaken,    // a sweep (deadlines, deletions): leave it to the node that holds it
+};
+// True when this transaction holds the coordination now; false only for kSkipIfTaken when another
+// transaction holds it or it does not exist. On SQLite always true (its single writer runs every
+// write unit alone).
+Result<bool> ClaimCoordination(SqlTx& tx, const std::string& id, ClaimMode mode);
+
 // The coordination with all its recorded completions, or nullopt.
 Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::string& id);
 // Completions stored under an id (for a coordination that does not exist yet: the early ones).

@@ -158,6 +158,9 @@ Status CoordinationDriver::ApplyCancelOrHold(SqlTx& tx, const Decision& d, const
 
 Result<Coordination> CoordinationDriver::Cancel(SqlTx& tx, const std::string& user_id,
                                                 const std::string& coordination_id) {
+  if (auto claimed = ClaimCoordination(tx, coordination_id, ClaimMode::kWait); !claimed.ok()) {
+    return claimed.status();
+  }
   auto loaded = LoadCoordination(tx, coordination_id);
   if (!loaded.ok()) return loaded.status();
   if (!*loaded || (*loaded)->user_id != user_id) {
@@ -179,6 +182,9 @@ Result<int> CoordinationDriver::PlaceHold(SqlTx& tx, const Hold& h) {
   if (!ids.ok()) return ids.status();
   int held = 0;
   for (const auto& id : *ids) {
+    if (auto claimed = ClaimCoordination(tx, id, ClaimMode::kWait); !claimed.ok()) {
+      return claimed.status();
+    }
     auto c = LoadCoordination(tx, id);
     if (!c.ok()) return c.status();
     Decision d = Decide(*c, {}, HoldPlaced{h.reason}, clock_.Now());
@@ -193,6 +199,9 @@ Result<int> CoordinationDriver::ReleaseHold(SqlTx& tx, const Hold& h) {
   if (!ids.ok()) return ids.status();
   int released = 0;
   for (const auto& id : *ids) {
+    if (auto claimed = ClaimCoordination(tx, id, ClaimMode::kWait); !claimed.ok()) {
+      return claimed.status();
+    }
     auto c = LoadCoordination(tx, id);
     if (!c.ok()) return c.status();
     if (!*c) continue;
@@ -216,7 +225,17 @@ Result<std::string> CoordinationDriver::RequestDeletion(SqlTx& tx, const FileRec
   std::string coordination_id = ids_.NewUuid();
   auto marked = MarkDeletionRequested(tx, file.id, coordination_id);
   if (!marked.ok()) return marked.status();
-  if (!*marked) return Status::Conflict("conflict", "the file changed during the request");
+  if (!*marked) {
+    // Another node's request for the same file committed first (the UPDATE waited for it): that
+    // coordination is this request's too.
+    auto now_file = FindFileById(tx, file.id);
+    if (!now_file.ok()) return now_file.status();
+    if (*now_file && (*now_file)->status == kFileDeletionRequested && (*now_file)->coordination_id) {
+      return *(*now_file)->coordination_id;
+    }
+    if (!*now_file) return Status::NotFound("file " + file.id + " not found");
+    return Status::Conflict("conflict", "the file changed during the request");
+  }
   WallMillis now = clock_.Now();
   DeleteRequested req{coordination_id,  file.user_id, file.id, file.account_id,
                       file.transaction_count, config_.expected_consumers, config_.timeout_ms};
@@ -263,6 +282,9 @@ Status CoordinationDriver::HandleDeleteRequested(const CloudEvent& e, SqlTx& tx)
   if (id.empty() || !IsUuid(id)) {
     log::Warn("file.delete_requested without a valid coordinationId ignored", {{"eventId", e.id}});
     return Status::Ok();
+  }
+  if (auto claimed = ClaimCoordination(tx, id, ClaimMode::kWait); !claimed.ok()) {
+    return claimed.status();
   }
   auto existing = LoadCoordination(tx, id);
   if (!existing.ok()) return existing.status();
@@ -318,6 +340,9 @@ Status CoordinationDriver::HandleCompletion(const CloudEvent& e, SqlTx& tx) {
   c.detail_json = (detail != d.end() && detail->is_object()) ? detail->dump() : "{}";
   c.at = clock_.Now();
   c.event_id = e.id;
+  if (auto claimed = ClaimCoordination(tx, id, ClaimMode::kWait); !claimed.ok()) {
+    return claimed.status();
+  }
   auto existing = LoadCoordination(tx, id);
   if (!existing.ok()) return existing.status();
   Decision dec = Decide(*existing, {}, CompletionReported{id, c}, clock_.Now());
@@ -334,7 +359,7 @@ Status CoordinationDriver::ProceedInline(SqlTx& tx, const Decision& d) {
   if (!d.Has(ActionKind::kBeginDeletion) || config_.test_deletion_delay_ms > 0) return Status::Ok();
   auto sp = tx.Exec("SAVEPOINT inline_deletion");
   if (!sp.ok()) return sp.status();
-  Status st = ExecuteDeletion(tx, d.state->id);
+  Status st = ExecuteDeletion(tx, d.state->id, nullptr);
   if (!st.ok()) {
     // The decision stands (status deleting); the driver thread retries the deletion step.
     (void)tx.Exec("ROLLBACK TO inline_deletion");
@@ -345,7 +370,15 @@ Status CoordinationDriver::ProceedInline(SqlTx& tx, const Decision& d) {
   return rel.ok() ? Status::Ok() : rel.status();
 }
 
-Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordination_id) {
+Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordination_id,
+                                           bool* skipped) {
+  // Inline (after a decision in this transaction) the claim is already ours and always succeeds.
+  auto claimed = ClaimCoordination(tx, coordination_id, ClaimMode::kSkipIfTaken);
+  if (!claimed.ok()) return claimed.status();
+  if (!*claimed) {
+    if (skipped) *skipped = true;
+    return Status::Ok();
+  }
   auto loaded = LoadCoordination(tx, coordination_id);
   if (!loaded.ok()) return loaded.status();
   if (!*loaded || (*loaded)->status != CoordinationStatus::kDeleting) return Status::Ok();
@@ -445,8 +478,17 @@ bool CoordinationDriver::FireDeadlines() {
     }
     return false;
   }
+  bool skipped = false;
   st = db_.WriteSync([&](SqlTx& tx) -> Status {
+    skipped = false;
     for (const auto& id : ids) {
+      // Another node firing the same deadline holds it: its decision stands, ours is not needed.
+      auto claimed = ClaimCoordination(tx, id, ClaimMode::kSkipIfTaken);
+      if (!claimed.ok()) return claimed.status();
+      if (!*claimed) {
+        skipped = true;
+        continue;
+      }
       auto c = LoadCoordination(tx, id);
       if (!c.ok()) return c.status();
       if (!*c) continue;
@@ -460,6 +502,7 @@ bool CoordinationDriver::FireDeadlines() {
     log::Error("firing deadlines failed", {{"error", st.ToString()}});
     step_failed_ = true;
   }
+  if (skipped) claims_skipped_ = true;
   return st.ok();
 }
 
@@ -484,14 +527,23 @@ bool CoordinationDriver::RunDeletions() {
   // One unit per coordination, submitted together: they share a commit, and one failing
   // deletion does not hold back the others.
   std::vector<std::promise<Status>> done(ids.size());
+  std::vector<char> skipped(ids.size(), 0);  // each written by its unit only, read after done
   for (size_t i = 0; i < ids.size(); ++i) {
-    db_.Write([this, id = ids[i]](SqlTx& tx) { return ExecuteDeletion(tx, id); },
-              [&done, i](Status s) { done[i].set_value(std::move(s)); });
+    db_.Write(
+        [this, id = ids[i], flag = &skipped[i]](SqlTx& tx) {
+          bool s = false;
+          Status st = ExecuteDeletion(tx, id, &s);
+          *flag = s ? 1 : 0;
+          return st;
+        },
+        [&done, i](Status s) { done[i].set_value(std::move(s)); });
   }
   bool progressed = false;
   for (size_t i = 0; i < ids.size(); ++i) {
     Status s = done[i].get_future().get();
-    if (s.ok()) {
+    if (s.ok() && skipped[i]) {
+      claims_skipped_ = true;  // another node is deleting it
+    } else if (s.ok()) {
       progressed = true;
     } else {
       metrics_.file_deletions.Inc({"coordinated", "failed"});
@@ -599,6 +651,7 @@ void CoordinationDriver::Loop() {
     }
     bool worked = false;
     step_failed_ = false;
+    claims_skipped_ = false;
     auto round_start = std::chrono::steady_clock::now();
     worked |= FireDeadlines();
     worked |= RunDeletions();
@@ -630,6 +683,8 @@ void CoordinationDriver::Loop() {
       error_backoff_ms = 0;
       if (next) wait_ms = std::clamp<int64_t>(*next - clock_.Now(), 0, wait_ms);
     }
+    // Work another node holds: look again shortly, once its transaction has ended.
+    if (claims_skipped_) wait_ms = std::max<int64_t>(wait_ms, kClaimRetryMs);
     if (wait_ms <= 0) continue;  // a deadline fell due while we looked
     std::unique_lock<std::mutex> l(mu_);
     cv_.wait_for(l, std::chrono::milliseconds(wait_ms), [&] { return dirty_ || stopping_; });

@@ -80,8 +80,9 @@ class CoordinationDriver : public EventHandler {
   Status ApplyCancelOrHold(SqlTx& tx, const Decision& d, const Action& a);
   Status HandleCompletion(const CloudEvent& e, SqlTx& tx);
   Status HandleDeleteRequested(const CloudEvent& e, SqlTx& tx);
-  // The deletion step of a coordination in status deleting (no-op otherwise), in tx.
-  Status ExecuteDeletion(SqlTx& tx, const std::string& coordination_id);
+  // The deletion step of a coordination in status deleting (no-op otherwise), in tx. Claims the
+  // coordination first; when another node holds it, does nothing and sets *skipped (if given).
+  Status ExecuteDeletion(SqlTx& tx, const std::string& coordination_id, bool* skipped);
   // When d began the deletion, runs the deletion step right away in the same transaction (one
   // commit instead of two), inside a savepoint: if the step fails, the decision still commits
   // and the driver thread retries the step. Not when a test deletion delay is configured (the
@@ -103,6 +104,8 @@ class CoordinationDriver : public EventHandler {
   Metrics& metrics_;
   CoordinatorConfig config_;
   bool step_failed_ = false;  // driver thread only
+  bool claims_skipped_ = false;  // driver thread only: this round left work another node held
+  static constexpr int64_t kClaimRetryMs = 50;
 
   std::mutex mu_;
   std::condition_variable cv_;

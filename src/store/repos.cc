@@ -1,5 +1,7 @@
 #include "store/repos.h"
 
+#include <algorithm>
+
 namespace lastcall {
 namespace {
 
@@ -113,7 +115,11 @@ Result<std::vector<Account>> ListAccounts(SqlTx& tx, const std::string& user_id)
 
 Status AddToAccount(SqlTx& tx, const std::string& account_id, Money sum, int64_t count,
                     const std::optional<std::string>& max_date) {
-  auto row = tx.QueryOne("SELECT balance_units, last_transaction_date FROM accounts WHERE id = ?",
+  // Locked until commit: the new balance is computed here, and another node may be moving the
+  // same account (found by the two-node test as a lost update).
+  auto row = tx.QueryOne(std::string("SELECT balance_units, last_transaction_date FROM accounts "
+                                     "WHERE id = ?") +
+                             std::string(LockRowsClause(tx)),
                          {account_id});
   if (!row.ok()) return row.status();
   if (!*row) return Status::NotFound("account " + account_id + " not found");
@@ -179,12 +185,32 @@ Result<bool> ReactivateFile(SqlTx& tx, const std::string& file_id,
 }
 
 Status InsertTransactions(SqlTx& tx, const std::vector<Transaction>& rows) {
-  static const std::string sql = std::string("INSERT INTO transactions (") + kTxColumns +
-                                 ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-  for (const Transaction& t : rows) {
-    auto r = tx.Exec(sql, {t.id, t.user_id, t.account_id, t.file_id, t.row_no, t.date,
-                           t.description, t.amount.units(), t.currency, Opt(t.merchant),
-                           Opt(t.category), Opt(t.category_source)});
+  // Multi-row statements: one round trip per kChunk rows on a networked engine (PostgreSQL),
+  // fewer statement steps on SQLite. 12 parameters a row stays far below both engines' limits.
+  constexpr size_t kChunk = 64;
+  auto statement = [](size_t n) {
+    std::string sql = std::string("INSERT INTO transactions (") + kTxColumns + ") VALUES ";
+    for (size_t i = 0; i < n; ++i) {
+      sql += i ? ", " : "";
+      sql += "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    }
+    return sql;
+  };
+  static const std::string full = statement(kChunk);
+  SqlParams params;
+  for (size_t start = 0; start < rows.size(); start += kChunk) {
+    size_t n = std::min(kChunk, rows.size() - start);
+    params.clear();
+    for (size_t i = start; i < start + n; ++i) {
+      const Transaction& t = rows[i];
+      for (SqlValue v : {SqlValue(t.id), SqlValue(t.user_id), SqlValue(t.account_id),
+                         SqlValue(t.file_id), SqlValue(t.row_no), SqlValue(t.date),
+                         SqlValue(t.description), SqlValue(t.amount.units()), SqlValue(t.currency),
+                         Opt(t.merchant), Opt(t.category), Opt(t.category_source)}) {
+        params.push_back(std::move(v));
+      }
+    }
+    auto r = tx.Exec(n == kChunk ? full : statement(n), params);
     if (!r.ok()) return r.status();
   }
   return Status::Ok();
@@ -226,8 +252,29 @@ Status SetCategory(SqlTx& tx, const std::string& transaction_id, const std::stri
                           {category, source, transaction_id}));
 }
 
+Status SetCategories(SqlTx& tx, const std::vector<std::string>& transaction_ids,
+                     const std::string& category, const std::string& source) {
+  constexpr size_t kChunk = 256;
+  SqlParams params;
+  for (size_t start = 0; start < transaction_ids.size(); start += kChunk) {
+    size_t n = std::min(kChunk, transaction_ids.size() - start);
+    std::string sql = "UPDATE transactions SET category = ?, category_source = ? WHERE id IN (";
+    params = {category, source};
+    for (size_t i = 0; i < n; ++i) {
+      sql += i ? ", ?" : "?";
+      params.push_back(transaction_ids[start + i]);
+    }
+    sql += ")";
+    LASTCALL_RETURN_IF_ERROR(AsStatus(tx.Exec(sql, params)));
+  }
+  return Status::Ok();
+}
+
 Result<int64_t> DeleteFileData(SqlTx& tx, const FileRecord& file, const DeletionRecord& record) {
-  auto present = tx.QueryOne("SELECT 1 FROM files WHERE id = ?", {file.id});
+  // Locked: of two nodes deleting the same file at once, the second waits and finds it gone.
+  auto present = tx.QueryOne(std::string("SELECT 1 FROM files WHERE id = ?") +
+                                 std::string(LockRowsClause(tx)),
+                             {file.id});
   if (!present.ok()) return present.status();
   if (!*present) return Status::NotFound("file " + file.id + " is already deleted");
 
@@ -242,7 +289,11 @@ Result<int64_t> DeleteFileData(SqlTx& tx, const FileRecord& file, const Deletion
   if (!deleted.ok()) return deleted.status();
   if (*deleted != count) return Status::Internal("transaction count changed during deletion");
 
-  auto acct = tx.QueryOne("SELECT balance_units FROM accounts WHERE id = ?", {file.account_id});
+  // Locked before the balance is read and the latest date recomputed, so that two nodes deleting
+  // files of one account at once do not lose each other's update.
+  auto acct = tx.QueryOne(std::string("SELECT balance_units FROM accounts WHERE id = ?") +
+                              std::string(LockRowsClause(tx)),
+                          {file.account_id});
   if (!acct.ok()) return acct.status();
   if (*acct) {
     Money balance;
@@ -285,6 +336,30 @@ Result<bool> BlobReferenced(SqlTx& tx, const std::string& blob_key) {
   auto r = tx.QueryOne("SELECT 1 FROM files WHERE blob_key = ?", {blob_key});
   if (!r.ok()) return r.status();
   return r->has_value();
+}
+
+namespace {
+// Every running node holds this session advisory lock shared (PostgreSQL); "lastcall-node".
+constexpr int64_t kNodesLockKey = 0x6c632d6e6f6465;
+}  // namespace
+
+Result<bool> BeginSoloStart(SqlTx& tx) {
+  if (tx.dialect() != SqlDialect::kPostgres) return true;
+  auto solo = tx.QueryOne("SELECT pg_try_advisory_lock(?)", {kNodesLockKey});
+  if (!solo.ok()) return solo.status();
+  if (*solo && (*solo)->Int(0) == 1) return true;
+  // Others run: join them (this waits while a starting node holds the lock exclusively).
+  auto joined = tx.QueryOne("SELECT pg_advisory_lock_shared(?)", {kNodesLockKey});
+  if (!joined.ok()) return joined.status();
+  return false;
+}
+
+Status EndSoloStart(SqlTx& tx) {
+  if (tx.dialect() != SqlDialect::kPostgres) return Status::Ok();
+  auto shared = tx.QueryOne("SELECT pg_advisory_lock_shared(?)", {kNodesLockKey});
+  if (!shared.ok()) return shared.status();
+  auto released = tx.QueryOne("SELECT pg_advisory_unlock(?)", {kNodesLockKey});
+  return released.ok() ? Status::Ok() : released.status();
 }
 
 }  // namespace lastcall

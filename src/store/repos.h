@@ -49,6 +49,9 @@ Result<std::optional<Transaction>> FindTransaction(SqlTx& tx, const std::string&
                                                    const std::string& transaction_id);
 Status SetCategory(SqlTx& tx, const std::string& transaction_id, const std::string& category,
                    const std::string& source);
+// The same for many transactions at once (a few statements, not one per row).
+Status SetCategories(SqlTx& tx, const std::vector<std::string>& transaction_ids,
+                     const std::string& category, const std::string& source);
 
 // ---- deletion: the one place a file's data goes ----
 struct DeletionRecord {
@@ -68,5 +71,15 @@ Result<std::vector<std::string>> ListBlobGc(SqlTx& tx, int limit);
 Status RemoveBlobGc(SqlTx& tx, const std::string& blob_key);
 // True when some file row references the key (used to collect orphans at start).
 Result<bool> BlobReferenced(SqlTx& tx, const std::string& blob_key);
+
+// Start-up work that is only safe while no other node runs on the same database (the orphan blob
+// sweep: another node's upload in flight has its blob but no file row yet). On PostgreSQL every
+// running node holds a shared session-level advisory lock on its writer connection (released when
+// that connection ends). BeginSoloStart returns true when it took that lock exclusively (no other
+// node runs; other nodes starting now wait), false when other nodes run (and then it has joined
+// them, holding the lock shared). After a true, EndSoloStart turns the hold into a shared one.
+// On SQLite (one process per database file): true, and EndSoloStart does nothing.
+Result<bool> BeginSoloStart(SqlTx& tx);
+Status EndSoloStart(SqlTx& tx);
 
 }  // namespace lastcall

@@ -48,6 +48,14 @@ Result<std::optional<SqlRow>> SqlTx::QueryOne(std::string_view sql, const SqlPar
   return row;
 }
 
+std::string_view LockRowsClause(const SqlTx& tx) {
+  return tx.dialect() == SqlDialect::kPostgres ? " FOR UPDATE" : "";
+}
+
+std::string_view SkipLockedRowsClause(const SqlTx& tx) {
+  return tx.dialect() == SqlDialect::kPostgres ? " FOR UPDATE SKIP LOCKED" : "";
+}
+
 Status Database::WriteSync(WriteFn fn) {
   std::promise<Status> p;
   auto f = p.get_future();

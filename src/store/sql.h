@@ -63,6 +63,13 @@ class SqlTx {
   virtual void AfterCommit(std::function<void()> fn) = 0;
 };
 
+// Row-lock clauses for a SELECT that claims the rows it returns until the transaction ends, so that
+// nodes sharing one database act on a row one at a time. On PostgreSQL: " FOR UPDATE" (wait for
+// another holder) and " FOR UPDATE SKIP LOCKED" (leave out rows another transaction holds). On
+// SQLite both are "": its single writer already runs every write unit alone.
+std::string_view LockRowsClause(const SqlTx& tx);
+std::string_view SkipLockedRowsClause(const SqlTx& tx);
+
 // A unit of work for the writer: runs inside a savepoint of a batch transaction. Returning an error
 // rolls back this unit only; the other units of the batch still commit.
 using WriteFn = std::function<Status(SqlTx&)>;

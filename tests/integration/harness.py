@@ -2,12 +2,18 @@
 
 The tests start the real `lastcall serve` binary (path in $LASTCALL_BIN) on a free loopback port
 with a fresh data folder, speak HTTP to it and look at what a user or an operator can see: the
-responses, the JSON log lines on stderr, and the transactional outbox in
-$LASTCALL_DATA_DIR/lastcall.db (opened read-only).
+responses, the JSON log lines on stderr, and the transactional outbox in whichever database the
+server uses (Server.query).
 
-Python 3 standard library only.
+$LASTCALL_TEST_SERVICES, a comma list of `postgres`, `nats` and `s3`, runs the same tests on the
+scale-out engines: for each one named, a throwaway server starts once per test process and every
+lastcall server started here is pointed at it (`postgres`: a fresh database per Server object,
+passed as LASTCALL_DATABASE_URL; kept across restarts like the data folder).
+
+Python 3 standard library only (plus psql from Debian's postgresql package for `postgres`).
 """
 
+import atexit
 import base64
 import csv
 import datetime
@@ -30,6 +36,8 @@ import unittest
 import uuid
 from decimal import Decimal
 
+import pg_service
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data")
 
@@ -42,6 +50,37 @@ UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-
 JWT_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 
 DEFAULT_CONSUMERS = ["analytics_consumer", "categorization_consumer"]
+
+
+def test_services():
+    """The scale-out services named in $LASTCALL_TEST_SERVICES (e.g. {"postgres"})."""
+    names = {n.strip() for n in os.environ.get("LASTCALL_TEST_SERVICES", "").split(",") if n.strip()}
+    unknown = names - {"postgres", "nats", "s3"}
+    if unknown:
+        raise AssertionError("LASTCALL_TEST_SERVICES names unknown services: %s"
+                             % ", ".join(sorted(unknown)))
+    return names
+
+
+_postgres = None
+
+
+def postgres():
+    """This test process's throwaway PostgreSQL server (started on first use, stopped at exit)."""
+    global _postgres
+    if _postgres is None:
+        _postgres = pg_service.ThrowawayPostgres().start(owner_pid=os.getpid())
+        atexit.register(_postgres.stop)
+    return _postgres
+
+
+def service_env():
+    """Environment for one new lastcall server (a fresh database each call) per
+    $LASTCALL_TEST_SERVICES."""
+    env = {}
+    if "postgres" in test_services():
+        env["LASTCALL_DATABASE_URL"] = postgres().create_database()
+    return env
 
 
 def lastcall_bin():
@@ -343,6 +382,9 @@ class Server(object):
         self.port = free_port()
         self.secret = secret or secrets.token_hex(32)
         self.extra_env = dict(extra_env or {})
+        # The scale-out services' settings (e.g. LASTCALL_DATABASE_URL): the database belongs to
+        # this Server like its data folder, so a restart finds its data again.
+        self.service_env = service_env()
         self.proc = None
         self.generation = 0
         self.log_path = None
@@ -363,8 +405,9 @@ class Server(object):
         env = dict(os.environ)
         for k in ("ENABLE_EVENT_PUBLISHING", "COORDINATION_TIMEOUT_MINUTES", "EXPECTED_CONSUMERS",
                   "LASTCALL_MAX_UPLOAD_BYTES", "LASTCALL_TEST_DELETION_DELAY_MS",
-                  "DELETION_GRACE_MINUTES", "LASTCALL_RECEIPT_KEY_FILE"):
+                  "DELETION_GRACE_MINUTES", "LASTCALL_RECEIPT_KEY_FILE", "LASTCALL_DATABASE_URL"):
             env.pop(k, None)
+        env.update(self.service_env)
         env["LASTCALL_DATA_DIR"] = self.data_dir
         env["LASTCALL_LISTEN"] = "127.0.0.1:%d" % self.port
         env.pop("LASTCALL_JWT_SECRET", None)
@@ -548,17 +591,28 @@ class Server(object):
 
     # -- outbox
 
-    def outbox(self):
-        """Rows of the outbox in delivery order, data parsed: [{seq,id,type,source,subject,time,data}]."""
+    @property
+    def database_url(self):
+        """The PostgreSQL database of this server, or None when it uses its SQLite file."""
+        return self.service_env.get("LASTCALL_DATABASE_URL")
+
+    def query(self, sql):
+        """Rows of a read-only query (portable SQL, no parameters) on whichever database this
+        server uses, as dicts; [] before the SQLite file exists."""
+        if self.database_url:
+            return pg_service.query_json(self.database_url, sql)
         if not os.path.exists(self.db_path):
             return []
         conn = sqlite3.connect("file:%s?mode=ro" % self.db_path, uri=True, timeout=5)
         try:
             conn.row_factory = sqlite3.Row
-            rows = conn.execute(
-                "SELECT seq, id, type, source, subject, time, data FROM outbox ORDER BY seq").fetchall()
+            return [dict(r) for r in conn.execute(sql).fetchall()]
         finally:
             conn.close()
+
+    def outbox(self):
+        """Rows of the outbox in delivery order, data parsed: [{seq,id,type,source,subject,time,data}]."""
+        rows = self.query("SELECT seq, id, type, source, subject, time, data FROM outbox ORDER BY seq")
         out = []
         for r in rows:
             d = dict(r)

@@ -1,5 +1,5 @@
-// The coordinated deletion over the real SQLite store, outbox bus, driver and consumers, with a
-// simulated clock: what a user relies on, minus HTTP.
+// The coordinated deletion over the real store (SQLite, and PostgreSQL on a throwaway server), the
+// outbox bus, driver and consumers, with a simulated clock: what a user relies on, minus HTTP.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -14,8 +14,10 @@
 #include "coordination/driver.h"
 #include "store/repos.h"
 #include "store/schema.h"
-#include "test_util.h"
+#include "pg_test_server.h"
+#include "store/postgres/postgres_database.h"
 #include "store/sqlite/sqlite_database.h"
+#include "test_util.h"
 
 namespace lastcall {
 namespace {
@@ -23,11 +25,17 @@ namespace {
 using testing::Eventually;
 namespace fs = std::filesystem;
 
-class CoordinationFlowTest : public ::testing::Test {
+enum class Engine { kSqlite, kPostgres };
+
+class CoordinationFlowTest : public ::testing::TestWithParam<Engine> {
  protected:
   void SetUp() override {
     dir_ = fs::temp_directory_path() / ("lastcall-flow-" + RandomHex(6));
     fs::create_directories(dir_);
+    if (GetParam() == Engine::kPostgres) {
+      pg_url_ = testing::FreshPostgresDatabase();
+      ASSERT_FALSE(pg_url_.empty());
+    }
     Open();
   }
   void TearDown() override {
@@ -37,9 +45,15 @@ class CoordinationFlowTest : public ::testing::Test {
 
   // Starts the service's pieces over the data in dir_ (again after Close: a restart).
   void Open(std::vector<std::string> expected = {kAnalyticsConsumer, kCategorizationConsumer}) {
-    auto db = SqliteDatabase::Open({(dir_ / "db").string(), "NORMAL"});
-    ASSERT_TRUE(db.ok()) << db.status().ToString();
-    db_ = std::move(db).value();
+    if (GetParam() == Engine::kPostgres) {
+      auto db = PostgresDatabase::Open({pg_url_});
+      ASSERT_TRUE(db.ok()) << db.status().ToString();
+      db_ = std::move(db).value();
+    } else {
+      auto db = SqliteDatabase::Open({(dir_ / "db").string(), "NORMAL"});
+      ASSERT_TRUE(db.ok()) << db.status().ToString();
+      db_ = std::move(db).value();
+    }
     ASSERT_TRUE(Migrate(*db_).ok());
     auto blobs = FsBlobStore::Open((dir_ / "blobs").string());
     ASSERT_TRUE(blobs.ok());
@@ -154,7 +168,8 @@ class CoordinationFlowTest : public ::testing::Test {
   SimulatedClock clock_{1'700'000'000'000};
   RandomIdGenerator ids_;
   Metrics metrics_;
-  std::unique_ptr<SqliteDatabase> db_;
+  std::string pg_url_;
+  std::unique_ptr<Database> db_;
   std::unique_ptr<FsBlobStore> blobs_;
   std::unique_ptr<InProcessBus> bus_;
   std::unique_ptr<Outbox> outbox_;
@@ -163,7 +178,7 @@ class CoordinationFlowTest : public ::testing::Test {
   std::unique_ptr<CategorizationConsumer> categorization_;
 };
 
-TEST_F(CoordinationFlowTest, AllConsumersCompleteThenTheFileIsDeletedOnce) {
+TEST_P(CoordinationFlowTest, AllConsumersCompleteThenTheFileIsDeletedOnce) {
   FileRecord f = Import(3);
   std::string id = RequestDeletion(f);
   ASSERT_TRUE(Eventually([&] { return Finished(id); }));
@@ -179,7 +194,7 @@ TEST_F(CoordinationFlowTest, AllConsumersCompleteThenTheFileIsDeletedOnce) {
   EXPECT_TRUE(Eventually([&] { return !blobs_->Get(f.blob_key).ok(); }));
 }
 
-TEST_F(CoordinationFlowTest, SecondRequestReturnsTheSameCoordination) {
+TEST_P(CoordinationFlowTest, SecondRequestReturnsTheSameCoordination) {
   Close();
   Open({kAnalyticsConsumer, "never_answers"});
   FileRecord f = Import(1);
@@ -190,7 +205,7 @@ TEST_F(CoordinationFlowTest, SecondRequestReturnsTheSameCoordination) {
   EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox WHERE type = 'file.delete_requested'"), 1);
 }
 
-TEST_F(CoordinationFlowTest, DeadlineFiresWithoutAnyFurtherEvent) {
+TEST_P(CoordinationFlowTest, DeadlineFiresWithoutAnyFurtherEvent) {
   Close();
   Open({kAnalyticsConsumer, "never_answers"});
   FileRecord f = Import(2);
@@ -207,7 +222,7 @@ TEST_F(CoordinationFlowTest, DeadlineFiresWithoutAnyFurtherEvent) {
   EXPECT_EQ(Load(id)->missing, std::vector<std::string>{"never_answers"});
 }
 
-TEST_F(CoordinationFlowTest, DeadlineFiresAfterARestart) {
+TEST_P(CoordinationFlowTest, DeadlineFiresAfterARestart) {
   Close();
   Open({"never_answers"});
   FileRecord f = Import(2);
@@ -220,7 +235,7 @@ TEST_F(CoordinationFlowTest, DeadlineFiresAfterARestart) {
   EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox WHERE type = 'file.deleted'"), 1);
 }
 
-TEST_F(CoordinationFlowTest, RedeliveredCompletionChangesNothing) {
+TEST_P(CoordinationFlowTest, RedeliveredCompletionChangesNothing) {
   Close();
   Open({kAnalyticsConsumer, "never_answers"});
   FileRecord f = Import(1);
@@ -243,7 +258,7 @@ TEST_F(CoordinationFlowTest, RedeliveredCompletionChangesNothing) {
   EXPECT_EQ(Load(id)->status, CoordinationStatus::kWaiting);
 }
 
-TEST_F(CoordinationFlowTest, CompletionFromAnImpostorSourceIsRefused) {
+TEST_P(CoordinationFlowTest, CompletionFromAnImpostorSourceIsRefused) {
   Close();
   Open({kAnalyticsConsumer, "never_answers"});
   FileRecord f = Import(1);
@@ -260,7 +275,7 @@ TEST_F(CoordinationFlowTest, CompletionFromAnImpostorSourceIsRefused) {
   EXPECT_EQ(c->CompletionOf("never_answers"), nullptr);
 }
 
-TEST_F(CoordinationFlowTest, EarlyCompletionIsAppliedWhenTheRequestArrives) {
+TEST_P(CoordinationFlowTest, EarlyCompletionIsAppliedWhenTheRequestArrives) {
   Close();
   Open({"external_consumer"});
   std::string id = ids_.NewUuid();
@@ -287,7 +302,7 @@ TEST_F(CoordinationFlowTest, EarlyCompletionIsAppliedWhenTheRequestArrives) {
   EXPECT_EQ(Load(id)->outcome, Outcome::kAllCompleted);
 }
 
-TEST_F(CoordinationFlowTest, LargeFileIsDeletedCompletely) {
+TEST_P(CoordinationFlowTest, LargeFileIsDeletedCompletely) {
   FileRecord f = Import(5000);
   std::string id = RequestDeletion(f);
   ASSERT_TRUE(Eventually([&] { return Finished(id); }));
@@ -296,7 +311,7 @@ TEST_F(CoordinationFlowTest, LargeFileIsDeletedCompletely) {
   EXPECT_EQ(Count("SELECT balance_units FROM accounts WHERE id = ?", {f.account_id}), 0);
 }
 
-TEST_F(CoordinationFlowTest, AnalyticsArchivesAndRemovesTheFilesContribution) {
+TEST_P(CoordinationFlowTest, AnalyticsArchivesAndRemovesTheFilesContribution) {
   FileRecord keep = Import(2);
   FileRecord gone = Import(3);
   ASSERT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) FROM analytics_file_totals") >= 2; }));
@@ -307,6 +322,14 @@ TEST_F(CoordinationFlowTest, AnalyticsArchivesAndRemovesTheFilesContribution) {
   EXPECT_EQ(Count("SELECT COALESCE(SUM(total_units), 0) FROM analytics_monthly"), -20000);
   (void)keep;
 }
+
+std::string EngineName(const ::testing::TestParamInfo<Engine>& info) {
+  return info.param == Engine::kPostgres ? "postgres" : "sqlite";
+}
+INSTANTIATE_TEST_SUITE_P(Sqlite, CoordinationFlowTest, ::testing::Values(Engine::kSqlite), EngineName);
+// Run by CTest as unit.postgres (one throwaway server for all of them).
+INSTANTIATE_TEST_SUITE_P(Postgres, CoordinationFlowTest, ::testing::Values(Engine::kPostgres),
+                         EngineName);
 
 }  // namespace
 }  // namespace lastcall

@@ -1,0 +1,423 @@
+#include "store/postgres/postgres_database.h"
+
+#include <libpq-fe.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <unordered_map>
+
+#include "common/log.h"
+
+namespace lastcall {
+namespace {
+
+// Type OIDs (pg_type.dat); libpq ships no header with them for clients.
+constexpr Oid kBoolOid = 16;
+constexpr Oid kInt8Oid = 20;
+constexpr Oid kInt2Oid = 21;
+constexpr Oid kInt4Oid = 23;
+constexpr Oid kNumericOid = 1700;
+
+// Statements that are sent as they are (simple protocol) rather than prepared: transaction
+// control and DDL, which are neither parameterized nor repeated.
+bool IsUtility(std::string_view sql) {
+  size_t i = sql.find_first_not_of(" \t\r\n");
+  if (i == std::string_view::npos) return true;
+  std::string word;
+  for (; i < sql.size() && std::isalpha(static_cast<unsigned char>(sql[i])); ++i) {
+    word += static_cast<char>(std::toupper(static_cast<unsigned char>(sql[i])));
+  }
+  return word == "SAVEPOINT" || word == "RELEASE" || word == "ROLLBACK" || word == "BEGIN" ||
+         word == "COMMIT" || word == "CREATE" || word == "ALTER" || word == "DROP";
+}
+
+// What a failed statement means to the caller. SQLSTATE classes: 23 integrity constraint
+// violation; 40 transaction rollback (serialization, deadlock); 08 connection; 57P0x shutdown;
+// 53 insufficient resources.
+Status PgFailure(const PGresult* res, PGconn* conn, std::string_view sql) {
+  const char* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+  std::string msg = std::string("postgres: ") +
+                    (res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  msg += " in: " + std::string(sql.substr(0, 120));
+  std::string s = state ? state : "";
+  if (s.rfind("23", 0) == 0) return Status::Conflict("constraint", msg);
+  if (s.empty() || s.rfind("08", 0) == 0 || s.rfind("40", 0) == 0 || s.rfind("57P", 0) == 0 ||
+      s.rfind("53", 0) == 0 || PQstatus(conn) != CONNECTION_OK) {
+    return Status::Unavailable(msg);
+  }
+  return Status::Internal(msg);
+}
+
+struct ResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using PgResult = std::unique_ptr<PGresult, ResultDeleter>;
+
+}  // namespace
+
+std::string ToPostgresPlaceholders(std::string_view sql) {
+  std::string out;
+  out.reserve(sql.size() + 16);
+  int n = 0;
+  for (size_t i = 0; i < sql.size(); ++i) {
+    char c = sql[i];
+    if (c == '\'' || c == '"') {
+      // A literal or quoted identifier; a doubled quote inside it is an escaped quote.
+      size_t j = i + 1;
+      while (j < sql.size() && !(sql[j] == c && !(j + 1 < sql.size() && sql[j + 1] == c))) {
+        j += (sql[j] == c) ? 2 : 1;
+      }
+      out.append(sql.substr(i, j + 1 - i));
+      i = j;
+    } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+      size_t j = sql.find('\n', i);
+      if (j == std::string_view::npos) j = sql.size() - 1;
+      out.append(sql.substr(i, j + 1 - i));
+      i = j;
+    } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+      size_t j = sql.find("*/", i + 2);
+      j = (j == std::string_view::npos) ? sql.size() - 1 : j + 1;
+      out.append(sql.substr(i, j + 1 - i));
+      i = j;
+    } else if (c == '?') {
+      out += '$';
+      out += std::to_string(++n);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string RedactDatabaseUrl(const std::string& url) {
+  std::string out = url;
+  // scheme://user:password@host
+  size_t scheme = out.find("://");
+  if (scheme != std::string::npos) {
+    size_t start = scheme + 3;
+    size_t at = out.find('@', start);
+    size_t slash = out.find('/', start);
+    if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
+      size_t colon = out.find(':', start);
+      if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, "***");
+    }
+  }
+  // ...?password=secret&... or "password=secret" in a keyword/value string
+  for (size_t p = out.find("password="); p != std::string::npos; p = out.find("password=", p + 1)) {
+    size_t v = p + 9;
+    size_t end = out.find_first_of("& ", v);
+    if (end == std::string::npos) end = out.size();
+    out.replace(v, end - v, "***");
+  }
+  return out;
+}
+
+// One libpq connection with its prepared-statement cache. Used by one thread at a time.
+class PgConnection {
+ public:
+  ~PgConnection() {
+    if (conn_) PQfinish(conn_);
+  }
+
+  static Result<std::unique_ptr<PgConnection>> Open(const std::string& url) {
+    auto c = std::unique_ptr<PgConnection>(new PgConnection());
+    const char* keys[] = {"connect_timeout", "fallback_application_name", "dbname", nullptr};
+    const char* values[] = {"10", "lastcall", url.c_str(), nullptr};
+    c->conn_ = PQconnectdbParams(keys, values, 1);
+    if (!c->conn_ || PQstatus(c->conn_) != CONNECTION_OK) {
+      std::string msg = c->conn_ ? PQerrorMessage(c->conn_) : "out of memory";
+      while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+      return Status::Unavailable("cannot connect to PostgreSQL at " + RedactDatabaseUrl(url) +
+                                 ": " + msg);
+    }
+    // Engine-neutral behaviour: UTC, and no notices on stderr.
+    PQsetNoticeProcessor(c->conn_, [](void*, const char*) {}, nullptr);
+    LASTCALL_RETURN_IF_ERROR(c->Simple("SET TIME ZONE 'UTC'"));
+    return c;
+  }
+
+  bool healthy() const { return conn_ && PQstatus(conn_) == CONNECTION_OK; }
+
+  // Reconnects a broken connection (the cache of prepared statements goes with the old session).
+  bool Reset() {
+    PQreset(conn_);
+    prepared_.clear();
+    return healthy() && Simple("SET TIME ZONE 'UTC'").ok();
+  }
+
+  Status Simple(std::string_view sql) {
+    PgResult res(PQexec(conn_, std::string(sql).c_str()));
+    ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return PgFailure(res.get(), conn_, sql);
+    return Status::Ok();
+  }
+
+  // Runs sql with params; utility statements go through the simple protocol, the rest are
+  // prepared once per connection (per parameter type signature) and then executed.
+  Result<PgResult> Run(std::string_view sql, const SqlParams& params) {
+    if (params.empty() && IsUtility(sql)) {
+      PgResult res(PQexec(conn_, std::string(sql).c_str()));
+      return Check(std::move(res), sql);
+    }
+    std::string key(sql);
+    key += '\0';
+    std::vector<Oid> types(params.size(), 0);
+    std::vector<std::string> text(params.size());
+    std::vector<const char*> values(params.size(), nullptr);
+    for (size_t i = 0; i < params.size(); ++i) {
+      const SqlValue& v = params[i];
+      if (auto p = std::get_if<int64_t>(&v)) {
+        types[i] = kInt8Oid;
+        text[i] = std::to_string(*p);
+        values[i] = text[i].c_str();
+        key += 'i';
+      } else if (auto s = std::get_if<std::string>(&v)) {
+        if (s->find('\0') != std::string::npos) {
+          return Status::Invalid("invalid_text", "text values must not hold NUL characters");
+        }
+        values[i] = s->c_str();
+        key += 't';
+      } else {
+        key += 'n';
+      }
+    }
+    auto it = prepared_.find(key);
+    if (it == prepared_.end()) {
+      if (prepared_.size() >= 2000) {  // dynamic SQL should not grow a session without bound
+        LASTCALL_RETURN_IF_ERROR(Simple("DEALLOCATE ALL"));
+        prepared_.clear();
+      }
+      std::string name = "lc" + std::to_string(next_statement_++);
+      std::string translated = ToPostgresPlaceholders(sql);
+      PgResult prep(PQprepare(conn_, name.c_str(), translated.c_str(),
+                              static_cast<int>(types.size()), types.data()));
+      auto checked = Check(std::move(prep), sql);
+      if (!checked.ok()) return checked.status();
+      it = prepared_.emplace(std::move(key), std::move(name)).first;
+    }
+    PgResult res(PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(values.size()),
+                                values.data(), nullptr, nullptr, 0));
+    return Check(std::move(res), sql);
+  }
+
+ private:
+  PgConnection() = default;
+
+  Result<PgResult> Check(PgResult res, std::string_view sql) {
+    ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return PgFailure(res.get(), conn_, sql);
+    return res;
+  }
+
+  PGconn* conn_ = nullptr;
+  std::unordered_map<std::string, std::string> prepared_;  // sql + type signature -> name
+  int64_t next_statement_ = 0;
+};
+
+namespace {
+
+SqlValue Cell(const PGresult* res, int row, int col) {
+  if (PQgetisnull(res, row, col)) return SqlNull{};
+  const char* v = PQgetvalue(res, row, col);
+  int len = PQgetlength(res, row, col);
+  switch (PQftype(res, col)) {
+    case kInt8Oid:
+    case kInt4Oid:
+    case kInt2Oid:
+      return static_cast<int64_t>(std::strtoll(v, nullptr, 10));
+    case kBoolOid:
+      return static_cast<int64_t>(v[0] == 't' ? 1 : 0);
+    case kNumericOid:
+      // SUM over BIGINT is NUMERIC; whole values read as integers like SQLite's.
+      if (std::memchr(v, '.', len) == nullptr) return static_cast<int64_t>(std::strtoll(v, nullptr, 10));
+      return std::string(v, len);
+    default:
+      return std::string(v, len);
+  }
+}
+
+class PostgresTx : public SqlTx {
+ public:
+  PostgresTx(PgConnection* c, bool writable) : c_(c), writable_(writable) {}
+
+  Result<int64_t> Exec(std::string_view sql, const SqlParams& params) override {
+    auto res = c_->Run(sql, params);
+    if (!res.ok()) return res.status();
+    const char* n = PQcmdTuples(res->get());
+    return static_cast<int64_t>(n && *n ? std::strtoll(n, nullptr, 10) : 0);
+  }
+
+  Status Query(std::string_view sql, const SqlParams& params,
+               const std::function<bool(const SqlRow&)>& on_row) override {
+    auto res = c_->Run(sql, params);
+    if (!res.ok()) return res.status();
+    const PGresult* r = res->get();
+    int rows = PQntuples(r);
+    int cols = PQnfields(r);
+    for (int i = 0; i < rows; ++i) {
+      std::vector<SqlValue> values;
+      values.reserve(cols);
+      for (int j = 0; j < cols; ++j) values.push_back(Cell(r, i, j));
+      if (!on_row(SqlRow(std::move(values)))) break;
+    }
+    return Status::Ok();
+  }
+
+  bool writable() const override { return writable_; }
+  SqlDialect dialect() const override { return SqlDialect::kPostgres; }
+
+  void AfterCommit(std::function<void()> fn) override { after_commit_.push_back(std::move(fn)); }
+  std::vector<std::function<void()>> TakeAfterCommit() { return std::move(after_commit_); }
+
+ private:
+  PgConnection* c_;
+  bool writable_;
+  std::vector<std::function<void()>> after_commit_;
+};
+
+}  // namespace
+
+PostgresDatabase::PostgresDatabase(PostgresOptions options) : options_(std::move(options)) {}
+
+Result<std::unique_ptr<PostgresDatabase>> PostgresDatabase::Open(const PostgresOptions& options) {
+  if (options.max_batch < 1) return Status::Invalid("invalid_config", "max_batch must be at least 1");
+  auto db = std::unique_ptr<PostgresDatabase>(new PostgresDatabase(options));
+  auto w = PgConnection::Open(options.url);
+  if (!w.ok()) return w.status();
+  db->writer_ = std::move(w).value();
+  db->writer_thread_ = std::thread([p = db.get()] { p->WriterLoop(); });
+  return db;
+}
+
+PostgresDatabase::~PostgresDatabase() { Close(); }
+
+void PostgresDatabase::Close() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (closing_ && !writer_thread_.joinable()) return;
+    closing_ = true;
+  }
+  cv_.notify_all();
+  if (writer_thread_.joinable()) writer_thread_.join();
+  std::lock_guard<std::mutex> l(readers_mu_);
+  readers_.clear();
+  writer_.reset();
+}
+
+void PostgresDatabase::Write(WriteFn fn, WriteDone done) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!closing_) {
+      queue_.push_back(Job{std::move(fn), std::move(done)});
+      cv_.notify_one();
+      return;
+    }
+  }
+  done(Status::Unavailable("the database is closing"));
+}
+
+Status PostgresDatabase::RunBatch(std::vector<Job>& batch, std::vector<Status>& results,
+                                  std::vector<std::vector<std::function<void()>>>& after) {
+  if (!writer_->healthy() && !writer_->Reset()) {
+    return Status::Unavailable("the connection to PostgreSQL is lost and reconnecting failed");
+  }
+  // Savepoint management rides in the same round trip as the previous command.
+  if (Status begin = writer_->Simple("BEGIN; SAVEPOINT unit"); !begin.ok()) {
+    (void)writer_->Simple("ROLLBACK");
+    return begin;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    PostgresTx tx(writer_.get(), true);
+    Status st;
+    try {
+      st = batch[i].fn(tx);
+    } catch (const std::exception& e) {
+      st = Status::Internal(std::string("unit of work threw: ") + e.what());
+    }
+    std::string end = st.ok() ? "RELEASE SAVEPOINT unit"
+                              : "ROLLBACK TO SAVEPOINT unit; RELEASE SAVEPOINT unit";
+    if (i + 1 < batch.size()) end += "; SAVEPOINT unit";
+    Status ended = writer_->Simple(end);
+    if (!ended.ok()) {
+      // The transaction as a whole is unusable (connection lost, or the server gave up on it).
+      (void)writer_->Simple("ROLLBACK");
+      return ended;
+    }
+    if (st.ok()) after[i] = tx.TakeAfterCommit();
+    results[i] = st;
+  }
+  Status commit = writer_->Simple("COMMIT");
+  if (!commit.ok()) (void)writer_->Simple("ROLLBACK");
+  return commit;
+}
+
+void PostgresDatabase::WriterLoop() {
+  std::vector<Job> batch;
+  int64_t failures = 0;
+  for (;;) {
+    batch.clear();
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait(l, [&] { return closing_ || !queue_.empty(); });
+      if (queue_.empty() && closing_) return;
+      while (!queue_.empty() && static_cast<int>(batch.size()) < options_.max_batch) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    std::vector<Status> results(batch.size());
+    std::vector<std::vector<std::function<void()>>> after(batch.size());
+    Status st = RunBatch(batch, results, after);
+    if (!st.ok()) {
+      log::Error("group commit failed", {{"error", st.message()}, {"units", batch.size()}});
+      for (auto& j : batch) j.done(st);
+      // A server that is down fails every batch: do not spin on it.
+      ++failures;
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(failures * 50, 1000)));
+      continue;
+    }
+    failures = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      for (auto& fn : after[i]) fn();
+      batch[i].done(results[i]);
+    }
+  }
+}
+
+Result<std::unique_ptr<PgConnection>> PostgresDatabase::TakeReader() {
+  {
+    std::lock_guard<std::mutex> l(readers_mu_);
+    while (!readers_.empty()) {
+      auto c = std::move(readers_.back());
+      readers_.pop_back();
+      if (c->healthy()) return c;
+    }
+  }
+  return PgConnection::Open(options_.url);
+}
+
+void PostgresDatabase::ReturnReader(std::unique_ptr<PgConnection> c) {
+  if (!c->healthy()) return;
+  std::lock_guard<std::mutex> l(readers_mu_);
+  if (static_cast<int>(readers_.size()) < options_.max_idle_readers) readers_.push_back(std::move(c));
+}
+
+Status PostgresDatabase::Read(const ReadFn& fn) {
+  auto c = TakeReader();
+  if (!c.ok()) return c.status();
+  Status st = (*c)->Simple("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+  if (!st.ok()) return st;
+  PostgresTx tx(c->get(), false);
+  try {
+    st = fn(tx);
+  } catch (const std::exception& e) {
+    st = Status::Internal(std::string("read threw: ") + e.what());
+  }
+  // Read-only: ending it either way keeps nothing; ROLLBACK also ends a failed one.
+  if ((*c)->Simple("ROLLBACK").ok()) ReturnReader(std::move(c).value());
+  return st;
+}
+
+}  // namespace lastcall
