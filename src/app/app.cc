@@ -11,7 +11,9 @@
 #include <thread>
 
 #include "blobs/blob_store.h"
+#include "blobs/s3/s3_blob_store.h"
 #include "bus/in_process_bus.h"
+#include "bus/nats/nats_bus.h"
 #include "common/log.h"
 #include "consumers/analytics_consumer.h"
 #include "consumers/categorization_consumer.h"
@@ -24,21 +26,24 @@
 
 namespace lastcall {
 
-Result<int> SweepOrphanBlobs(Database& db, BlobStore& blobs) {
-  auto keys = blobs.List();
-  if (!keys.ok()) return keys.status();
+Result<int> SweepOrphanBlobs(Database& db, BlobStore& blobs, WallMillis written_before) {
+  auto entries = blobs.List();
+  if (!entries.ok()) return entries.status();
   int removed = 0;
-  for (const auto& key : *keys) {
+  for (const auto& entry : *entries) {
+    // Younger objects may belong to an upload whose row has not committed yet (on this node or,
+    // with a shared bucket, on another).
+    if (entry.modified_at >= written_before) continue;
     bool referenced = true;
     Status st = db.Read([&](SqlTx& tx) {
-      auto r = BlobReferenced(tx, key);
+      auto r = BlobReferenced(tx, entry.key);
       if (!r.ok()) return r.status();
       referenced = *r;
       return Status::Ok();
     });
     if (!st.ok()) return st;
     if (referenced) continue;
-    LASTCALL_RETURN_IF_ERROR(blobs.Delete(key));
+    LASTCALL_RETURN_IF_ERROR(blobs.Delete(entry.key));
     ++removed;
   }
   return removed;
@@ -98,12 +103,38 @@ int RunServe(const Config& config) {
     log::Error("schema migration failed", {{"error", st.message()}});
     return 1;
   }
-  auto blobs = FsBlobStore::Open(config.blob_dir());
-  if (!blobs.ok()) {
-    log::Error("cannot open the blob folder", {{"error", blobs.status().message()}});
-    return 1;
+  std::unique_ptr<BlobStore> blob_owner;
+  // Objects written before this are candidates for the orphan sweep (see SweepOrphanBlobs).
+  WallMillis sweep_before = SystemClock().Now();
+  if (config.blob_url) {
+    auto options = ParseS3Url(*config.blob_url);
+    if (!options.ok()) {
+      log::Error("invalid blob store URL", {{"error", options.status().message()}});
+      return 1;
+    }
+    options->credentials = {config.aws_access_key_id, config.aws_secret_access_key,
+                            config.aws_session_token};
+    auto s3 = S3BlobStore::Open(*options);
+    if (!s3.ok()) {
+      log::Error("cannot open the S3 blob store", {{"error", s3.status().message()}});
+      return 1;
+    }
+    log::Info("blob store: S3", {{"bucket", options->bucket},
+                                 {"endpoint", options->host + ":" + options->port},
+                                 {"prefix", options->prefix}});
+    blob_owner = std::move(*s3);
+    sweep_before -= config.blob_sweep_grace_ms;
+  } else {
+    auto fs_blobs = FsBlobStore::Open(config.blob_dir());
+    if (!fs_blobs.ok()) {
+      log::Error("cannot open the blob folder", {{"error", fs_blobs.status().message()}});
+      return 1;
+    }
+    blob_owner = std::move(*fs_blobs);
+    sweep_before += 1;  // this process owns the folder: nothing is in flight yet
   }
-  auto swept = SweepOrphanBlobs(**db, **blobs);
+  BlobStore* blobs = blob_owner.get();
+  auto swept = SweepOrphanBlobs(**db, *blobs, sweep_before);
   if (!swept.ok()) {
     log::Error("orphan blob sweep failed", {{"error", swept.status().message()}});
     return 1;
@@ -113,13 +144,30 @@ int RunServe(const Config& config) {
   SystemClock clock;
   RandomIdGenerator ids;
   Metrics metrics;
-  InProcessBus bus(**db, clock, ids, metrics);
+  std::unique_ptr<EventBus> bus_owner;
+  if (config.nats_url) {
+    NatsBusOptions no;
+    no.url = *config.nats_url;
+    no.replicas = config.nats_replicas;
+    no.stream = config.nats_stream;
+    no.subject_prefix = config.nats_subject_prefix + ".";
+    no.ack_wait_ms = config.nats_ack_wait_ms;
+    no.republish_after_ms = config.nats_republish_after_ms;
+    // A republish of a message the stream still holds is dropped inside the window (no extra
+    // copy); one the stream lost is stored again (its id left the window with it).
+    no.duplicate_window_ms = std::min<int64_t>(120000, no.republish_after_ms);
+    bus_owner = std::make_unique<NatsBus>(**db, clock, ids, metrics, no);
+  } else {
+    bus_owner = std::make_unique<InProcessBus>(**db, clock, ids, metrics);
+  }
+  EventBus& bus = *bus_owner;
+  metrics.SetBacklogSource([&bus](SqlTx& tx, const std::string& target) { return bus.Backlog(tx, target); });
   Outbox outbox(metrics, [&bus] { bus.Notify(); });
   CoordinatorConfig cc;
   cc.expected_consumers = config.expected_consumers;
   cc.timeout_ms = config.coordination_timeout_ms;
   cc.test_deletion_delay_ms = config.test_deletion_delay_ms;
-  CoordinationDriver driver(**db, **blobs, outbox, clock, ids, metrics, cc);
+  CoordinationDriver driver(**db, *blobs, outbox, clock, ids, metrics, cc);
   AnalyticsConsumer analytics(outbox, clock, ids);
   CategorizationConsumer categorization(outbox, clock, ids);
   // Targets' units are queued in this order each round and share one commit: the coordinator
@@ -138,7 +186,7 @@ int RunServe(const Config& config) {
 
   ApiConfig api_config{*secret, config.max_upload_bytes, config.event_publishing,
                        !config.metrics_address.has_value()};
-  Api api(**db, **blobs, outbox, driver, clock, ids, metrics, api_config);
+  Api api(**db, *blobs, outbox, driver, clock, ids, metrics, api_config);
   std::atomic<int> in_flight{0};
   boost::asio::io_context io(config.http_threads);
   HttpServerOptions http_options;

@@ -179,6 +179,18 @@ const std::vector<Migration>& Migrations() {
            "CREATE INDEX files_by_seq ON files(seq)",
            "CREATE INDEX blob_gc_by_queued ON blob_gc(queued_at)",
        }},
+      {10,
+       "outbox relay state for a broker (NATS JetStream)",
+       {
+           // relayed_at: when a relay last published the row to the broker (NULL: not yet);
+           // settled_at: when every target the rules select had recorded it (processed or dead
+           // letter), after which it is never published again. Both stay NULL with the in-process
+           // bus, which reads the outbox directly.
+           "ALTER TABLE outbox ADD COLUMN relayed_at INTEGER",
+           "ALTER TABLE outbox ADD COLUMN settled_at INTEGER",
+           "CREATE INDEX outbox_relay ON outbox(settled_at, relayed_at)",
+           "CREATE INDEX dead_letters_by_event ON dead_letters(target, event_id)",
+       }},
   };
   return kMigrations;
 }
