@@ -5,6 +5,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -150,6 +151,15 @@ int RunServe(const Config& config) {
     no.url = *config.nats_url;
     no.replicas = config.nats_replicas;
     no.stream = config.nats_stream;
+    {
+      // Stable across restarts of this node (it takes its relay lease back at once after a
+      // crash), distinct between nodes: host name and data folder.
+      char host[256] = {0};
+      ::gethostname(host, sizeof(host) - 1);
+      std::error_code abs_ec;
+      no.node_id = std::string(host) + ":" +
+                   std::filesystem::absolute(config.data_dir, abs_ec).string();
+    }
     no.subject_prefix = config.nats_subject_prefix + ".";
     no.ack_wait_ms = config.nats_ack_wait_ms;
     no.republish_after_ms = config.nats_republish_after_ms;

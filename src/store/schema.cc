@@ -190,6 +190,11 @@ const std::vector<Migration>& Migrations() {
            "ALTER TABLE outbox ADD COLUMN settled_at INTEGER",
            "CREATE INDEX outbox_relay ON outbox(settled_at, relayed_at)",
            "CREATE INDEX dead_letters_by_event ON dead_letters(target, event_id)",
+           // Roles that one node at a time holds (the outbox relay): taken when expired.
+           R"(CREATE TABLE bus_leases (
+                name TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                expires_at INTEGER NOT NULL))",
        }},
   };
   return kMigrations;

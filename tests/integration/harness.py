@@ -411,11 +411,15 @@ class S3Service(object):
         exe = os.path.join(HERE, "s3server", "node_modules", ".bin", "s3rver")
         if not os.path.exists(exe):
             raise AssertionError("%s is missing (make node-tools installs it)" % exe)
+        env = dict(os.environ)
+        # s3rver makes continuation tokens with DES, which Node 17+ (OpenSSL 3) only has in its
+        # legacy provider.
+        env["NODE_OPTIONS"] = "--openssl-legacy-provider"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [exe, "-d", os.path.join(self.dir, "data"), "-a", "127.0.0.1", "-p", str(self.port),
                  "--silent", "--no-vhost-buckets", "--configure-bucket", S3_BUCKET],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         _wait_port(self.port, self.proc, "s3rver", self.log_path)
 
     def close(self):

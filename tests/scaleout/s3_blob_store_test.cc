@@ -1,4 +1,4 @@
-// S3BlobStore against a real S3-compatible server (s3rver, which checks Signature V4), and
+// S3BlobStore against a real S3-compatible server (s3rver), and
 // against a scripted HTTP peer for what s3rver cannot be made to do (fail with 5xx).
 #include "blobs/s3/s3_blob_store.h"
 
@@ -110,13 +110,16 @@ TEST_F(S3BlobStoreTest, ListFollowsContinuationAndStaysInsideItsPrefix) {
   EXPECT_EQ(listed->size(), 8u);
 }
 
-TEST_F(S3BlobStoreTest, WrongCredentialsAreRefusedAtOpen) {
+// s3rver checks the access key id but not V4 signatures (its V4 check is unimplemented): the
+// signature itself is proven against AWS's examples in tests/unit/sigv4_test.cc.
+TEST_F(S3BlobStoreTest, AnUnknownAccessKeyIsRefusedAtOpenAndNeverLogged) {
   S3Options o = Options();
-  o.credentials.secret_access_key = "not-the-secret";
+  o.credentials = {"NOT-A-KEY", "not-the-secret", ""};
   auto store = S3BlobStore::Open(o);
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), Code::kUnavailable);
-  EXPECT_NE(store.status().message().find("403"), std::string::npos) << store.status().message();
+  EXPECT_NE(store.status().message().find("403 InvalidAccessKeyId"), std::string::npos)
+      << store.status().message();
   EXPECT_EQ(store.status().message().find("not-the-secret"), std::string::npos);
 }
 

@@ -52,9 +52,11 @@ inline bool Accepts(int port) {
 class ChildProcess {
  public:
   ~ChildProcess() { Kill(); }
-  bool Spawn(const std::vector<std::string>& argv, const std::string& log_path) {
+  bool Spawn(const std::vector<std::string>& argv, const std::string& log_path,
+             const std::vector<std::pair<std::string, std::string>>& env = {}) {
     pid_ = ::fork();
     if (pid_ == 0) {
+      for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
       FILE* log = std::fopen(log_path.c_str(), "a");
       if (log) {
         ::dup2(fileno(log), 1);
@@ -126,6 +128,11 @@ class NatsServer {
 
 namespace lastcall::testing {
 
+// s3rver makes continuation tokens with DES, which Node 17+ (OpenSSL 3) only has in its legacy
+// provider.
+inline const std::vector<std::pair<std::string, std::string>> kS3rverEnv = {
+    {"NODE_OPTIONS", "--openssl-legacy-provider"}};
+
 // s3rver (npm, pinned in tests/integration/s3server) on a free port with one bucket, "test".
 class S3Server {
  public:
@@ -145,7 +152,7 @@ class S3Server {
     if (!proc_.Spawn({exe, "-d", (dir_ / "data").string(), "-a", "127.0.0.1", "-p",
                       std::to_string(port_), "--silent", "--no-vhost-buckets", "--configure-bucket",
                       "test"},
-                     (dir_ / "server.log").string())) {
+                     (dir_ / "server.log").string(), kS3rverEnv)) {
       return false;
     }
     for (int i = 0; i < 1500; ++i) {

@@ -13,6 +13,7 @@ namespace lastcall {
 namespace {
 
 constexpr char kSeqHeader[] = "Lastcall-Outbox-Seq";
+constexpr char kRelayLease[] = "nats-outbox-relay";  // stored: do not rename
 constexpr int64_t kNanosPerMilli = 1000000;
 
 std::string NatsError(natsStatus s, jsErrCode jerr = static_cast<jsErrCode>(0)) {
@@ -107,6 +108,7 @@ NatsBus::NatsBus(Database& db, Clock& clock, IdGenerator& ids, Metrics& metrics,
       ids_(ids),
       metrics_(metrics),
       options_(std::move(options)),
+      node_id_(options_.node_id.empty() ? ids.NewUuid() : options_.node_id),
       rng_(std::random_device{}()) {}
 
 NatsBus::~NatsBus() { Stop(); }
@@ -286,6 +288,15 @@ void NatsBus::Stop() {
   for (auto& t : targets_) {
     if (t.thread.joinable()) t.thread.join();
   }
+  // Hand the relay over at once instead of after the lease runs out.
+  if (conn_) {
+    Status released = db_.WriteSync([&](SqlTx& tx) -> Status {
+      auto r = tx.Exec("DELETE FROM bus_leases WHERE name = ? AND holder = ?",
+                       {std::string(kRelayLease), node_id_});
+      return r.ok() ? Status::Ok() : r.status();
+    });
+    if (!released.ok()) log::Warn("cannot release the relay lease", {{"error", released.ToString()}});
+  }
   if (js_) {
     jsCtx_Destroy(js_);
     js_ = nullptr;
@@ -372,6 +383,31 @@ Status NatsBus::PublishClaimed(const std::vector<CloudEvent>& events, int* publi
                {{"error", st.ToString()}, {"count", back.size()}});
   }
   return failure;
+}
+
+Result<bool> NatsBus::HoldRelayLease() {
+  bool held = false;
+  Status st = db_.WriteSync([&](SqlTx& tx) -> Status {
+    WallMillis now = clock_.Now();
+    auto up = tx.Exec(
+        "UPDATE bus_leases SET holder = ?, expires_at = ? WHERE name = ? AND (holder = ? OR "
+        "expires_at < ?)",
+        {node_id_, now + options_.relay_lease_ms, std::string(kRelayLease), node_id_, now});
+    if (!up.ok()) return up.status();
+    if (*up == 0) {
+      auto ins = tx.Exec(
+          "INSERT INTO bus_leases (name, holder, expires_at) VALUES (?, ?, ?) "
+          "ON CONFLICT (name) DO NOTHING",
+          {std::string(kRelayLease), node_id_, now + options_.relay_lease_ms});
+      if (!ins.ok()) return ins.status();
+      held = *ins > 0;
+    } else {
+      held = true;
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return held;
 }
 
 Status NatsBus::RelayOnce(int* published) {
@@ -465,14 +501,32 @@ void NatsBus::RelayLoop() {
   auto next_recheck = std::chrono::steady_clock::now();
   int64_t error_backoff = 0;
   bool logged_down = false;
+  bool leading = false;
+  auto renewed = std::chrono::steady_clock::now();
   for (;;) {
     {
       std::lock_guard<std::mutex> l(mu_);
       if (stopping_) return;
       dirty_ = false;
     }
+    // One relay at a time across the nodes sharing the store, so the stream holds the events
+    // in outbox order; another node takes over when the holder stops renewing.
+    auto now = std::chrono::steady_clock::now();
+    Result<bool> lease = true;
+    if (!leading || now - renewed > std::chrono::milliseconds(options_.relay_lease_ms / 3)) {
+      lease = HoldRelayLease();
+      if (lease.ok() && *lease) renewed = now;
+    }
+    if (lease.ok() && !*lease) {
+      if (leading) log::Info("outbox relay: another node holds the lease");
+      leading = false;
+      if (!Pause(std::max<int64_t>(50, options_.relay_lease_ms / 4))) return;
+      continue;
+    }
+    if (lease.ok() && !leading) log::Info("outbox relay: this node relays");
+    if (lease.ok()) leading = true;
     int published = 0;
-    Status st = RelayOnce(&published);
+    Status st = lease.ok() ? RelayOnce(&published) : lease.status();
     if (st.ok() && std::chrono::steady_clock::now() >= next_recheck) {
       int republished = 0, settled = 0;
       st = RecheckOnce(&republished, &settled);
@@ -585,6 +639,15 @@ void NatsBus::HandleMessage(Target& t, void* raw) {
   }
   DeliveryOutcome outcome;
   Status unit = db_.WriteSync([&](SqlTx& tx) -> Status {
+    // A copy of an event this target already gave up on (the outbox may publish one again
+    // while the original is still being retried): settled for this target, like a handled one.
+    auto dead = tx.QueryOne("SELECT 1 FROM dead_letters WHERE target = ? AND event_id = ?",
+                            {t.name, e.id});
+    if (!dead.ok()) return dead.status();
+    if (*dead) {
+      outcome.duplicate = true;
+      return Status::Ok();
+    }
     auto r = DeliverInTx(tx, t.name, *t.handler, e, clock_.Now());
     if (!r.ok()) return r.status();
     outcome = *r;
@@ -609,7 +672,7 @@ void NatsBus::HandleMessage(Target& t, void* raw) {
                                 {"attempt", delivered},
                                 {"error", failure.ToString()}});
   if (delivered < options_.max_deliver) {
-    (void)natsMsg_NakWithDelay(msg, delay * kNanosPerMilli, nullptr);
+    (void)natsMsg_NakWithDelay(msg, delay, nullptr);  // milliseconds
     return;
   }
   // The last delivery JetStream makes: record the dead letter, then ack so it is not pending.

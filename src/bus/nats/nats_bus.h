@@ -1,9 +1,11 @@
 // The scale-out bus: NATS JetStream carries the events, the store keeps the truth.
 //
-// Relay. One thread per node claims outbox rows not yet relayed (relayed_at IS NULL; on
-// PostgreSQL with FOR UPDATE SKIP LOCKED, so nodes sharing one database claim disjoint rows; on
-// SQLite the single writer serializes claims), stamps relayed_at in that short transaction, and
-// then publishes each event to the stream on subject <subject_prefix><type> with Nats-Msg-Id = the
+// Relay. One thread per node; the node holding the relay lease (a row of bus_leases, renewed
+// every round, taken over by another node relay_lease_ms after its holder stops) relays, so the
+// stream receives the events in outbox order even with many nodes. It claims outbox rows not yet
+// relayed (relayed_at IS NULL; with FOR UPDATE SKIP LOCKED on PostgreSQL, so even two holders in
+// a lease hand-over claim disjoint rows), stamps relayed_at in that short transaction, and then
+// publishes each event to the stream on subject <subject_prefix><type> with Nats-Msg-Id = the
 // event id, so a publish repeated within the stream's duplicate window is stored once. A publish
 // that fails puts its row back (relayed_at = NULL).
 //
@@ -21,7 +23,8 @@
 // rules themselves are matched here and anything else is acked unhandled. The handler runs in a
 // write unit with processed(target, event id) (DeliverInTx); the message is acked after the
 // commit, nak'ed with a jittered delay when the handler failed, and dead-lettered (dead_letters,
-// then acked) when it failed on its last delivery.
+// then acked) when it failed on its last delivery. A copy of an event already dead-lettered for
+// the target is acked without running the handler, like one already processed.
 //
 // Start creates or updates the stream and the consumers (idempotent; every node does it) and
 // fails when NATS cannot be reached. Later, a consumer or stream that disappeared (a server that
@@ -57,6 +60,9 @@ struct NatsBusOptions {
   int64_t duplicate_window_ms = 120000;         // the stream's Nats-Msg-Id window
   int64_t max_age_ms = 7LL * 24 * 3600 * 1000;  // the stream keeps messages this long
   int relay_batch = 256;                        // rows per relay claim
+  int64_t relay_lease_ms = 10000;               // a relay that stops renewing is replaced after
+  std::string node_id;                          // lease holder id, stable across restarts of a
+                                                //   node (empty: random, for tests)
   int64_t fetch_wait_ms = 500;                  // one pull's wait (bounds Stop's latency)
 };
 
@@ -100,6 +106,8 @@ class NatsBus : public EventBus {
   bool Wants(const Target& t, const CloudEvent& e) const;
   bool Routed(const CloudEvent& e) const;
   Status EnsureTopology();
+  // Takes or renews the relay lease (bus_leases) for this node; false: another node holds it.
+  Result<bool> HoldRelayLease();
   Status Publish(const CloudEvent& e);
   // Publishes events in order; rows of those that did not reach NATS are put back.
   Status PublishClaimed(const std::vector<CloudEvent>& events, int* published);
@@ -115,6 +123,7 @@ class NatsBus : public EventBus {
   IdGenerator& ids_;
   Metrics& metrics_;
   NatsBusOptions options_;
+  std::string node_id_;          // this bus's holder id in bus_leases
   std::vector<Target> targets_;  // fixed after Start
   __natsConnection* conn_ = nullptr;
   __jsCtx* js_ = nullptr;        // thread-safe (cnats): shared by the relay and the targets
