@@ -341,6 +341,16 @@ S3_SECRET_KEY = "S3RVER"
 S3_BUCKET = "lastcall-test"
 
 
+def _die_with_parent():
+    """In the child before exec: SIGKILL when the test process dies, even without cleanup
+    (a CTest timeout), so no throwaway server outlives its tests."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _wait_port(port, proc, what, log_path, timeout=15.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -375,7 +385,7 @@ class NatsService(object):
             self.proc = subprocess.Popen(
                 [exe, "-js", "-a", "127.0.0.1", "-p", str(self.port),
                  "-sd", os.path.join(self.dir, "store")],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent)
         _wait_port(self.port, self.proc, "nats-server", self.log_path)
 
     def kill(self, wipe=False):
@@ -419,7 +429,8 @@ class S3Service(object):
             self.proc = subprocess.Popen(
                 [exe, "-d", os.path.join(self.dir, "data"), "-a", "127.0.0.1", "-p", str(self.port),
                  "--silent", "--no-vhost-buckets", "--configure-bucket", S3_BUCKET],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                preexec_fn=_die_with_parent)
         _wait_port(self.port, self.proc, "s3rver", self.log_path)
 
     def close(self):
