@@ -101,3 +101,76 @@ class NatsScaleOutTest(harness.Assertions, unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DeployNatsPermissionsTest(harness.Assertions, unittest.TestCase):
+    """deploy/nats/accounts.conf on a real nats-server: lastcall's user runs a whole deletion;
+    a consumer's user can neither publish an event nor pull another consumer's messages."""
+
+    def setUp(self):
+        self.dir = harness.tempfile.mkdtemp(prefix="lastcall-nats-deploy-")
+        harness.shutil.copy(os.path.join(harness.HERE, "..", "..", "deploy", "nats", "accounts.conf"),
+                            self.dir)
+        self.port = harness.free_port()
+        conf = os.path.join(self.dir, "single.conf")
+        with open(conf, "w") as f:
+            f.write("listen: 127.0.0.1:%d\njetstream { store_dir: %s }\ninclude ./accounts.conf\n"
+                    % (self.port, os.path.join(self.dir, "js")))
+        env = dict(os.environ, LASTCALL_NATS_PASSWORD="lc-pw", ANALYTICS_NATS_PASSWORD="an-pw",
+                   CATEGORIZATION_NATS_PASSWORD="ca-pw", NATS_ADMIN_PASSWORD="ad-pw")
+        log = os.path.join(self.dir, "server.log")
+        with open(log, "ab") as out:
+            self.proc = harness.subprocess.Popen(["nats-server", "-c", conf], env=env,
+                                                 stdin=harness.subprocess.DEVNULL, stdout=out,
+                                                 stderr=out, preexec_fn=harness._die_with_parent)
+        harness._wait_port(self.port, self.proc, "nats-server (deploy accounts)", log)
+        self.server = None
+
+    def tearDown(self):
+        try:
+            if self.server:
+                try:
+                    self.server.stop()
+                finally:
+                    self.server.cleanup()
+        finally:
+            self.proc.kill()
+            self.proc.wait()
+            harness.shutil.rmtree(self.dir, ignore_errors=True)
+
+    def publish_as(self, user, password, subject):
+        """What the server answers a raw PUB (then PING) from user: '-ERR ...' or 'PONG'."""
+        with harness.socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.recv(4096)  # INFO
+            connect = harness.json.dumps({"user": user, "pass": password, "verbose": False})
+            s.sendall(("CONNECT %s\r\nPUB %s 2\r\nhi\r\nPING\r\n" % (connect, subject)).encode())
+            out = b""
+            while b"PONG" not in out:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                out += chunk
+            return out.decode(errors="replace")
+
+    def test_lastcall_runs_and_consumers_cannot_act_as_each_other(self):
+        self.server = Server({"LASTCALL_NATS_URL": "nats://lastcall:lc-pw@127.0.0.1:%d" % self.port,
+                              "LASTCALL_NATS_STREAM": "LASTCALL_EVENTS",
+                              "LASTCALL_NATS_SUBJECT_PREFIX": "lastcall.events"})
+        self.server.start()
+        self.assertNotIn("lc-pw", self.server.log_text())
+        c = self.server.client(unique_user("deploy"))
+        account = c.create_account()["accountId"]
+        f = c.upload_ok(account, "may.csv", make_csv(ROWS))
+        r = c.delete("/files/" + f["fileId"])
+        self.assertStatus(r, 202)
+        self.assertEqual(c.wait_coordination(r.body["coordinationId"], timeout=30)["outcome"],
+                         "all_completed")
+        denied = "Permissions Violation"
+        self.assertIn(denied, self.publish_as("analytics", "an-pw", "lastcall.events.consumer.completion"))
+        self.assertIn(denied, self.publish_as("categorization", "ca-pw", "lastcall.events.file.deleted"))
+        self.assertIn(denied, self.publish_as(
+            "analytics", "an-pw", "$JS.API.CONSUMER.MSG.NEXT.LASTCALL_EVENTS.categorization_consumer"))
+        self.assertIn(denied, self.publish_as(
+            "analytics", "an-pw", "$JS.ACK.LASTCALL_EVENTS.categorization_consumer.1.1.1.1.1"))
+        self.assertNotIn(denied, self.publish_as(
+            "analytics", "an-pw", "$JS.API.CONSUMER.MSG.NEXT.LASTCALL_EVENTS.analytics_consumer"))
