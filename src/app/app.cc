@@ -21,6 +21,7 @@
 #include "coordination/driver.h"
 #include "http/api.h"
 #include "http/server.h"
+#include "receipts/receipts.h"
 #include "store/repos.h"
 #include "store/schema.h"
 #include "store/sqlite/sqlite_database.h"
@@ -66,6 +67,7 @@ std::vector<Rule> Rules() {
       {"file-deletion-requests",
        {{kFileDeleteRequested}, {kApiSource}},
        {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer}},
+      {"file-deletion-cancels", {{kFileDeleteCancelled}, {kCoordinatorSource}}, {kAnalyticsConsumer}},
       {"consumer-completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}},
   };
 }
@@ -94,6 +96,19 @@ int RunServe(const Config& config) {
   } else if (!config.jwt_secret) {
     log::Info("using the JWT secret file", {{"path", config.secret_path()}});
   }
+
+  bool key_created = false;
+  auto receipt_keys = LoadReceiptKeys(config.receipt_key_dir(), config.receipt_key_file, &key_created);
+  if (!receipt_keys.ok()) {
+    log::Error("no receipt signing key", {{"error", receipt_keys.status().message()}});
+    return 1;
+  }
+  log::Info(key_created ? "created a receipt signing key (Ed25519, mode 0600)"
+                        : "using the receipt signing key",
+            {{"kid", receipt_keys->signing->kid()},
+             {"path", config.receipt_key_file.empty() ? config.receipt_key_dir() + "/signing.pem"
+                                                      : config.receipt_key_file},
+             {"retiredKeys", receipt_keys->retired.size()}});
 
   auto db = SqliteDatabase::Open({config.db_path(), config.sqlite_synchronous});
   if (!db.ok()) {
@@ -176,6 +191,7 @@ int RunServe(const Config& config) {
   CoordinatorConfig cc;
   cc.expected_consumers = config.expected_consumers;
   cc.timeout_ms = config.coordination_timeout_ms;
+  cc.grace_ms = config.deletion_grace_ms;
   cc.test_deletion_delay_ms = config.test_deletion_delay_ms;
   CoordinationDriver driver(**db, *blobs, outbox, clock, ids, metrics, cc);
   AnalyticsConsumer analytics(outbox, clock, ids);
@@ -196,7 +212,7 @@ int RunServe(const Config& config) {
 
   ApiConfig api_config{*secret, config.max_upload_bytes, config.event_publishing,
                        !config.metrics_address.has_value()};
-  Api api(**db, *blobs, outbox, driver, clock, ids, metrics, api_config);
+  Api api(**db, *blobs, outbox, driver, clock, ids, metrics, *receipt_keys, api_config);
   std::atomic<int> in_flight{0};
   boost::asio::io_context io(config.http_threads);
   HttpServerOptions http_options;

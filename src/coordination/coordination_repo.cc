@@ -18,6 +18,9 @@ std::vector<std::string> SplitJson(const std::string& s) {
 }
 
 SqlValue OptInt(const std::optional<int64_t>& v) { return v ? SqlValue(*v) : SqlValue(SqlNull{}); }
+SqlValue OptText(const std::optional<std::string>& v) {
+  return v ? SqlValue(*v) : SqlValue(SqlNull{});
+}
 
 }  // namespace
 
@@ -44,7 +47,8 @@ Result<std::vector<Completion>> LoadCompletions(SqlTx& tx, const std::string& co
 Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::string& id) {
   auto row = tx.QueryOne(
       "SELECT id, user_id, file_id, account_id, transaction_count, expected_consumers, status, "
-      "outcome, missing_consumers, started_at, deadline_at, completed_at, transactions_deleted "
+      "outcome, missing_consumers, started_at, deadline_at, completed_at, transactions_deleted, "
+      "not_before_at, due_at, hold_reason, cancelled_at, verification, residue, verified_at "
       "FROM coordinations WHERE id = ?",
       {id});
   if (!row.ok()) return row.status();
@@ -66,6 +70,13 @@ Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::strin
   c.deadline_at = r.Int(10);
   c.completed_at = r.OptInt(11);
   c.transactions_deleted = r.OptInt(12);
+  c.not_before = r.IsNull(13) ? c.started_at : r.Int(13);
+  c.due_at = r.OptInt(14);
+  c.hold_reason = r.OptText(15);
+  c.cancelled_at = r.OptInt(16);
+  c.verification = r.OptText(17);
+  c.residue_json = r.IsNull(18) ? "{}" : r.Text(18);
+  c.verified_at = r.OptInt(19);
   auto comps = LoadCompletions(tx, id);
   if (!comps.ok()) return comps.status();
   c.completions = std::move(comps).value();
@@ -76,12 +87,14 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c) {
   auto r = tx.Exec(
       "INSERT INTO coordinations (id, user_id, file_id, account_id, transaction_count, "
       "expected_consumers, status, outcome, missing_consumers, started_at, deadline_at, "
-      "completed_at, transactions_deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      "completed_at, transactions_deleted, not_before_at, due_at, hold_reason, cancelled_at) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       {c.id, c.user_id, c.file_id, c.account_id, c.transaction_count, JoinJson(c.expected),
        std::string(ToString(c.status)),
        c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
        JoinJson(c.missing), c.started_at, c.deadline_at, OptInt(c.completed_at),
-       OptInt(c.transactions_deleted)});
+       OptInt(c.transactions_deleted), c.not_before, OptInt(c.due_at), OptText(c.hold_reason),
+       OptInt(c.cancelled_at)});
   if (!r.ok()) return r.status();
   for (const auto& comp : c.completions) LASTCALL_RETURN_IF_ERROR(UpsertCompletion(tx, c.id, comp));
   return Status::Ok();
@@ -90,10 +103,11 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c) {
 Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c) {
   auto r = tx.Exec(
       "UPDATE coordinations SET status = ?, outcome = ?, missing_consumers = ?, completed_at = ?, "
-      "transactions_deleted = ? WHERE id = ?",
+      "transactions_deleted = ?, due_at = ?, hold_reason = ?, cancelled_at = ? WHERE id = ?",
       {std::string(ToString(c.status)),
        c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
-       JoinJson(c.missing), OptInt(c.completed_at), OptInt(c.transactions_deleted), c.id});
+       JoinJson(c.missing), OptInt(c.completed_at), OptInt(c.transactions_deleted), OptInt(c.due_at),
+       OptText(c.hold_reason), OptInt(c.cancelled_at), c.id});
   if (!r.ok()) return r.status();
   if (*r != 1) return Status::Internal("coordination " + c.id + " vanished during an update");
   return Status::Ok();
@@ -112,9 +126,12 @@ Status UpsertCompletion(SqlTx& tx, const std::string& coordination_id, const Com
 Result<std::vector<std::string>> DueCoordinations(SqlTx& tx, CoordinationStatus s, WallMillis due,
                                                   int limit) {
   std::vector<std::string> ids;
+  // Waiting ones by their timer (due_at: deadline or grace end); deleting ones all, oldest first.
   Status st = tx.Query(
-      "SELECT id FROM coordinations WHERE status = ? AND deadline_at <= ? ORDER BY deadline_at "
-      "LIMIT ?",
+      s == CoordinationStatus::kWaiting
+          ? "SELECT id FROM coordinations WHERE status = ? AND due_at <= ? ORDER BY due_at LIMIT ?"
+          : "SELECT id FROM coordinations WHERE status = ? AND deadline_at <= ? ORDER BY "
+            "deadline_at LIMIT ?",
       {std::string(ToString(s)), s == CoordinationStatus::kWaiting ? due : INT64_MAX,
        static_cast<int64_t>(limit)},
       [&](const SqlRow& r) {
@@ -195,7 +212,7 @@ Result<std::vector<Coordination>> ListCoordinations(SqlTx& tx, const Coordinatio
 }
 
 Result<std::optional<WallMillis>> NextDeadline(SqlTx& tx) {
-  auto r = tx.QueryOne("SELECT MIN(deadline_at) FROM coordinations WHERE status = 'waiting'");
+  auto r = tx.QueryOne("SELECT MIN(due_at) FROM coordinations WHERE status = 'waiting'");
   if (!r.ok()) return r.status();
   if (!*r || (*r)->IsNull(0)) return std::optional<WallMillis>();
   return std::optional<WallMillis>((*r)->Int(0));

@@ -9,6 +9,8 @@ const char* ToString(CoordinationStatus s) {
     case CoordinationStatus::kWaiting: return "waiting";
     case CoordinationStatus::kDeleting: return "deleting";
     case CoordinationStatus::kCompleted: return "completed";
+    case CoordinationStatus::kHeld: return "held";
+    case CoordinationStatus::kCancelled: return "cancelled";
   }
   return "waiting";
 }
@@ -35,6 +37,8 @@ std::optional<CoordinationStatus> ParseCoordinationStatus(const std::string& s) 
   if (s == "waiting") return CoordinationStatus::kWaiting;
   if (s == "deleting") return CoordinationStatus::kDeleting;
   if (s == "completed") return CoordinationStatus::kCompleted;
+  if (s == "held") return CoordinationStatus::kHeld;
+  if (s == "cancelled") return CoordinationStatus::kCancelled;
   return std::nullopt;
 }
 
@@ -82,9 +86,11 @@ bool HasCompletion(const Coordination& c, const std::string& consumer) {
                      [&](const Completion& x) { return x.consumer == consumer; });
 }
 
-// While waiting: proceed if everyone expected answered, or the deadline has come.
+// While waiting and past the grace window: proceed if everyone expected answered, or the deadline
+// has come.
 void MaybeProceed(Coordination& c, WallMillis now, Decision& d) {
   if (c.status != CoordinationStatus::kWaiting) return;
+  if (now < c.not_before) return;
   std::vector<std::string> pending = c.Pending();
   if (pending.empty()) {
     c.status = CoordinationStatus::kDeleting;
@@ -102,10 +108,109 @@ void MaybeProceed(Coordination& c, WallMillis now, Decision& d) {
   }
 }
 
+// When a Tick may change c next (see Coordination::due_at).
+std::optional<WallMillis> DueAt(const Coordination& c) {
+  if (c.status != CoordinationStatus::kWaiting) return std::nullopt;
+  if (c.Pending().empty()) return c.not_before;
+  return std::max(c.deadline_at, c.not_before);
+}
+
+// The owner's cancel: wins while the deletion has not begun.
+Decision DecideCancel(const std::optional<Coordination>& existing, WallMillis now) {
+  Decision d;
+  d.state = existing;
+  if (!existing) {
+    d.actions.push_back({ActionKind::kIgnore, "cancel of an unknown coordination"});
+    return d;
+  }
+  Coordination c = *existing;
+  switch (c.status) {
+    case CoordinationStatus::kWaiting:
+    case CoordinationStatus::kHeld:
+      c.status = CoordinationStatus::kCancelled;
+      c.cancelled_at = now;
+      c.hold_reason.reset();
+      d.actions.push_back({ActionKind::kCancel, "cancelled by the owner"});
+      d.changed = true;
+      d.state = std::move(c);
+      return d;
+    case CoordinationStatus::kCancelled:
+      d.actions.push_back({ActionKind::kIgnore, "already cancelled"});
+      return d;
+    case CoordinationStatus::kDeleting:
+    case CoordinationStatus::kCompleted:
+      d.actions.push_back({ActionKind::kRefuseCancel, "the deletion has already begun"});
+      return d;
+  }
+  return d;
+}
+
+// Legal holds: a held coordination waits for the release, whatever its consumers and deadline.
+Decision DecideHold(const std::optional<Coordination>& existing, const Input& input,
+                    WallMillis now) {
+  Decision d;
+  d.state = existing;
+  if (!existing) return d;
+  Coordination c = *existing;
+  if (const auto* placed = std::get_if<HoldPlaced>(&input)) {
+    if (c.status != CoordinationStatus::kWaiting) {
+      d.actions.push_back({ActionKind::kIgnore, std::string("hold on a coordination ") +
+                                                    ToString(c.status)});
+      return d;
+    }
+    c.status = CoordinationStatus::kHeld;
+    c.hold_reason = placed->reason;
+    d.actions.push_back({ActionKind::kHold, placed->reason});
+    d.changed = true;
+    d.state = std::move(c);
+    return d;
+  }
+  const auto& released = std::get<HoldReleased>(input);
+  if (c.status != CoordinationStatus::kHeld) {
+    d.actions.push_back({ActionKind::kIgnore, "release of a coordination not held"});
+    return d;
+  }
+  if (released.still_held) {
+    if (c.hold_reason != released.still_held) {
+      c.hold_reason = released.still_held;
+      d.changed = true;
+    }
+    d.state = std::move(c);
+    return d;
+  }
+  c.status = CoordinationStatus::kWaiting;
+  c.hold_reason.reset();
+  d.actions.push_back({ActionKind::kRelease, "every hold released"});
+  d.changed = true;
+  MaybeProceed(c, now, d);
+  d.state = std::move(c);
+  return d;
+}
+
+Decision DecideInner(const std::optional<Coordination>& existing,
+                     const std::vector<Completion>& early, const Input& input, WallMillis now);
+
 }  // namespace
 
 Decision Decide(const std::optional<Coordination>& existing, const std::vector<Completion>& early,
                 const Input& input, WallMillis now) {
+  Decision d;
+  if (std::holds_alternative<CancelRequested>(input)) {
+    d = DecideCancel(existing, now);
+  } else if (std::holds_alternative<HoldPlaced>(input) ||
+             std::holds_alternative<HoldReleased>(input)) {
+    d = DecideHold(existing, input, now);
+  } else {
+    d = DecideInner(existing, early, input, now);
+  }
+  if (d.state && d.changed) d.state->due_at = DueAt(*d.state);
+  return d;
+}
+
+namespace {
+
+Decision DecideInner(const std::optional<Coordination>& existing,
+                     const std::vector<Completion>& early, const Input& input, WallMillis now) {
   Decision d;
   d.state = existing;
 
@@ -123,6 +228,7 @@ Decision Decide(const std::optional<Coordination>& existing, const std::vector<C
     c.expected = req->expected;
     c.started_at = now;
     c.deadline_at = now + req->timeout_ms;
+    c.not_before = now + std::max<int64_t>(0, req->grace_ms);
     for (Completion e : early) {
       if (HasCompletion(c, e.consumer)) continue;
       e.expected = IsExpected(c, e.consumer);
@@ -130,6 +236,11 @@ Decision Decide(const std::optional<Coordination>& existing, const std::vector<C
     }
     d.actions.push_back({ActionKind::kCreate, "delete requested"});
     d.changed = true;
+    if (req->hold_reason) {
+      c.status = CoordinationStatus::kHeld;
+      c.hold_reason = req->hold_reason;
+      d.actions.push_back({ActionKind::kHold, *req->hold_reason});
+    }
     d.state = std::move(c);
     MaybeProceed(*d.state, now, d);
     return d;
@@ -149,11 +260,12 @@ Decision Decide(const std::optional<Coordination>& existing, const std::vector<C
       return d;
     }
     comp.expected = IsExpected(c, comp.consumer);
-    if (c.status != CoordinationStatus::kWaiting) {
+    if (c.status != CoordinationStatus::kWaiting && c.status != CoordinationStatus::kHeld) {
       // Kept for the record (never counted): the deletion was already decided.
       comp.expected = false;
       d.completion = comp;
-      d.actions.push_back({ActionKind::kRecordUnexpected, "completion after the deletion began"});
+      d.actions.push_back({ActionKind::kRecordUnexpected, "completion after the deletion began or "
+                                                          "was cancelled"});
       c.completions.push_back(comp);
       d.state = std::move(c);
       d.changed = true;
@@ -192,5 +304,7 @@ Decision Decide(const std::optional<Coordination>& existing, const std::vector<C
   d.state = std::move(c);
   return d;
 }
+
+}  // namespace
 
 }  // namespace lastcall

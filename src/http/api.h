@@ -13,6 +13,7 @@
 #include "coordination/driver.h"
 #include "http/server.h"
 #include "metrics/metrics.h"
+#include "receipts/receipts.h"
 #include "store/sql.h"
 
 namespace lastcall {
@@ -30,7 +31,7 @@ inline constexpr char kOperatorRole[] = "operator";
 class Api {
  public:
   Api(Database& db, BlobStore& blobs, Outbox& outbox, CoordinationDriver& coordinator, Clock& clock,
-      IdGenerator& ids, Metrics& metrics, ApiConfig config);
+      IdGenerator& ids, Metrics& metrics, const ReceiptKeyring& receipt_keys, ApiConfig config);
   ~Api();
   // The server's Handler. Thread-safe.
   void Handle(HttpRequest&& req, Respond respond);
