@@ -12,14 +12,15 @@ export CCACHE_NOHASHDIR := 1
 # lists the only place they are named.
 BUILD_PACKAGES := build-essential cmake ninja-build ccache pkg-config git ca-certificates \
   libboost-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libsqlite3-dev \
-  libssl-dev libpq-dev libofx-dev libgtest-dev googletest libbenchmark-dev python3 curl sqlite3
+  libssl-dev libpq-dev libofx-dev libnats-dev libgtest-dev googletest libbenchmark-dev python3 \
+  curl sqlite3
 TEST_PACKAGES := postgresql python3-yaml python3-jsonschema prometheus chromium fonts-dejavu-core \
-  clang-14 libclang-rt-14-dev llvm-14
+  nats-server clang-14 libclang-rt-14-dev llvm-14
 
 # Node tools for the contract validators and the dashboard's browser test, pinned by their lock
 # files and installed with `npm ci`. Node itself comes from Debian (nodejs, npm) unless the
 # machine already has an npm.
-NODE_TOOL_DIRS := tools/contracts tests/integration/browser tests/integration/jose
+NODE_TOOL_DIRS := tools/contracts tests/integration/browser tests/integration/jose tests/integration/s3server
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

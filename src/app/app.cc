@@ -6,13 +6,16 @@
 
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
 #include <thread>
 
 #include "blobs/blob_store.h"
+#include "blobs/s3/s3_blob_store.h"
 #include "bus/in_process_bus.h"
+#include "bus/nats/nats_bus.h"
 #include "common/log.h"
 #include "consumers/analytics_consumer.h"
 #include "consumers/categorization_consumer.h"
@@ -27,21 +30,24 @@
 
 namespace lastcall {
 
-Result<int> SweepOrphanBlobs(Database& db, BlobStore& blobs) {
-  auto keys = blobs.List();
-  if (!keys.ok()) return keys.status();
+Result<int> SweepOrphanBlobs(Database& db, BlobStore& blobs, WallMillis written_before) {
+  auto entries = blobs.List();
+  if (!entries.ok()) return entries.status();
   int removed = 0;
-  for (const auto& key : *keys) {
+  for (const auto& entry : *entries) {
+    // Younger objects may belong to an upload whose row has not committed yet (on this node or,
+    // with a shared bucket, on another).
+    if (entry.modified_at >= written_before) continue;
     bool referenced = true;
     Status st = db.Read([&](SqlTx& tx) {
-      auto r = BlobReferenced(tx, key);
+      auto r = BlobReferenced(tx, entry.key);
       if (!r.ok()) return r.status();
       referenced = *r;
       return Status::Ok();
     });
     if (!st.ok()) return st;
     if (referenced) continue;
-    LASTCALL_RETURN_IF_ERROR(blobs.Delete(key));
+    LASTCALL_RETURN_IF_ERROR(blobs.Delete(entry.key));
     ++removed;
   }
   return removed;
@@ -145,11 +151,37 @@ int RunServe(const Config& config) {
     log::Error("schema migration failed", {{"error", st.message()}});
     return 1;
   }
-  auto blobs = FsBlobStore::Open(config.blob_dir());
-  if (!blobs.ok()) {
-    log::Error("cannot open the blob folder", {{"error", blobs.status().message()}});
-    return 1;
+  std::unique_ptr<BlobStore> blob_owner;
+  // Objects written before this are candidates for the orphan sweep (see SweepOrphanBlobs).
+  WallMillis sweep_before = SystemClock().Now();
+  if (config.blob_url) {
+    auto options = ParseS3Url(*config.blob_url);
+    if (!options.ok()) {
+      log::Error("invalid blob store URL", {{"error", options.status().message()}});
+      return 1;
+    }
+    options->credentials = {config.aws_access_key_id, config.aws_secret_access_key,
+                            config.aws_session_token};
+    auto s3 = S3BlobStore::Open(*options);
+    if (!s3.ok()) {
+      log::Error("cannot open the S3 blob store", {{"error", s3.status().message()}});
+      return 1;
+    }
+    log::Info("blob store: S3", {{"bucket", options->bucket},
+                                 {"endpoint", options->host + ":" + options->port},
+                                 {"prefix", options->prefix}});
+    blob_owner = std::move(*s3);
+    sweep_before -= config.blob_sweep_grace_ms;
+  } else {
+    auto fs_blobs = FsBlobStore::Open(config.blob_dir());
+    if (!fs_blobs.ok()) {
+      log::Error("cannot open the blob folder", {{"error", fs_blobs.status().message()}});
+      return 1;
+    }
+    blob_owner = std::move(*fs_blobs);
+    sweep_before += 1;  // this process owns the folder: nothing is in flight yet
   }
+  BlobStore* blobs = blob_owner.get();
   // The sweep is only safe while no other node shares the database (its uploads in flight have
   // blobs without file rows yet); with others running it waits for a start when they do not.
   bool solo = true;
@@ -164,7 +196,7 @@ int RunServe(const Config& config) {
     return 1;
   }
   if (solo) {
-    auto swept = SweepOrphanBlobs(**db, **blobs);
+    auto swept = SweepOrphanBlobs(**db, *blobs, sweep_before);
     if (!swept.ok()) {
       log::Error("orphan blob sweep failed", {{"error", swept.status().message()}});
       return 1;
@@ -181,14 +213,40 @@ int RunServe(const Config& config) {
   SystemClock clock;
   RandomIdGenerator ids;
   Metrics metrics;
-  InProcessBus bus(**db, clock, ids, metrics);
+  std::unique_ptr<EventBus> bus_owner;
+  if (config.nats_url) {
+    NatsBusOptions no;
+    no.url = *config.nats_url;
+    no.replicas = config.nats_replicas;
+    no.stream = config.nats_stream;
+    {
+      // Stable across restarts of this node (it takes its relay lease back at once after a
+      // crash), distinct between nodes: host name and data folder.
+      char host[256] = {0};
+      ::gethostname(host, sizeof(host) - 1);
+      std::error_code abs_ec;
+      no.node_id = std::string(host) + ":" +
+                   std::filesystem::absolute(config.data_dir, abs_ec).string();
+    }
+    no.subject_prefix = config.nats_subject_prefix + ".";
+    no.ack_wait_ms = config.nats_ack_wait_ms;
+    no.republish_after_ms = config.nats_republish_after_ms;
+    // A republish of a message the stream still holds is dropped inside the window (no extra
+    // copy); one the stream lost is stored again (its id left the window with it).
+    no.duplicate_window_ms = std::min<int64_t>(120000, no.republish_after_ms);
+    bus_owner = std::make_unique<NatsBus>(**db, clock, ids, metrics, no);
+  } else {
+    bus_owner = std::make_unique<InProcessBus>(**db, clock, ids, metrics);
+  }
+  EventBus& bus = *bus_owner;
+  metrics.SetBacklogSource([&bus](SqlTx& tx, const std::string& target) { return bus.Backlog(tx, target); });
   Outbox outbox(metrics, [&bus] { bus.Notify(); });
   CoordinatorConfig cc;
   cc.expected_consumers = config.expected_consumers;
   cc.timeout_ms = config.coordination_timeout_ms;
   cc.grace_ms = config.deletion_grace_ms;
   cc.test_deletion_delay_ms = config.test_deletion_delay_ms;
-  CoordinationDriver driver(**db, **blobs, outbox, clock, ids, metrics, cc);
+  CoordinationDriver driver(**db, *blobs, outbox, clock, ids, metrics, cc);
   ConsumerFaults faults(config.test_consumer_faults);
   if (!faults.empty()) {
     log::Warn("LASTCALL_TEST_CONSUMER_FAULTS is set: consumers fail or stay silent on purpose "
@@ -213,7 +271,7 @@ int RunServe(const Config& config) {
   ApiConfig api_config{*secret, config.max_upload_bytes, config.event_publishing,
                        !config.metrics_address.has_value(),
                        static_cast<size_t>(config.max_import_rows)};
-  Api api(**db, **blobs, outbox, driver, clock, ids, metrics, *receipt_keys, api_config);
+  Api api(**db, *blobs, outbox, driver, clock, ids, metrics, *receipt_keys, api_config);
   std::atomic<int> in_flight{0};
   boost::asio::io_context io(config.http_threads);
   HttpServerOptions http_options;

@@ -6,6 +6,7 @@
 
 #include "app/config.h"
 #include "bus/event_bus.h"
+#include "common/clock.h"
 
 namespace lastcall {
 
@@ -18,10 +19,12 @@ int RunServe(const Config& config);
 // completions to the coordinator. Tests that assemble the flow use the same rules.
 std::vector<Rule> ServiceRules();
 
-// Removes blobs that no file references. Only safe when no import is in flight (at start).
-// Returns how many were removed.
+// Removes blobs written before written_before that no file references. An upload writes its blob
+// before its row commits, so written_before must be earlier than any upload still in flight: the
+// start time for a folder this process alone owns; start minus a grace period (an hour) for a
+// bucket other nodes write to while this one starts. Returns how many were removed.
 class Database;
 class BlobStore;
-Result<int> SweepOrphanBlobs(Database& db, BlobStore& blobs);
+Result<int> SweepOrphanBlobs(Database& db, BlobStore& blobs, WallMillis written_before);
 
 }  // namespace lastcall

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "blobs/s3/s3_blob_store.h"
 #include "common/ids.h"
 #include "domain/consumer_name.h"
 
@@ -212,6 +213,70 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
     auto faults = ParseConsumerFaults(*v, {"analytics_consumer", "categorization_consumer"});
     if (!faults.ok()) return Bad("LASTCALL_TEST_CONSUMER_FAULTS", faults.status().message());
     c.test_consumer_faults = std::move(faults).value();
+  if (auto v = getenv("LASTCALL_NATS_URL")) {
+    std::string s = Trim(*v);
+    size_t start = 0;
+    while (start <= s.size()) {
+      size_t comma = s.find(',', start);
+      if (comma == std::string::npos) comma = s.size();
+      std::string one = Trim(s.substr(start, comma - start));
+      bool scheme_ok = one.rfind("nats://", 0) == 0 || one.rfind("tls://", 0) == 0;
+      if (!scheme_ok || one.size() <= one.find("://") + 3) {
+        return Bad("LASTCALL_NATS_URL",
+                   "must be nats://host:port (or tls://), several separated by commas");
+      }
+      start = comma + 1;
+    }
+    c.nats_url = s;
+  }
+  auto name_chars = [](const std::string& n, bool dots) {
+    if (n.empty() || n.size() > 64 || n.front() == '.' || n.back() == '.') return false;
+    for (size_t i = 0; i < n.size(); ++i) {
+      char ch = n[i];
+      bool ok = std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' ||
+                (dots && ch == '.' && n[i - 1] != '.');
+      if (!ok) return false;
+    }
+    return true;
+  };
+  if (auto v = getenv("LASTCALL_NATS_STREAM")) {
+    if (!name_chars(Trim(*v), false)) {
+      return Bad("LASTCALL_NATS_STREAM", "must be 1-64 characters of A-Z, a-z, 0-9, _ and -");
+    }
+    c.nats_stream = Trim(*v);
+  }
+  if (auto v = getenv("LASTCALL_NATS_SUBJECT_PREFIX")) {
+    if (!name_chars(Trim(*v), true)) {
+      return Bad("LASTCALL_NATS_SUBJECT_PREFIX",
+                 "must be subject tokens (A-Z, a-z, 0-9, _ and -) separated by single dots, e.g. lastcall.events");
+    }
+    c.nats_subject_prefix = Trim(*v);
+  }
+  if (auto v = getenv("LASTCALL_NATS_REPLICAS")) {
+    int64_t n = 0;
+    if (!ParseInt(Trim(*v), 1, 5, &n)) return Bad("LASTCALL_NATS_REPLICAS", "must be 1 to 5");
+    c.nats_replicas = static_cast<int>(n);
+  }
+  if (auto v = getenv("LASTCALL_NATS_ACK_WAIT_MS")) {
+    if (!ParseInt(Trim(*v), 100, 3600000, &c.nats_ack_wait_ms)) {
+      return Bad("LASTCALL_NATS_ACK_WAIT_MS", "must be 100 to 3600000 milliseconds");
+    }
+  }
+  if (auto v = getenv("LASTCALL_NATS_REPUBLISH_AFTER_MS")) {
+    if (!ParseInt(Trim(*v), 100, 86400000, &c.nats_republish_after_ms)) {
+      return Bad("LASTCALL_NATS_REPUBLISH_AFTER_MS", "must be 100 to 86400000 milliseconds");
+    }
+  }
+  if (auto v = getenv("LASTCALL_BLOB_URL")) {
+    auto parsed = ParseS3Url(Trim(*v));
+    if (!parsed.ok()) return parsed.status();
+    c.blob_url = Trim(*v);
+    c.aws_access_key_id = getenv("AWS_ACCESS_KEY_ID").value_or("");
+    c.aws_secret_access_key = getenv("AWS_SECRET_ACCESS_KEY").value_or("");
+    c.aws_session_token = getenv("AWS_SESSION_TOKEN").value_or("");
+    if (c.aws_access_key_id.empty() || c.aws_secret_access_key.empty()) {
+      return Bad("LASTCALL_BLOB_URL", "needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set");
+    }
   }
   return c;
 }

@@ -37,6 +37,19 @@ struct Config {
   std::string receipt_key_file;               // LASTCALL_RECEIPT_KEY_FILE ("": the data folder's key)
   int64_t test_deletion_delay_ms = 0;         // LASTCALL_TEST_DELETION_DELAY_MS (fault injection)
   std::vector<ConsumerFault> test_consumer_faults;  // LASTCALL_TEST_CONSUMER_FAULTS (fault injection)
+  // Scale-out event bus (unset: the in-process bus). May carry credentials: never logged whole.
+  std::optional<std::string> nats_url;        // LASTCALL_NATS_URL nats://host:port[,nats://...]
+  int nats_replicas = 1;                      // LASTCALL_NATS_REPLICAS (stream and consumers)
+  std::string nats_stream = "LASTCALL_EVENTS";  // LASTCALL_NATS_STREAM
+  std::string nats_subject_prefix = "lastcall.events";  // LASTCALL_NATS_SUBJECT_PREFIX (+ .<type>)
+  int64_t nats_ack_wait_ms = 30000;           // LASTCALL_NATS_ACK_WAIT_MS
+  int64_t nats_republish_after_ms = 120000;   // LASTCALL_NATS_REPUBLISH_AFTER_MS
+  // Scale-out blob store (unset: the data folder's blobs/).
+  std::optional<std::string> blob_url;        // LASTCALL_BLOB_URL s3://bucket?endpoint=http://h:p&region=r
+  std::string aws_access_key_id;              // AWS_ACCESS_KEY_ID (with LASTCALL_BLOB_URL)
+  std::string aws_secret_access_key;          // AWS_SECRET_ACCESS_KEY (never logged)
+  std::string aws_session_token;              // AWS_SESSION_TOKEN (optional, never logged)
+  int64_t blob_sweep_grace_ms = 3600000;      // orphans younger than this are left (shared bucket)
 
   std::string db_path() const { return data_dir + "/lastcall.db"; }
   std::string blob_dir() const { return data_dir + "/blobs"; }

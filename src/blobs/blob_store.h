@@ -7,9 +7,15 @@
 #include <string_view>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/status.h"
 
 namespace lastcall {
+
+struct BlobEntry {
+  std::string key;
+  WallMillis modified_at = 0;  // when the object was last written (the store's clock)
+};
 
 class BlobStore {
  public:
@@ -20,8 +26,8 @@ class BlobStore {
   virtual Result<std::string> Get(const std::string& key) = 0;
   // Removes key. Removing an absent key is ok (idempotent).
   virtual Status Delete(const std::string& key) = 0;
-  // Every key present (for collecting orphans at start).
-  virtual Result<std::vector<std::string>> List() = 0;
+  // Every object present, with when it was written (for collecting orphans at start).
+  virtual Result<std::vector<BlobEntry>> List() = 0;
 };
 
 // Keys are [a-f0-9-]{36} (UUIDs). Objects live in dir/<first two chars>/<key>; a write goes to a
@@ -34,7 +40,7 @@ class FsBlobStore : public BlobStore {
   Status Put(const std::string& key, std::string_view bytes) override;
   Result<std::string> Get(const std::string& key) override;
   Status Delete(const std::string& key) override;
-  Result<std::vector<std::string>> List() override;
+  Result<std::vector<BlobEntry>> List() override;
 
  private:
   explicit FsBlobStore(std::string dir) : dir_(std::move(dir)) {}

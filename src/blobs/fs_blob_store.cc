@@ -110,17 +110,23 @@ Status FsBlobStore::Delete(const std::string& key) {
   return Status::Ok();
 }
 
-Result<std::vector<std::string>> FsBlobStore::List() {
-  std::vector<std::string> keys;
+Result<std::vector<BlobEntry>> FsBlobStore::List() {
+  std::vector<BlobEntry> entries;
   std::error_code ec;
   for (auto it = fs::recursive_directory_iterator(dir_, ec); !ec && it != fs::end(it);
        it.increment(ec)) {
     if (!it->is_regular_file()) continue;
     std::string name = it->path().filename().string();
-    if (ValidKey(name)) keys.push_back(name);
+    if (!ValidKey(name)) continue;
+    struct stat st {};
+    WallMillis modified = 0;
+    if (::stat(it->path().c_str(), &st) == 0) {
+      modified = static_cast<WallMillis>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1000000;
+    }
+    entries.push_back({name, modified});
   }
   if (ec) return Status::Unavailable("cannot list blobs: " + ec.message());
-  return keys;
+  return entries;
 }
 
 }  // namespace lastcall

@@ -6,8 +6,8 @@
 // handler runs inside a write unit together with the record processed(target, event id): the
 // handler's effects and that record commit together, so a redelivery changes nothing.
 //
-// Implementations: InProcessBus (the embedded default, reading the outbox table) and, later, a
-// NATS JetStream bus (relaying the outbox with Nats-Msg-Id = event id).
+// Implementations: InProcessBus (the embedded default, reading the outbox table) and NatsBus
+// (NATS JetStream: relays the outbox with Nats-Msg-Id = event id, one durable consumer per target).
 #pragma once
 
 #include <functional>
@@ -46,12 +46,6 @@ struct Rule {
   std::vector<std::string> targets;
 };
 
-// The columns an outbox row is read with, in the order OutboxEvent expects them.
-inline constexpr char kOutboxColumns[] = "seq, id, type, source, subject, time, data";
-// The event stored in an outbox row read with kOutboxColumns. data is a discarded JSON value
-// (is_discarded()) when the stored text is not JSON.
-CloudEvent OutboxEvent(const SqlRow& r);
-
 // Writes events in the caller's transaction and wakes the bus after the commit.
 class Outbox {
  public:
@@ -77,6 +71,9 @@ class EventBus {
   virtual void Notify() = 0;
   // Stops delivering; returns after the delivery in flight finished. Idempotent.
   virtual void Stop() = 0;
+  // How many events in the outbox target has yet to handle, read in tx (the
+  // lastcall_outbox_backlog gauge). Thread-safe.
+  virtual Result<int64_t> Backlog(SqlTx& tx, const std::string& target) = 0;
 };
 
 }  // namespace lastcall

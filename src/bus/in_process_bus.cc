@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <future>
 
+#include "bus/delivery.h"
 #include "common/log.h"
 
 namespace lastcall {
@@ -15,18 +16,6 @@ bool EventPattern::Matches(const CloudEvent& e) const {
     if (e.source.compare(0, p.size(), p) == 0) return true;
   }
   return false;
-}
-
-CloudEvent OutboxEvent(const SqlRow& r) {
-  CloudEvent e;
-  e.seq = r.Int(0);
-  e.id = r.Text(1);
-  e.type = r.Text(2);
-  e.source = r.Text(3);
-  e.subject = r.Text(4);
-  e.time = r.Text(5);
-  e.data = nlohmann::json::parse(r.Text(6), nullptr, false);
-  return e;
 }
 
 Status Outbox::Append(SqlTx& tx, const CloudEvent& e, WallMillis now) {
@@ -103,6 +92,16 @@ void InProcessBus::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+Result<int64_t> InProcessBus::Backlog(SqlTx& tx, const std::string& target) {
+  // A target with no cursor yet has handled nothing: all of the outbox is its backlog.
+  auto r = tx.QueryOne(
+      "SELECT COUNT(*) FROM outbox WHERE seq > COALESCE((SELECT last_seq FROM "
+      "delivery_cursors WHERE target = ?), 0)",
+      {target});
+  if (!r.ok()) return r.status();
+  return (*r)->Int(0);
+}
+
 uint64_t InProcessBus::failures() const {
   std::lock_guard<std::mutex> l(mu_);
   return failures_;
@@ -113,38 +112,25 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
   if (!cursor_row.ok()) return cursor_row.status();
   int64_t cursor = *cursor_row ? (*cursor_row)->Int(0) : 0;
   auto rows = tx.QueryAll(
-      std::string("SELECT ") + kOutboxColumns + " FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+      std::string("SELECT ") + kOutboxEventColumns + " FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
       {cursor, static_cast<int64_t>(options_.batch)});
   if (!rows.ok()) return rows.status();
   int64_t last = cursor;
   for (const SqlRow& r : *rows) {
-    CloudEvent e = OutboxEvent(r);
+    CloudEvent e = EventFromOutboxRow(r);
     bool wanted = std::any_of(t.patterns.begin(), t.patterns.end(),
                               [&](const EventPattern& pat) { return pat.Matches(e); });
     if (!wanted) {
       last = e.seq;
       continue;
     }
-    auto seen = tx.QueryOne("SELECT 1 FROM processed WHERE target = ? AND event_id = ?",
-                            {t.name, e.id});
-    if (!seen.ok()) return seen.status();
-    if (*seen) {
-      log::Info("duplicate delivery ignored", {{"target", t.name}, {"eventId", e.id}});
+    auto delivered = DeliverInTx(tx, t.name, *t.handler, e, clock_.Now());
+    if (!delivered.ok()) return delivered.status();
+    if (delivered->duplicate) {
       last = e.seq;
       continue;
     }
-    if (e.data.is_discarded()) {
-      p->failure = Status::Internal("stored event data is not JSON");
-    } else {
-      auto sp = tx.Exec("SAVEPOINT delivery");
-      if (!sp.ok()) return sp.status();
-      p->failure = t.handler->Handle(e, tx);
-      if (!p->failure.ok()) {
-        (void)tx.Exec("ROLLBACK TO delivery");
-      }
-      auto rel = tx.Exec("RELEASE delivery");
-      if (!rel.ok()) return rel.status();
-    }
+    p->failure = delivered->failure;
     if (!p->failure.ok()) {
       p->failed_seq = e.seq;
       p->failed_event = e.id;
@@ -169,9 +155,6 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
                             {t.name, e.id});
       if (!forget.ok()) return forget.status();
     }
-    auto rec = tx.Exec("INSERT INTO processed (target, event_id, processed_at) VALUES (?, ?, ?)",
-                       {t.name, e.id, clock_.Now()});
-    if (!rec.ok()) return rec.status();
     last = e.seq;
     ++p->consumed;
     p->types.push_back(e.type);
@@ -198,21 +181,16 @@ void InProcessBus::OnFailure(Target& t, const Progress& p) {
                                 {"attempt", p.attempts},
                                 {"error", p.failure.ToString()}});
   if (p.attempts < options_.max_attempts) {
-    int shift = static_cast<int>(std::min<int64_t>(p.attempts - 1, 20));
-    int64_t cap = std::min(options_.backoff_cap_ms, options_.backoff_base_ms << std::max(shift, 0));
-    std::uniform_int_distribution<int64_t> jitter(0, std::max<int64_t>(cap, 1));
-    t.retry_at = clock_.Now() + jitter(rng_);
+    t.retry_at = clock_.Now() + RetryDelayMs(static_cast<int>(p.attempts), options_.backoff_base_ms,
+                                             options_.backoff_cap_ms, rng_);
     return;
   }
   // Out of attempts: record the dead letter and move this target past the event, atomically.
   std::string target = t.name;
   Status st = db_.WriteSync([&](SqlTx& tx) -> Status {
-    auto ins = tx.Exec(
-        "INSERT INTO dead_letters (id, target, event_id, event_seq, attempts, error, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        {ids_.NewUuid(), target, p.failed_event, p.failed_seq, p.attempts, p.failure.ToString(),
-         clock_.Now()});
-    if (!ins.ok()) return ins.status();
+    LASTCALL_RETURN_IF_ERROR(RecordDeadLetter(tx, ids_, target, p.failed_event, p.failed_seq,
+                                              static_cast<int>(p.attempts), p.failure.ToString(),
+                                              clock_.Now()));
     auto forget = tx.Exec("DELETE FROM delivery_attempts WHERE target = ? AND event_id = ?",
                           {target, p.failed_event});
     if (!forget.ok()) return forget.status();

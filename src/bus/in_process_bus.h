@@ -43,6 +43,8 @@ class InProcessBus : public EventBus {
   Status Start() override;
   void Notify() override;
   void Stop() override;
+  // Every outbox event after the target's cursor (matching or not: the cursor moves past both).
+  Result<int64_t> Backlog(SqlTx& tx, const std::string& target) override;
 
   // Delivery failures so far. Thread-safe.
   uint64_t failures() const;

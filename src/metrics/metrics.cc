@@ -38,6 +38,11 @@ void Metrics::Declare(const std::vector<std::string>& consumers,
   targets_ = targets;
 }
 
+void Metrics::SetBacklogSource(BacklogSource source) {
+  std::lock_guard<std::mutex> l(targets_mu_);
+  backlog_source_ = std::move(source);
+}
+
 std::string Metrics::Render(Database& db, WallMillis now) {
   std::string out;
   out.reserve(16 * 1024);
@@ -82,18 +87,17 @@ std::string Metrics::Render(Database& db, WallMillis now) {
     if (!holds.ok()) return holds.status();
     active_holds = static_cast<double>((*holds)->Int(0));
     std::vector<std::string> targets;
+    BacklogSource source;
     {
       std::lock_guard<std::mutex> l(targets_mu_);
       targets = targets_;
+      source = backlog_source_;
     }
+    if (!source) return Status::Ok();
     for (const auto& t : targets) {
-      // A target with no cursor yet has handled nothing: all of the outbox is its backlog.
-      auto r = tx.QueryOne(
-          "SELECT COUNT(*) FROM outbox WHERE seq > COALESCE((SELECT last_seq FROM "
-          "delivery_cursors WHERE target = ?), 0)",
-          {t});
-      if (!r.ok()) return r.status();
-      backlog.push_back({{t}, static_cast<double>((*r)->Int(0))});
+      auto n = source(tx, t);
+      if (!n.ok()) return n.status();
+      backlog.push_back({{t}, static_cast<double>(*n)});
     }
     return Status::Ok();
   });

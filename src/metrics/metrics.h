@@ -4,6 +4,7 @@
 // committed. Gauges describing stored state are computed at scrape time (Render).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "common/clock.h"
@@ -14,6 +15,7 @@ namespace lastcall {
 
 class Metrics {
  public:
+  using BacklogSource = std::function<Result<int64_t>(SqlTx& tx, const std::string& target)>;
   Metrics();
 
   CounterFamily coordinations_started{"lastcall_coordinations_started_total",
@@ -66,12 +68,18 @@ class Metrics {
  private:
   std::mutex targets_mu_;
   std::vector<std::string> targets_;  // guarded by targets_mu_
+  BacklogSource backlog_source_;      // guarded by targets_mu_
  public:
 
   // Creates at 0 the series of every expected consumer and bus target, so the first timeout,
   // failure or dead letter shows as an increase (Prometheus cannot see a series' first sample
   // as one). Also fixes the targets whose outbox backlog is reported. Call once, at start.
   void Declare(const std::vector<std::string>& consumers, const std::vector<std::string>& targets);
+
+  // Counts the events a target has not handled yet, in a read snapshot (the bus in use knows
+  // what that means for it: EventBus::Backlog). Without one, lastcall_outbox_backlog has no
+  // series. Call once, at start, before the first Render.
+  void SetBacklogSource(BacklogSource source);
 
   // The text exposition of every family; the stored-state gauges are read from db (a read
   // snapshot) at this moment. A store failure leaves those gauges out and is logged.

@@ -232,6 +232,23 @@ const std::vector<Migration>& Migrations() {
                 updated_at INTEGER NOT NULL,
                 PRIMARY KEY (target, event_id)))",
        }},
+      {10,
+       "outbox relay state for a broker (NATS JetStream)",
+       {
+           // relayed_at: when a relay last published the row to the broker (NULL: not yet);
+           // settled_at: when every target the rules select had recorded it (processed or dead
+           // letter), after which it is never published again. Both stay NULL with the in-process
+           // bus, which reads the outbox directly.
+           "ALTER TABLE outbox ADD COLUMN relayed_at INTEGER",
+           "ALTER TABLE outbox ADD COLUMN settled_at INTEGER",
+           "CREATE INDEX outbox_relay ON outbox(settled_at, relayed_at)",
+           "CREATE INDEX dead_letters_by_event ON dead_letters(target, event_id)",
+           // Roles that one node at a time holds (the outbox relay): taken when expired.
+           R"(CREATE TABLE bus_leases (
+                name TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                expires_at INTEGER NOT NULL))",
+       }},
   };
   return kMigrations;
 }

@@ -52,16 +52,6 @@ JWT_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 DEFAULT_CONSUMERS = ["analytics_consumer", "categorization_consumer"]
 
 
-def test_services():
-    """The scale-out services named in $LASTCALL_TEST_SERVICES (e.g. {"postgres"})."""
-    names = {n.strip() for n in os.environ.get("LASTCALL_TEST_SERVICES", "").split(",") if n.strip()}
-    unknown = names - {"postgres", "nats", "s3"}
-    if unknown:
-        raise AssertionError("LASTCALL_TEST_SERVICES names unknown services: %s"
-                             % ", ".join(sorted(unknown)))
-    return names
-
-
 _postgres = None
 
 
@@ -366,6 +356,188 @@ class Client(object):
 
 
 # ---------------------------------------------------------------------------------------------
+# Scale-out services (LASTCALL_TEST_SERVICES)
+#
+# LASTCALL_TEST_SERVICES is a comma list of postgres, nats and s3. For each, the first server
+# started in this test process starts a throwaway instance of that service (loopback, free port,
+# temporary folder; stopped when the process exits), and every server started gets the variables
+# that point it there. Each Server gets its own namespace inside a shared service (its own NATS
+# stream and subjects, its own S3 prefix), so the tests stay independent of one another; a test
+# that wants nodes to share one passes the same values in extra_env.
+
+S3_ACCESS_KEY = "S3RVER"  # s3rver's built-in credentials
+S3_SECRET_KEY = "S3RVER"
+S3_BUCKET = "lastcall-test"
+
+
+def _die_with_parent():
+    """In the child before exec: SIGKILL when the test process dies, even without cleanup
+    (a CTest timeout), so no throwaway server outlives its tests."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _wait_port(port, proc, what, log_path, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    with open(log_path, "rb") as f:
+        tail = f.read().decode(errors="replace")[-3000:]
+    proc.kill()
+    raise AssertionError("%s did not start on port %d:\n%s" % (what, port, tail))
+
+
+class NatsService(object):
+    """`nats-server -js` on a free loopback port with its store in a temporary folder."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="lastcall-nats-")
+        self.port = free_port()
+        self.log_path = os.path.join(self.dir, "server.log")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        exe = shutil.which("nats-server")
+        if not exe:
+            raise AssertionError("nats-server is not installed (make test-deps installs it)")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [exe, "-js", "-a", "127.0.0.1", "-p", str(self.port),
+                 "-sd", os.path.join(self.dir, "store")],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent)
+        _wait_port(self.port, self.proc, "nats-server", self.log_path)
+
+    def kill(self, wipe=False):
+        """SIGKILL; with wipe the JetStream store goes too (a server that lost its disk)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        if wipe:
+            shutil.rmtree(os.path.join(self.dir, "store"), ignore_errors=True)
+
+    def close(self):
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def env(self, namespace):
+        return {"LASTCALL_NATS_URL": "nats://127.0.0.1:%d" % self.port,
+                "LASTCALL_NATS_STREAM": "LASTCALL_%s" % namespace,
+                "LASTCALL_NATS_SUBJECT_PREFIX": "lastcall.%s.events" % namespace,
+                # Short enough that a test which kills a server sees redelivery and republishing
+                # within its waits.
+                "LASTCALL_NATS_ACK_WAIT_MS": "2000",
+                "LASTCALL_NATS_REPUBLISH_AFTER_MS": "3000"}
+
+
+class S3Service(object):
+    """s3rver (npm, pinned in tests/integration/s3server) on a free loopback port; one bucket."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="lastcall-s3-")
+        self.port = free_port()
+        self.log_path = os.path.join(self.dir, "server.log")
+        exe = os.path.join(HERE, "s3server", "node_modules", ".bin", "s3rver")
+        if not os.path.exists(exe):
+            raise AssertionError("%s is missing (make node-tools installs it)" % exe)
+        env = dict(os.environ)
+        # s3rver makes continuation tokens with DES, which Node 17+ (OpenSSL 3) only has in its
+        # legacy provider.
+        env["NODE_OPTIONS"] = "--openssl-legacy-provider"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [exe, "-d", os.path.join(self.dir, "data"), "-a", "127.0.0.1", "-p", str(self.port),
+                 "--silent", "--no-vhost-buckets", "--configure-bucket", S3_BUCKET],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                preexec_fn=_die_with_parent)
+        _wait_port(self.port, self.proc, "s3rver", self.log_path)
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def env(self, namespace):
+        return {"LASTCALL_BLOB_URL": "s3://%s?endpoint=http://127.0.0.1:%d&region=us-east-1&prefix=%s/blobs/"
+                                     % (S3_BUCKET, self.port, namespace),
+                "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
+
+    def objects_holding(self, namespace, content):
+        """Stored objects under the namespace's prefix whose bytes are exactly content."""
+        found = []
+        root = os.path.join(self.dir, "data", S3_BUCKET, namespace)
+        for dirpath, _, names in os.walk(root):
+            for n in names:
+                if not n.endswith("._S3rver_object"):
+                    continue
+                p = os.path.join(dirpath, n)
+                try:
+                    if os.path.getsize(p) == len(content):
+                        with open(p, "rb") as f:
+                            if f.read() == content:
+                                found.append(p)
+                except OSError:
+                    pass
+        return found
+
+
+SERVICE_TYPES = {"nats": NatsService, "s3": S3Service}
+_services = {}
+
+
+def test_services():
+    """The names in LASTCALL_TEST_SERVICES (validated). `postgres` gives each Server a database of
+    its own (service_env); the others are shared and namespaced per Server (services_env)."""
+    names = [n.strip() for n in os.environ.get("LASTCALL_TEST_SERVICES", "").split(",") if n.strip()]
+    known = set(SERVICE_TYPES) | {"postgres"}
+    for n in names:
+        if n not in known:
+            raise AssertionError("LASTCALL_TEST_SERVICES: unknown service %r (known: %s)"
+                                 % (n, ", ".join(sorted(known))))
+    return names
+
+
+def service(name):
+    """The running instance of a service of LASTCALL_TEST_SERVICES, started on first use."""
+    if name not in _services:
+        _services[name] = SERVICE_TYPES[name]()
+    return _services[name]
+
+
+def services_env(namespace):
+    env = {}
+    for name in test_services():
+        if name in SERVICE_TYPES:
+            env.update(service(name).env(namespace))
+    return env
+
+
+def _close_services():
+    for svc in _services.values():
+        try:
+            svc.close()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+import atexit  # noqa: E402
+atexit.register(_close_services)
+
+
+# ---------------------------------------------------------------------------------------------
 # The server process
 
 
@@ -385,6 +557,8 @@ class Server(object):
         # The scale-out services' settings (e.g. LASTCALL_DATABASE_URL): the database belongs to
         # this Server like its data folder, so a restart finds its data again.
         self.service_env = service_env()
+        # This server's own stream, subjects and blob prefix in shared scale-out services.
+        self.namespace = "n" + secrets.token_hex(5)
         self.proc = None
         self.generation = 0
         self.log_path = None
@@ -413,6 +587,7 @@ class Server(object):
         env.pop("LASTCALL_JWT_SECRET", None)
         if self.secret_in_env:
             env["LASTCALL_JWT_SECRET"] = self.secret
+        env.update(services_env(self.namespace))
         env.update(self.extra_env if extra_env is None else extra_env)
         return env
 
@@ -574,7 +749,10 @@ class Server(object):
     # -- blobs
 
     def blobs_holding(self, content):
-        """Paths of files under $LASTCALL_DATA_DIR/blobs whose bytes are exactly content."""
+        """Paths of the stored blobs whose bytes are exactly content: files under
+        $LASTCALL_DATA_DIR/blobs, or the S3 server's objects under this server's prefix."""
+        if "s3" in test_services():
+            return service("s3").objects_holding(self.namespace, content)
         found = []
         for root, _, names in os.walk(self.blob_dir):
             for n in names:

@@ -113,5 +113,44 @@ TEST(ConfigTest, EventPublishingSpellings) {
   EXPECT_TRUE(Load({{"ENABLE_EVENT_PUBLISHING", "1"}})->event_publishing);
 }
 
+TEST(ConfigTest, ScaleOutBackendsAreOptInAndValidated) {
+  auto d = Load({});
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->nats_url);
+  EXPECT_FALSE(d->blob_url);
+  auto c = Load({{"LASTCALL_NATS_URL", "nats://lc:pw@n1:4222,nats://n2:4222"},
+                 {"LASTCALL_NATS_REPLICAS", "3"},
+                 {"LASTCALL_NATS_STREAM", "LC_STAGING"},
+                 {"LASTCALL_NATS_SUBJECT_PREFIX", "staging.events"},
+                 {"LASTCALL_BLOB_URL", "s3://b?endpoint=http://minio:9000"},
+                 {"AWS_ACCESS_KEY_ID", "AK"},
+                 {"AWS_SECRET_ACCESS_KEY", "SK"}});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(*c->nats_url, "nats://lc:pw@n1:4222,nats://n2:4222");
+  EXPECT_EQ(c->nats_replicas, 3);
+  EXPECT_EQ(c->nats_stream, "LC_STAGING");
+  EXPECT_EQ(c->nats_subject_prefix, "staging.events");
+  EXPECT_EQ(c->aws_secret_access_key, "SK");
+  const std::vector<std::pair<std::map<std::string, std::string>, std::string>> bad = {
+      {{{"LASTCALL_NATS_URL", "http://n1:4222"}}, "LASTCALL_NATS_URL"},
+      {{{"LASTCALL_NATS_URL", "nats://n1:4222,"}}, "LASTCALL_NATS_URL"},
+      {{{"LASTCALL_NATS_REPLICAS", "0"}}, "LASTCALL_NATS_REPLICAS"},
+      {{{"LASTCALL_NATS_STREAM", "a.b"}}, "LASTCALL_NATS_STREAM"},
+      {{{"LASTCALL_NATS_SUBJECT_PREFIX", "a.>"}}, "LASTCALL_NATS_SUBJECT_PREFIX"},
+      {{{"LASTCALL_NATS_SUBJECT_PREFIX", "a..b"}}, "LASTCALL_NATS_SUBJECT_PREFIX"},
+      {{{"LASTCALL_NATS_ACK_WAIT_MS", "5"}}, "LASTCALL_NATS_ACK_WAIT_MS"},
+      {{{"LASTCALL_NATS_REPUBLISH_AFTER_MS", "x"}}, "LASTCALL_NATS_REPUBLISH_AFTER_MS"},
+      {{{"LASTCALL_BLOB_URL", "s3://b?endpoint=http://h:1"}}, "AWS_ACCESS_KEY_ID"},
+      {{{"LASTCALL_BLOB_URL", "s3://b"}, {"AWS_ACCESS_KEY_ID", "a"}, {"AWS_SECRET_ACCESS_KEY", "s"}},
+       "LASTCALL_BLOB_URL"},
+  };
+  for (const auto& [env, var] : bad) {
+    auto r = Load(env);
+    ASSERT_FALSE(r.ok()) << var;
+    EXPECT_EQ(r.status().error(), "invalid_config");
+    EXPECT_NE(r.status().message().find(var), std::string::npos) << r.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace lastcall

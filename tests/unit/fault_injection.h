@@ -16,6 +16,7 @@
 #include <set>
 #include <thread>
 
+#include "bus/delivery.h"
 #include "bus/event_bus.h"
 #include "store/sql.h"
 
@@ -110,9 +111,9 @@ class ChaosBus : public EventBus {
 
   void ReadNew() {
     (void)db_.Read([&](SqlTx& tx) {
-      return tx.Query(std::string("SELECT ") + kOutboxColumns + " FROM outbox WHERE seq > ? ORDER BY seq",
+      return tx.Query(std::string("SELECT ") + kOutboxEventColumns + " FROM outbox WHERE seq > ? ORDER BY seq",
                       {last_seq_}, [&](const SqlRow& r) {
-                        CloudEvent e = OutboxEvent(r);
+                        CloudEvent e = EventFromOutboxRow(r);
                         last_seq_ = e.seq;
                         std::set<std::string> targets;
                         for (const Rule& rule : rules_) {

@@ -1,0 +1,65 @@
+#include "bus/delivery.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+
+namespace lastcall {
+
+CloudEvent EventFromOutboxRow(const SqlRow& r) {
+  CloudEvent e;
+  e.seq = r.Int(0);
+  e.id = r.Text(1);
+  e.type = r.Text(2);
+  e.source = r.Text(3);
+  e.subject = r.Text(4);
+  e.time = r.Text(5);
+  e.data = nlohmann::json::parse(r.Text(6), nullptr, false);
+  return e;
+}
+
+Result<DeliveryOutcome> DeliverInTx(SqlTx& tx, const std::string& target, EventHandler& handler,
+                                    const CloudEvent& e, WallMillis now) {
+  DeliveryOutcome out;
+  auto seen =
+      tx.QueryOne("SELECT 1 FROM processed WHERE target = ? AND event_id = ?", {target, e.id});
+  if (!seen.ok()) return seen.status();
+  if (*seen) {
+    log::Info("duplicate delivery ignored", {{"target", target}, {"eventId", e.id}});
+    out.duplicate = true;
+    return out;
+  }
+  if (e.data.is_discarded()) {
+    out.failure = Status::Internal("stored event data is not JSON");
+    return out;
+  }
+  auto sp = tx.Exec("SAVEPOINT delivery");
+  if (!sp.ok()) return sp.status();
+  out.failure = handler.Handle(e, tx);
+  if (!out.failure.ok()) (void)tx.Exec("ROLLBACK TO delivery");
+  auto rel = tx.Exec("RELEASE delivery");
+  if (!rel.ok()) return rel.status();
+  if (!out.failure.ok()) return out;
+  auto rec = tx.Exec("INSERT INTO processed (target, event_id, processed_at) VALUES (?, ?, ?)",
+                     {target, e.id, now});
+  if (!rec.ok()) return rec.status();
+  return out;
+}
+
+Status RecordDeadLetter(SqlTx& tx, IdGenerator& ids, const std::string& target,
+                        const std::string& event_id, int64_t event_seq, int attempts,
+                        const std::string& error, WallMillis now) {
+  auto ins = tx.Exec(
+      "INSERT INTO dead_letters (id, target, event_id, event_seq, attempts, error, created_at) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?)",
+      {ids.NewUuid(), target, event_id, event_seq, static_cast<int64_t>(attempts), error, now});
+  return ins.ok() ? Status::Ok() : ins.status();
+}
+
+int64_t RetryDelayMs(int attempt, int64_t base_ms, int64_t cap_ms, std::mt19937_64& rng) {
+  int64_t cap = std::min(cap_ms, base_ms << std::clamp(attempt - 1, 0, 20));
+  std::uniform_int_distribution<int64_t> jitter(0, std::max<int64_t>(cap, 1));
+  return jitter(rng);
+}
+
+}  // namespace lastcall

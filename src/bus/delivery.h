@@ -1,0 +1,44 @@
+// What every bus does with one event for one target, whatever carried the event there: the
+// handler's effects and the record processed(target, event id) commit together in the caller's
+// write unit (a redelivery is recognised and skipped), a failed handler leaves no effect, and an
+// event that ran out of attempts is recorded in dead_letters. Shared by InProcessBus and NatsBus
+// so the two cannot drift apart.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <string>
+
+#include "bus/event_bus.h"
+#include "common/clock.h"
+#include "common/ids.h"
+#include "store/sql.h"
+
+namespace lastcall {
+
+// The outbox columns a bus reads, in the order EventFromOutboxRow expects them.
+inline constexpr char kOutboxEventColumns[] = "seq, id, type, source, subject, time, data";
+// The event of an outbox row selected with kOutboxEventColumns. Data that is not JSON is left
+// discarded (DeliverInTx then fails the delivery instead of handing it to a handler).
+CloudEvent EventFromOutboxRow(const SqlRow& r);
+
+struct DeliveryOutcome {
+  bool duplicate = false;  // processed(target, event id) existed: the handler did not run
+  Status failure;          // the handler's error (its effects were rolled back); ok otherwise
+};
+
+// Runs handler for e inside tx (a savepoint around the handler) and, when it succeeds, records
+// processed(target, e.id) at now. The returned Status is the transaction's own failure (the unit
+// must fail); a handler's failure is DeliveryOutcome::failure and leaves tx usable.
+Result<DeliveryOutcome> DeliverInTx(SqlTx& tx, const std::string& target, EventHandler& handler,
+                                    const CloudEvent& e, WallMillis now);
+
+// Records that target gave up on event (event_seq its outbox position) after attempts tries.
+Status RecordDeadLetter(SqlTx& tx, IdGenerator& ids, const std::string& target,
+                        const std::string& event_id, int64_t event_seq, int attempts,
+                        const std::string& error, WallMillis now);
+
+// Exponential backoff with full jitter: a delay in [0, min(cap, base * 2^(attempt-1))] ms.
+int64_t RetryDelayMs(int attempt, int64_t base_ms, int64_t cap_ms, std::mt19937_64& rng);
+
+}  // namespace lastcall

@@ -1,0 +1,141 @@
+// The scale-out bus: NATS JetStream carries the events, the store keeps the truth.
+//
+// Relay. One thread per node; the node holding the relay lease (a row of bus_leases, renewed
+// every round, taken over by another node relay_lease_ms after its holder stops) relays, so the
+// stream receives the events in outbox order even with many nodes. It claims outbox rows not yet
+// relayed (relayed_at IS NULL; with FOR UPDATE SKIP LOCKED on PostgreSQL, so even two holders in
+// a lease hand-over claim disjoint rows), stamps relayed_at in that short transaction, and then
+// publishes each event to the stream on subject <subject_prefix><type> with Nats-Msg-Id = the
+// event id, so a publish repeated within the stream's duplicate window is stored once. A publish
+// that fails puts its row back (relayed_at = NULL).
+//
+// A JetStream ack is never taken as durable (a server acknowledges before its disk has the
+// message, and a lost store loses everything). The relay thread also re-checks rows relayed more
+// than republish_after_ms ago and not yet settled: a row whose every target (by the rules) has
+// recorded it, as processed or as a dead letter, becomes settled and is never looked at again;
+// any other row is published again. Losing the whole NATS store costs latency, never an event.
+//
+// Delivery. Each target is one durable pull consumer (named after the target, shared by every
+// node) with explicit acks, AckWait/BackOff (a node that died holding a message: redelivered),
+// MaxDeliver, and MaxAckPending 1: one event of a target is in flight at a time across all
+// nodes, so a target sees its events in stream order, as with the in-process bus. Its filter
+// subject is the narrowest one subject that covers its rules (nats-server 2.9 takes one); the
+// rules themselves are matched here and anything else is acked unhandled. The handler runs in a
+// write unit with processed(target, event id) (DeliverInTx); the message is acked after the
+// commit, nak'ed with a jittered delay when the handler failed, and dead-lettered (dead_letters,
+// then acked) when it failed on its last delivery. A copy of an event already dead-lettered for
+// the target is acked without running the handler, like one already processed.
+//
+// Start creates or updates the stream and the consumers (idempotent; every node does it) and
+// fails when NATS cannot be reached. Later, a consumer or stream that disappeared (a server that
+// lost its store) is created again by whichever thread notices.
+#pragma once
+
+#include <condition_variable>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bus/event_bus.h"
+#include "common/clock.h"
+#include "common/ids.h"
+
+struct __natsConnection;
+struct __jsCtx;
+
+namespace lastcall {
+
+struct NatsBusOptions {
+  std::string url;  // nats://host:port, a comma list for a cluster; may carry user:password@
+  std::string stream = "LASTCALL_EVENTS";
+  std::string subject_prefix = "lastcall.events.";
+  int replicas = 1;                             // stream replicas (3 on a three-server cluster)
+  int64_t ack_wait_ms = 30000;                  // a handler holding a message longer: redelivered
+  int max_deliver = 8;                          // deliveries per message; then dead-lettered
+  int64_t retry_base_ms = 100;                  // nak delay after a failed handler: jittered,
+  int64_t retry_cap_ms = 30000;                 //   doubling from base up to cap
+  int64_t republish_after_ms = 120000;          // unsettled this long after a publish: again
+  int64_t duplicate_window_ms = 120000;         // the stream's Nats-Msg-Id window
+  int64_t max_age_ms = 7LL * 24 * 3600 * 1000;  // the stream keeps messages this long
+  int relay_batch = 256;                        // rows per relay claim
+  int64_t relay_lease_ms = 10000;               // a relay that stops renewing is replaced after
+  std::string node_id;                          // lease holder id, stable across restarts of a
+                                                //   node (empty: random, for tests)
+  int64_t fetch_wait_ms = 500;                  // one pull's wait (bounds Stop's latency)
+};
+
+class NatsBus : public EventBus {
+ public:
+  NatsBus(Database& db, Clock& clock, IdGenerator& ids, Metrics& metrics, NatsBusOptions options);
+  ~NatsBus() override;
+
+  void AddTarget(const std::string& target, EventHandler* handler) override;
+  void AddRule(const Rule& rule) override;
+  // Connects, creates or updates the stream and one consumer per target, starts the relay and
+  // one delivery thread per target. Errors: kUnavailable when NATS cannot be reached or refuses
+  // the stream or a consumer; kInternal for a target without a handler.
+  Status Start() override;
+  void Notify() override;
+  void Stop() override;
+  // The outbox events not settled whose rules select target and that target has not recorded
+  // (processed or dead-lettered).
+  Result<int64_t> Backlog(SqlTx& tx, const std::string& target) override;
+
+  // One relay round and one re-check round, as the relay thread runs them (for tests and
+  // tools). *published / *republished count the events handed to NATS. Thread-safe.
+  Status RelayOnce(int* published);
+  Status RecheckOnce(int* republished, int* settled);
+
+  // The subject of an event type, and the one filter subject that covers every pattern.
+  static std::string SubjectFor(const std::string& prefix, const std::string& type);
+  static std::string FilterFor(const std::string& prefix, const std::vector<EventPattern>& patterns);
+
+  // Delivery failures so far (handler errors and failed units). Thread-safe.
+  uint64_t failures() const;
+
+ private:
+  struct Target {
+    std::string name;
+    EventHandler* handler = nullptr;
+    std::vector<EventPattern> patterns;
+    std::string filter;
+    std::thread thread;
+  };
+  bool Wants(const Target& t, const CloudEvent& e) const;
+  bool Routed(const CloudEvent& e) const;
+  Status EnsureTopology();
+  // Takes or renews the relay lease (bus_leases) for this node; false: another node holds it.
+  Result<bool> HoldRelayLease();
+  Status Publish(const CloudEvent& e);
+  // Publishes events in order; rows of those that did not reach NATS are put back.
+  Status PublishClaimed(const std::vector<CloudEvent>& events, int* published);
+  void RelayLoop();
+  void TargetLoop(Target* t);
+  void HandleMessage(Target& t, void* msg);
+  // Sleeps up to ms unless Stop is called; returns false when stopping.
+  bool Pause(int64_t ms);
+  bool stopping() const;
+
+  Database& db_;
+  Clock& clock_;
+  IdGenerator& ids_;
+  Metrics& metrics_;
+  NatsBusOptions options_;
+  std::string node_id_;          // this bus's holder id in bus_leases
+  std::vector<Target> targets_;  // fixed after Start
+  __natsConnection* conn_ = nullptr;
+  __jsCtx* js_ = nullptr;        // thread-safe (cnats): shared by the relay and the targets
+  std::mutex topology_mu_;       // one EnsureTopology at a time
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool dirty_ = false;     // guarded by mu_
+  bool stopping_ = false;  // guarded by mu_
+  uint64_t failures_ = 0;  // guarded by mu_
+  std::mt19937_64 rng_;    // guarded by mu_
+  std::thread relay_thread_;
+};
+
+}  // namespace lastcall

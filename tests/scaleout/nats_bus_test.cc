@@ -1,0 +1,334 @@
+// NatsBus against a real `nats-server -js` (started per test on a free port) and a real SQLite
+// outbox: delivery by rule and in order, one shared consumer per target across nodes, retries
+// after a failed handler, redelivery of what a dead node held, dead letters after MaxDeliver,
+// deduplication of a repeated relay, and the outbox publishing again what a NATS server lost.
+#include "bus/nats/nats_bus.h"
+
+#include <gtest/gtest.h>
+#include <nats/nats.h>
+
+#include <filesystem>
+#include <mutex>
+#include <set>
+
+#include "../unit/test_util.h"
+#include "services.h"
+#include "store/schema.h"
+#include "store/sqlite/sqlite_database.h"
+
+namespace lastcall {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::CountRows;
+
+bool Within(int64_t ms, const std::function<bool()>& pred) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
+
+// Records each event's "n" in the effects table (with the handler's effect, so a rolled-back
+// delivery leaves nothing); fails the next k calls, or always for one n.
+class Recorder : public EventHandler {
+ public:
+  explicit Recorder(std::string target) : target_(std::move(target)) {}
+  Status Handle(const CloudEvent& e, SqlTx& tx) override {
+    int n = e.data.value("n", -1);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      ++calls_;
+      if (fail_next_ > 0 || n == fail_always_) {
+        if (fail_next_ > 0) --fail_next_;
+        (void)tx.Exec("INSERT INTO effects (target, n) VALUES (?, ?)", {target_, int64_t{-1000} - n});
+        return Status::Unavailable("simulated failure");
+      }
+    }
+    auto r = tx.Exec("INSERT INTO effects (target, n) VALUES (?, ?)", {target_, int64_t{n}});
+    return r.ok() ? Status::Ok() : r.status();
+  }
+  int calls() {
+    std::lock_guard<std::mutex> l(mu_);
+    return calls_;
+  }
+  void FailNext(int k) {
+    std::lock_guard<std::mutex> l(mu_);
+    fail_next_ = k;
+  }
+  void FailAlways(int n) {
+    std::lock_guard<std::mutex> l(mu_);
+    fail_always_ = n;
+  }
+
+ private:
+  std::string target_;
+  std::mutex mu_;
+  int calls_ = 0;
+  int fail_next_ = 0;
+  int fail_always_ = -1;
+};
+
+class NatsBusTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(nats_.Start()) << "cannot start nats-server (is the Debian package installed?)";
+    dir_ = fs::temp_directory_path() / ("lastcall-natsbus-" + RandomHex(6));
+    fs::create_directories(dir_);
+    db_ = std::move(SqliteDatabase::Open({(dir_ / "db").string(), "NORMAL"})).value();
+    ASSERT_TRUE(Migrate(*db_).ok());
+    ASSERT_TRUE(db_->WriteSync([](SqlTx& tx) {
+                     auto r = tx.Exec("CREATE TABLE effects (seq INTEGER PRIMARY KEY, target TEXT, n INTEGER)");
+                     return r.ok() ? Status::Ok() : r.status();
+                   }).ok());
+    outbox_ = std::make_unique<Outbox>(metrics_, [this] {
+      std::lock_guard<std::mutex> l(buses_mu_);
+      for (auto& b : buses_) b->Notify();
+    });
+  }
+  void TearDown() override {
+    {
+      std::lock_guard<std::mutex> l(buses_mu_);
+      for (auto& b : buses_) b->Stop();
+    }
+    db_->Close();
+    fs::remove_all(dir_);
+  }
+  NatsBusOptions Options() {
+    NatsBusOptions o;
+    o.url = nats_.url();
+    o.ack_wait_ms = 1000;
+    o.retry_base_ms = 20;
+    o.retry_cap_ms = 200;
+    o.republish_after_ms = 600;
+    o.duplicate_window_ms = 600;
+    o.fetch_wait_ms = 200;
+    return o;
+  }
+  // A node: a bus with targets a (t.one, t.two) and b (t.two from /src) and the given handlers.
+  NatsBus* StartNode(Recorder* a, Recorder* b, NatsBusOptions o) {
+    auto bus = std::make_unique<NatsBus>(*db_, clock_, ids_, metrics_, o);
+    if (a) {
+      bus->AddTarget("a", a);
+      bus->AddRule({"all-to-a", {{"t.one", "t.two"}, {}}, {"a"}});
+    }
+    if (b) {
+      bus->AddTarget("b", b);
+      bus->AddRule({"two-to-b", {{"t.two"}, {"/src"}}, {"b"}});
+    }
+    Status st = bus->Start();
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    std::lock_guard<std::mutex> l(buses_mu_);
+    buses_.push_back(std::move(bus));
+    return buses_.back().get();
+  }
+  std::string Publish(const std::string& type, int n, const std::string& source = "/src") {
+    CloudEvent e{ids_.NewTimeOrderedUuid(), source, type, "s", "t", {{"n", n}}};
+    EXPECT_TRUE(db_->WriteSync([&](SqlTx& tx) { return outbox_->Append(tx, e, 0); }).ok());
+    return e.id;
+  }
+  std::vector<int64_t> Seen(const std::string& target) {
+    std::vector<int64_t> out;
+    EXPECT_TRUE(db_->Read([&](SqlTx& tx) {
+                     auto rows = tx.QueryAll("SELECT n FROM effects WHERE target = ? ORDER BY seq", {target});
+                     if (!rows.ok()) return rows.status();
+                     for (const auto& r : *rows) out.push_back(r.Int(0));
+                     return Status::Ok();
+                   }).ok());
+    return out;
+  }
+  int64_t Count(const std::string& sql, const SqlParams& params = {}) {
+    return CountRows(*db_, sql, params);
+  }
+  // Messages the stream holds, asked of NATS directly.
+  int64_t StreamMessages() {
+    natsConnection* nc = nullptr;
+    jsCtx* js = nullptr;
+    jsStreamInfo* si = nullptr;
+    int64_t n = -1;
+    if (natsConnection_ConnectTo(&nc, nats_.url().c_str()) == NATS_OK &&
+        natsConnection_JetStream(&js, nc, nullptr) == NATS_OK &&
+        js_GetStreamInfo(&si, js, "LASTCALL_EVENTS", nullptr, nullptr) == NATS_OK) {
+      n = static_cast<int64_t>(si->State.Msgs);
+    }
+    if (si) jsStreamInfo_Destroy(si);
+    if (js) jsCtx_Destroy(js);
+    if (nc) natsConnection_Destroy(nc);
+    return n;
+  }
+
+  testing::NatsServer nats_;
+  fs::path dir_;
+  SystemClock clock_;
+  RandomIdGenerator ids_;
+  Metrics metrics_;
+  std::unique_ptr<SqliteDatabase> db_;
+  std::unique_ptr<Outbox> outbox_;
+  std::mutex buses_mu_;
+  std::vector<std::unique_ptr<NatsBus>> buses_;
+  Recorder a_{"a"}, b_{"b"};
+};
+
+TEST(NatsSubjectsTest, OneFilterCoversEveryRuleOfATarget) {
+  const std::string p = "lastcall.events.";
+  EXPECT_EQ(NatsBus::SubjectFor(p, "file.delete_requested"), "lastcall.events.file.delete_requested");
+  EXPECT_EQ(NatsBus::FilterFor(p, {{{"file.uploaded"}, {}}}), "lastcall.events.file.uploaded");
+  EXPECT_EQ(NatsBus::FilterFor(p, {{{"file.uploaded"}, {}}, {{"file.delete_requested"}, {}}}),
+            "lastcall.events.file.>");
+  EXPECT_EQ(NatsBus::FilterFor(p, {{{"file.delete_requested"}, {}}, {{"consumer.completion"}, {}}}),
+            "lastcall.events.>");
+  EXPECT_EQ(NatsBus::FilterFor(p, {{{}, {"/x"}}}), "lastcall.events.>");
+  // "file" alone and "file.x": ">" must still match the shorter one.
+  EXPECT_EQ(NatsBus::FilterFor(p, {{{"file", "file.x"}, {}}}), "lastcall.events.>");
+}
+
+TEST_F(NatsBusTest, DeliversByRuleInOrderPerTargetAndSettlesTheOutbox) {
+  NatsBus* bus = StartNode(&a_, &b_, Options());
+  for (int i = 0; i < 30; ++i) Publish(i % 2 ? "t.two" : "t.one", i);
+  Publish("t.two", 99, "/elsewhere");  // b's rule wants source /src only
+  Publish("t.other", 100);             // no rule: published, settled at once
+  std::vector<int64_t> want_a, want_b;
+  for (int i = 0; i < 30; ++i) {
+    want_a.push_back(i);
+    if (i % 2) want_b.push_back(i);
+  }
+  want_a.push_back(99);
+  ASSERT_TRUE(Within(10000, [&] { return Seen("a").size() == want_a.size() && Seen("b").size() == want_b.size(); }));
+  EXPECT_EQ(Seen("a"), want_a);
+  EXPECT_EQ(Seen("b"), want_b);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed WHERE target = 'a'"), 31);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox WHERE relayed_at IS NULL"), 0);
+  EXPECT_EQ(StreamMessages(), 32);
+  // Once every target recorded them, the re-check settles the rows without publishing again.
+  ASSERT_TRUE(Within(5000, [&] { return Count("SELECT COUNT(*) FROM outbox WHERE settled_at IS NULL") == 0; }));
+  EXPECT_EQ(StreamMessages(), 32);
+  Status st = db_->Read([&](SqlTx& tx) {
+    auto n = bus->Backlog(tx, "a");
+    if (!n.ok()) return n.status();
+    EXPECT_EQ(*n, 0);
+    return Status::Ok();
+  });
+  EXPECT_TRUE(st.ok());
+}
+
+TEST_F(NatsBusTest, TwoNodesShareOneConsumerPerTargetAndKeepItsOrder) {
+  Recorder a2{"a"}, b2{"b"};
+  StartNode(&a_, &b_, Options());
+  StartNode(&a2, &b2, Options());
+  for (int i = 0; i < 40; ++i) Publish("t.two", i);
+  ASSERT_TRUE(Within(15000, [&] { return Seen("a").size() == 40 && Seen("b").size() == 40; }));
+  std::vector<int64_t> want;
+  for (int i = 0; i < 40; ++i) want.push_back(i);
+  EXPECT_EQ(Seen("a"), want);  // each once, in stream order, whichever node handled it
+  EXPECT_EQ(Seen("b"), want);
+  EXPECT_EQ(a_.calls() + a2.calls(), 40);
+  EXPECT_EQ(StreamMessages(), 40);  // two relays, each event stored once
+}
+
+TEST_F(NatsBusTest, RetriesAFailedHandlerAndKeepsOnlyTheSuccessfulEffect) {
+  StartNode(&a_, nullptr, Options());
+  a_.FailNext(2);
+  Publish("t.one", 1);
+  Publish("t.one", 2);
+  ASSERT_TRUE(Within(10000, [&] { return Seen("a").size() == 2; }));
+  EXPECT_EQ(Seen("a"), (std::vector<int64_t>{1, 2}));  // the failed attempts left no effect
+  EXPECT_EQ(a_.calls(), 4);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM dead_letters"), 0);
+}
+
+TEST_F(NatsBusTest, DeadLettersAfterTheLastDeliveryAndMovesOn) {
+  NatsBusOptions o = Options();
+  o.max_deliver = 3;
+  StartNode(&a_, nullptr, o);
+  a_.FailAlways(7);
+  std::string bad = Publish("t.one", 7);
+  Publish("t.one", 8);
+  ASSERT_TRUE(Within(10000, [&] { return Seen("a") == std::vector<int64_t>{8}; }));
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM dead_letters WHERE target = 'a' AND event_id = ? AND attempts = 3", {bad}), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed WHERE event_id = ?", {bad}), 0);
+  // A dead letter counts as recorded: the event settles and is not published again.
+  ASSERT_TRUE(Within(5000, [&] { return Count("SELECT COUNT(*) FROM outbox WHERE settled_at IS NULL") == 0; }));
+  // A copy the outbox published while the event was still being retried is not run again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  EXPECT_EQ(a_.calls(), 4);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM dead_letters"), 1);
+}
+
+TEST_F(NatsBusTest, ARelayRetryIsStoredOnce) {
+  NatsBus* bus = StartNode(&a_, nullptr, Options());
+  Publish("t.one", 1);
+  ASSERT_TRUE(Within(10000, [&] { return Seen("a").size() == 1; }));
+  // A relay that published and died before recording it: the row goes out again, same id.
+  ASSERT_TRUE(db_->WriteSync([](SqlTx& tx) {
+                   auto r = tx.Exec("UPDATE outbox SET relayed_at = NULL");
+                   return r.ok() ? Status::Ok() : r.status();
+                 }).ok());
+  int published = 0;
+  ASSERT_TRUE(bus->RelayOnce(&published).ok());
+  EXPECT_EQ(published, 1);
+  EXPECT_EQ(StreamMessages(), 1);  // Nats-Msg-Id deduplicated it
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(a_.calls(), 1);
+}
+
+TEST_F(NatsBusTest, RedeliversWhatANodeTookAndNeverAcked) {
+  // Node 1 makes the consumers and stops; a relay-only node puts the event on the stream.
+  StartNode(&a_, nullptr, Options())->Stop();
+  NatsBus* relay = StartNode(nullptr, nullptr, Options());
+  Publish("t.one", 5);
+  ASSERT_TRUE(Within(5000, [&] { return StreamMessages() == 1; }));
+  relay->Stop();
+  // A node takes the message from consumer "a" and dies without an ack.
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+  natsSubscription* sub = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, nats_.url().c_str()), NATS_OK);
+  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = "LASTCALL_EVENTS";
+  so.Consumer = "a";
+  ASSERT_EQ(js_PullSubscribe(&sub, js, "lastcall.events.t.>", "a", nullptr, &so, nullptr), NATS_OK);
+  natsMsgList list{};
+  ASSERT_EQ(natsSubscription_Fetch(&list, sub, 1, 2000, nullptr), NATS_OK);
+  ASSERT_EQ(list.Count, 1);
+  natsMsgList_Destroy(&list);
+  natsSubscription_Destroy(sub);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  auto taken = std::chrono::steady_clock::now();
+  // A live node gets it once AckWait (1 s) has passed.
+  StartNode(&a_, nullptr, Options());
+  ASSERT_TRUE(Within(10000, [&] { return Seen("a").size() == 1; }));
+  EXPECT_GE(std::chrono::steady_clock::now() - taken, std::chrono::milliseconds(900));
+  EXPECT_EQ(Seen("a"), std::vector<int64_t>{5});
+  EXPECT_EQ(a_.calls(), 1);
+}
+
+TEST_F(NatsBusTest, TheOutboxPublishesAgainWhatANatsServerLost) {
+  NatsBusOptions o = Options();
+  o.max_deliver = 1000;  // keep failing without dead-lettering while NATS goes away
+  StartNode(&a_, &b_, o);
+  a_.FailNext(1000000);
+  b_.FailNext(1000000);
+  for (int i = 0; i < 5; ++i) Publish("t.two", i);
+  ASSERT_TRUE(Within(5000, [&] {
+    return Count("SELECT COUNT(*) FROM outbox WHERE relayed_at IS NULL") == 0 && a_.calls() > 0;
+  }));
+  // The server dies and comes back with an empty store: stream, consumers and messages gone.
+  nats_.Kill(/*wipe=*/true);
+  ASSERT_TRUE(nats_.Start());
+  a_.FailNext(0);
+  b_.FailNext(0);
+  ASSERT_TRUE(Within(20000, [&] { return Seen("a").size() == 5 && Seen("b").size() == 5; }))
+      << "a saw " << Seen("a").size() << ", b saw " << Seen("b").size();
+  std::vector<int64_t> want{0, 1, 2, 3, 4};
+  EXPECT_EQ(Seen("a"), want);
+  EXPECT_EQ(Seen("b"), want);
+  ASSERT_TRUE(Within(5000, [&] { return Count("SELECT COUNT(*) FROM outbox WHERE settled_at IS NULL") == 0; }));
+}
+
+}  // namespace
+}  // namespace lastcall
