@@ -21,6 +21,8 @@
 #include "store/repos.h"
 #include "store/schema.h"
 #include "store/sqlite/sqlite_database.h"
+#include "webhooks/consumer_repo.h"
+#include "webhooks/delivery.h"
 
 namespace lastcall {
 
@@ -61,6 +63,8 @@ std::vector<Rule> Rules() {
        {{kFileDeleteRequested}, {kApiSource}},
        {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer}},
       {"consumer-completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}},
+      // Webhook consumers: the target records one delivery per expected webhook consumer.
+      {"webhook-consumers", {{kFileDeleteRequested}, {kApiSource}}, {kWebhookTarget}},
   };
 }
 
@@ -119,26 +123,53 @@ int RunServe(const Config& config) {
   cc.expected_consumers = config.expected_consumers;
   cc.timeout_ms = config.coordination_timeout_ms;
   cc.test_deletion_delay_ms = config.test_deletion_delay_ms;
+  cc.optional_grace_ms = config.optional_grace_ms;
+  cc.more_consumers = [](SqlTx& tx, WallMillis now) { return HealthyConsumerPolicies(tx, now); };
   CoordinationDriver driver(**db, **blobs, outbox, clock, ids, metrics, cc);
   AnalyticsConsumer analytics(outbox, clock, ids);
   CategorizationConsumer categorization(outbox, clock, ids);
+  BeastWebhookSender sender;
+  WebhookOptions wo;
+  wo.max_attempts = config.webhook_max_attempts;
+  wo.backoff_base_ms = config.webhook_backoff_base_ms;
+  wo.backoff_cap_ms = config.webhook_backoff_cap_ms;
+  wo.timeout_ms = config.webhook_timeout_ms;
+  wo.workers = config.webhook_workers;
+  DeliveryWorker webhooks(**db, sender, outbox, clock, ids, metrics, wo);
+  WebhookTarget webhook_target(clock, ids, [&webhooks] { webhooks.Wake(); });
   // Targets' units are queued in this order each round and share one commit: the coordinator
   // last, so it already sees the completions the consumers appended in the same transaction.
   bus.AddTarget(kAnalyticsConsumer, &analytics);
   bus.AddTarget(kCategorizationConsumer, &categorization);
+  bus.AddTarget(kWebhookTarget, &webhook_target);
   bus.AddTarget(kFileDeletionConsumer, &driver);
   for (const Rule& r : Rules()) bus.AddRule(r);
   metrics.Declare(config.expected_consumers,
-                  {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer});
+                  {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer, kWebhookTarget});
+  Status declared = (*db)->Read([&](SqlTx& tx) {
+    auto list = ListWebhookConsumers(tx);
+    if (!list.ok()) return list.status();
+    for (const auto& c : *list) metrics.DeclareWebhookConsumer(c.name);
+    return Status::Ok();
+  });
+  if (!declared.ok()) {
+    log::Error("cannot read the webhook consumers", {{"error", declared.message()}});
+    return 1;
+  }
   if (Status st = bus.Start(); !st.ok()) {
     log::Error("event bus failed to start", {{"error", st.message()}});
     return 1;
   }
   driver.Start();
+  webhooks.Start();
 
   ApiConfig api_config{*secret, config.max_upload_bytes, config.event_publishing,
-                       !config.metrics_address.has_value()};
-  Api api(**db, **blobs, outbox, driver, clock, ids, metrics, api_config);
+                       !config.metrics_address.has_value(), {}};
+  api_config.reserved_consumers = {kAnalyticsConsumer, kCategorizationConsumer,
+                                   kFileDeletionConsumer, kWebhookTarget};
+  for (const auto& name : config.expected_consumers) api_config.reserved_consumers.push_back(name);
+  ApiDeps api_deps{&bus, [&webhooks] { webhooks.Wake(); }};
+  Api api(**db, **blobs, outbox, driver, clock, ids, metrics, api_config, api_deps);
   std::atomic<int> in_flight{0};
   boost::asio::io_context io(config.http_threads);
   HttpServerOptions http_options;
@@ -167,6 +198,7 @@ int RunServe(const Config& config) {
   if (!started.ok()) {
     Status st = started;
     log::Error("cannot start the HTTP server", {{"error", st.message()}});
+    webhooks.Stop();
     driver.Stop();
     bus.Stop();
     (*db)->Close();
@@ -208,6 +240,7 @@ int RunServe(const Config& config) {
   io.run();
   for (auto& t : threads) t.join();
 
+  webhooks.Stop();
   driver.Stop();
   bus.Stop();
   (*db)->Close();

@@ -28,6 +28,12 @@ struct Config {
   int http_threads = 2;                       // LASTCALL_HTTP_THREADS
   std::string log_level = "info";             // LASTCALL_LOG_LEVEL: debug, info, warn, error
   int64_t test_deletion_delay_ms = 0;         // LASTCALL_TEST_DELETION_DELAY_MS (fault injection)
+  int64_t optional_grace_ms = 30 * 1000;      // OPTIONAL_GRACE_SECONDS
+  int webhook_max_attempts = 8;               // LASTCALL_WEBHOOK_MAX_ATTEMPTS
+  int64_t webhook_backoff_base_ms = 1000;     // LASTCALL_WEBHOOK_BACKOFF_BASE_MS
+  int64_t webhook_backoff_cap_ms = 60000;     // LASTCALL_WEBHOOK_BACKOFF_CAP_MS
+  int64_t webhook_timeout_ms = 10000;         // LASTCALL_WEBHOOK_TIMEOUT_MS
+  int webhook_workers = 4;                    // LASTCALL_WEBHOOK_WORKERS
 
   std::string db_path() const { return data_dir + "/lastcall.db"; }
   std::string blob_dir() const { return data_dir + "/blobs"; }

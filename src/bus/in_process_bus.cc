@@ -164,6 +164,19 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
   return Status::Ok();
 }
 
+Status InProcessBus::ReplayEvent(const std::string& target, const CloudEvent& e, SqlTx& tx) {
+  auto it = std::find_if(targets_.begin(), targets_.end(),
+                         [&](const Target& t) { return t.name == target; });
+  if (it == targets_.end() || !it->handler) return Status::NotFound("no such target: " + target);
+  auto seen = tx.QueryOne("SELECT 1 FROM processed WHERE target = ? AND event_id = ?", {target, e.id});
+  if (!seen.ok()) return seen.status();
+  if (*seen) return Status::Ok();
+  LASTCALL_RETURN_IF_ERROR(it->handler->Handle(e, tx));
+  auto rec = tx.Exec("INSERT INTO processed (target, event_id, processed_at) VALUES (?, ?, ?)",
+                     {target, e.id, clock_.Now()});
+  return rec.ok() ? Status::Ok() : rec.status();
+}
+
 void InProcessBus::OnFailure(Target& t, const Progress& p) {
   {
     std::lock_guard<std::mutex> l(mu_);

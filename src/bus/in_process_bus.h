@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "bus/event_bus.h"
+#include "bus/replayer.h"
 #include "common/clock.h"
 #include "common/ids.h"
 
@@ -31,7 +32,7 @@ struct InProcessBusOptions {
   int64_t idle_poll_ms = 1000;    // safety net when no Notify arrives
 };
 
-class InProcessBus : public EventBus {
+class InProcessBus : public EventBus, public EventReplayer {
  public:
   InProcessBus(Database& db, Clock& clock, IdGenerator& ids, Metrics& metrics,
                InProcessBusOptions options = {});
@@ -42,6 +43,10 @@ class InProcessBus : public EventBus {
   Status Start() override;
   void Notify() override;
   void Stop() override;
+
+  // A dead letter's replay (EventReplayer). Handlers are fixed after Start, so this may run on
+  // the writer thread while the dispatcher delivers.
+  Status ReplayEvent(const std::string& target, const CloudEvent& e, SqlTx& tx) override;
 
   // Delivery failures so far. Thread-safe.
   uint64_t failures() const;

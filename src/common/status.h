@@ -15,6 +15,7 @@ enum class Code {
   kOk,
   kInvalidArgument,   // 400: malformed id, JSON, form
   kUnauthenticated,   // 401
+  kForbidden,         // 403: authenticated, but this caller may not do this
   kNotFound,          // 404 (also: another user's object)
   kMethodNotAllowed,  // 405
   kConflict,          // 409
@@ -31,6 +32,9 @@ class [[nodiscard]] Status {
   static Status Ok() { return Status(); }
   static Status Invalid(std::string error, std::string message) {
     return Status(Code::kInvalidArgument, std::move(error), std::move(message));
+  }
+  static Status Forbidden(std::string message) {
+    return Status(Code::kForbidden, "forbidden", std::move(message));
   }
   static Status NotFound(std::string message) {
     return Status(Code::kNotFound, "not_found", std::move(message));

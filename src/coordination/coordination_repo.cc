@@ -19,6 +19,53 @@ std::vector<std::string> SplitJson(const std::string& s) {
 
 SqlValue OptInt(const std::optional<int64_t>& v) { return v ? SqlValue(*v) : SqlValue(SqlNull{}); }
 
+// {"graceMs": N, "consumers": [{"name", "priority", "timeoutMs"}]}; NULL when there are none
+// (every consumer critical until the deadline, as before policies existed).
+SqlValue PoliciesJson(const Coordination& c) {
+  if (c.policies.empty() && c.optional_grace_ms == 0) return SqlNull{};
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& p : c.policies) {
+    arr.push_back({{"name", p.name}, {"priority", ToString(p.priority)}, {"timeoutMs", p.timeout_ms}});
+  }
+  return nlohmann::json{{"graceMs", c.optional_grace_ms}, {"consumers", arr}}.dump();
+}
+
+void ParsePolicies(const std::string& s, Coordination* c) {
+  auto j = nlohmann::json::parse(s, nullptr, false);
+  if (!j.is_object()) return;
+  c->optional_grace_ms = j.value("graceMs", int64_t{0});
+  auto it = j.find("consumers");
+  if (it == j.end() || !it->is_array()) return;
+  for (const auto& x : *it) {
+    if (!x.is_object()) continue;
+    ConsumerPolicy p;
+    p.name = x.value("name", std::string());
+    p.priority = ParseConsumerPriority(x.value("priority", std::string()))
+                     .value_or(ConsumerPriority::kCritical);
+    p.timeout_ms = x.value("timeoutMs", int64_t{0});
+    c->policies.push_back(std::move(p));
+  }
+}
+
+// {"<consumer>": "<rule>"} in expected order (an array of pairs keeps the order).
+SqlValue ProceededJson(const Coordination& c) {
+  if (c.proceeded_by.empty()) return SqlNull{};
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& [name, rule] : c.proceeded_by) arr.push_back({name, ToString(rule)});
+  return arr.dump();
+}
+
+void ParseProceeded(const std::string& s, Coordination* c) {
+  auto j = nlohmann::json::parse(s, nullptr, false);
+  if (!j.is_array()) return;
+  for (const auto& x : j) {
+    if (!x.is_array() || x.size() != 2 || !x[0].is_string() || !x[1].is_string()) continue;
+    if (auto r = ParseProceedRule(x[1].get<std::string>())) {
+      c->proceeded_by.push_back({x[0].get<std::string>(), *r});
+    }
+  }
+}
+
 }  // namespace
 
 Result<std::vector<Completion>> LoadCompletions(SqlTx& tx, const std::string& coordination_id) {
@@ -44,8 +91,8 @@ Result<std::vector<Completion>> LoadCompletions(SqlTx& tx, const std::string& co
 Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::string& id) {
   auto row = tx.QueryOne(
       "SELECT id, user_id, file_id, account_id, transaction_count, expected_consumers, status, "
-      "outcome, missing_consumers, started_at, deadline_at, completed_at, transactions_deleted "
-      "FROM coordinations WHERE id = ?",
+      "outcome, missing_consumers, started_at, deadline_at, completed_at, transactions_deleted, "
+      "consumer_policies, proceeded_by, wake_at FROM coordinations WHERE id = ?",
       {id});
   if (!row.ok()) return row.status();
   if (!*row) return std::optional<Coordination>();
@@ -66,6 +113,9 @@ Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::strin
   c.deadline_at = r.Int(10);
   c.completed_at = r.OptInt(11);
   c.transactions_deleted = r.OptInt(12);
+  if (!r.IsNull(13)) ParsePolicies(r.Text(13), &c);
+  if (!r.IsNull(14)) ParseProceeded(r.Text(14), &c);
+  c.wake_at = r.IsNull(15) ? c.deadline_at : r.Int(15);
   auto comps = LoadCompletions(tx, id);
   if (!comps.ok()) return comps.status();
   c.completions = std::move(comps).value();
@@ -76,12 +126,13 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c) {
   auto r = tx.Exec(
       "INSERT INTO coordinations (id, user_id, file_id, account_id, transaction_count, "
       "expected_consumers, status, outcome, missing_consumers, started_at, deadline_at, "
-      "completed_at, transactions_deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      "completed_at, transactions_deleted, consumer_policies, proceeded_by, wake_at) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       {c.id, c.user_id, c.file_id, c.account_id, c.transaction_count, JoinJson(c.expected),
        std::string(ToString(c.status)),
        c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
        JoinJson(c.missing), c.started_at, c.deadline_at, OptInt(c.completed_at),
-       OptInt(c.transactions_deleted)});
+       OptInt(c.transactions_deleted), PoliciesJson(c), ProceededJson(c), c.wake_at});
   if (!r.ok()) return r.status();
   for (const auto& comp : c.completions) LASTCALL_RETURN_IF_ERROR(UpsertCompletion(tx, c.id, comp));
   return Status::Ok();
@@ -90,10 +141,11 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c) {
 Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c) {
   auto r = tx.Exec(
       "UPDATE coordinations SET status = ?, outcome = ?, missing_consumers = ?, completed_at = ?, "
-      "transactions_deleted = ? WHERE id = ?",
+      "transactions_deleted = ?, proceeded_by = ?, wake_at = ? WHERE id = ?",
       {std::string(ToString(c.status)),
        c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
-       JoinJson(c.missing), OptInt(c.completed_at), OptInt(c.transactions_deleted), c.id});
+       JoinJson(c.missing), OptInt(c.completed_at), OptInt(c.transactions_deleted),
+       ProceededJson(c), c.wake_at, c.id});
   if (!r.ok()) return r.status();
   if (*r != 1) return Status::Internal("coordination " + c.id + " vanished during an update");
   return Status::Ok();
@@ -113,7 +165,7 @@ Result<std::vector<std::string>> DueCoordinations(SqlTx& tx, CoordinationStatus 
                                                   int limit) {
   std::vector<std::string> ids;
   Status st = tx.Query(
-      "SELECT id FROM coordinations WHERE status = ? AND deadline_at <= ? ORDER BY deadline_at "
+      "SELECT id FROM coordinations WHERE status = ? AND wake_at <= ? ORDER BY wake_at "
       "LIMIT ?",
       {std::string(ToString(s)), s == CoordinationStatus::kWaiting ? due : INT64_MAX,
        static_cast<int64_t>(limit)},
@@ -195,7 +247,7 @@ Result<std::vector<Coordination>> ListCoordinations(SqlTx& tx, const Coordinatio
 }
 
 Result<std::optional<WallMillis>> NextDeadline(SqlTx& tx) {
-  auto r = tx.QueryOne("SELECT MIN(deadline_at) FROM coordinations WHERE status = 'waiting'");
+  auto r = tx.QueryOne("SELECT MIN(wake_at) FROM coordinations WHERE status = 'waiting'");
   if (!r.ok()) return r.status();
   if (!*r || (*r)->IsNull(0)) return std::optional<WallMillis>();
   return std::optional<WallMillis>((*r)->Int(0));
