@@ -1,7 +1,5 @@
 #include "http/api.h"
 
-#include <openssl/sha.h>
-
 #include <nlohmann/json.hpp>
 #include <regex>
 
@@ -111,18 +109,6 @@ HttpResponse JsonResponse(int status, const json& body) {
   return r;
 }
 
-std::string Sha256Hex(std::string_view bytes) {
-  unsigned char md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), md);
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : md) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 0xf]);
-  }
-  return out;
-}
-
 bool IsCurrencyCode(const std::string& s) {
   return s.size() == 3 && std::all_of(s.begin(), s.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
 }
@@ -158,6 +144,27 @@ Result<std::string> RequiredString(const json& j, const char* field, size_t max_
                                                   std::to_string(max_len) + " characters");
   }
   return v;
+}
+
+// A listing's `limit` (1-500) or `cursor` ("<millis>.<uuid>", as the listing gave it out) query
+// parameter into *limit / *after; the message of a 400 when the value is bad.
+std::optional<std::string> ParsePageParam(const std::string& k, const std::string& v, int* limit,
+                                          std::optional<std::pair<WallMillis, std::string>>* after) {
+  char* end = nullptr;
+  if (k == "limit") {
+    long n = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || n < 1 || n > 500) return "limit must be 1 to 500";
+    *limit = static_cast<int>(n);
+    return std::nullopt;
+  }
+  size_t dot = v.find('.');
+  std::string millis = dot == std::string::npos ? "" : v.substr(0, dot);
+  long long at = millis.empty() ? 0 : std::strtoll(millis.c_str(), &end, 10);
+  if (millis.empty() || *end != '\0' || !IsUuid(v.substr(dot + 1))) {
+    return "cursor is not one this server gave out";
+  }
+  *after = std::make_pair(static_cast<WallMillis>(at), v.substr(dot + 1));
+  return std::nullopt;
 }
 
 }  // namespace
@@ -837,21 +844,9 @@ class Api::Impl {
       } else if (k == "consumer") {
         if (v.empty() || v.size() > 64) return fail("consumer must be a consumer name");
         f.pending_consumer = v;
-      } else if (k == "limit") {
-        char* end = nullptr;
-        long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 1 || n > 500) return fail("limit must be 1 to 500");
-        f.limit = static_cast<int>(n);
-      } else if (k == "cursor") {
-        // Opaque to clients: "<startedAtMillis>.<coordinationId>".
-        size_t dot = v.find('.');
-        std::string millis = dot == std::string::npos ? "" : v.substr(0, dot);
-        char* end = nullptr;
-        long long at = millis.empty() ? 0 : std::strtoll(millis.c_str(), &end, 10);
-        if (millis.empty() || *end != '\0' || !IsUuid(v.substr(dot + 1))) {
-          return fail("cursor is not one this server gave out");
-        }
-        f.after = std::make_pair(static_cast<WallMillis>(at), v.substr(dot + 1));
+      } else if (k == "limit" || k == "cursor") {
+        // The cursor is opaque to clients: "<startedAtMillis>.<coordinationId>".
+        if (auto bad = ParsePageParam(k, v, &f.limit, &f.after)) return fail(*bad);
       } else {
         return fail("unknown query parameter \"" + k + "\"");
       }
@@ -1141,20 +1136,9 @@ class Api::Impl {
       } else if (k == "replayed") {
         if (v != "true" && v != "false") return fail("replayed must be true or false");
         f.include_replayed = v == "true";
-      } else if (k == "limit") {
-        char* end = nullptr;
-        long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 1 || n > 500) return fail("limit must be 1 to 500");
-        f.limit = static_cast<int>(n);
-      } else if (k == "cursor") {
-        size_t dot = v.find('.');
-        std::string millis = dot == std::string::npos ? "" : v.substr(0, dot);
-        char* end = nullptr;
-        long long at = millis.empty() ? 0 : std::strtoll(millis.c_str(), &end, 10);
-        if (millis.empty() || *end != '\0' || !IsUuid(v.substr(dot + 1))) {
-          return fail("cursor is not one this server gave out");
-        }
-        f.after = std::make_pair(static_cast<WallMillis>(at), v.substr(dot + 1));
+      } else if (k == "limit" || k == "cursor") {
+        // The cursor is opaque to clients: "<createdAtMillis>.<deadLetterId>".
+        if (auto bad = ParsePageParam(k, v, &f.limit, &f.after)) return fail(*bad);
       } else {
         return fail("unknown query parameter \"" + k + "\"");
       }

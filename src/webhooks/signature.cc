@@ -58,9 +58,9 @@ std::string NewConsumerToken() {
   return kConsumerTokenPrefix + b64;
 }
 
-std::string TokenHash(std::string_view token) {
+std::string Sha256Hex(std::string_view bytes) {
   unsigned char md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), md);
+  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), md);
   static const char kHex[] = "0123456789abcdef";
   std::string out;
   for (unsigned char c : md) {

@@ -20,8 +20,10 @@ inline constexpr char kConsumerTokenPrefix[] = "lcc_";  // consumer tokens (not 
 std::string NewWebhookSecret();
 // A fresh consumer token, "lcc_" + base64url(32 CSPRNG bytes).
 std::string NewConsumerToken();
+// Lower-case hex SHA-256 of bytes.
+std::string Sha256Hex(std::string_view bytes);
 // SHA-256 hex of a token: the only form in which tokens are stored.
-std::string TokenHash(std::string_view token);
+inline std::string TokenHash(std::string_view token) { return Sha256Hex(token); }
 
 std::string Base64Encode(std::string_view bytes);
 // Errors: kInvalidArgument "invalid_base64".
