@@ -18,7 +18,7 @@ TEST_PACKAGES := python3-yaml python3-jsonschema prometheus chromium fonts-dejav
 # Node tools for the contract validators and the dashboard's browser test, pinned by their lock
 # files and installed with `npm ci`. Node itself comes from Debian (nodejs, npm) unless the
 # machine already has an npm.
-NODE_TOOL_DIRS := tools/contracts tests/integration/browser
+NODE_TOOL_DIRS := tools/contracts tests/integration/browser tests/integration/jose
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -18,6 +18,7 @@
 #include "coordination/driver.h"
 #include "http/api.h"
 #include "http/server.h"
+#include "receipts/receipts.h"
 #include "store/repos.h"
 #include "store/schema.h"
 #include "store/sqlite/sqlite_database.h"
@@ -62,6 +63,7 @@ std::vector<Rule> Rules() {
       {"file-deletion-requests",
        {{kFileDeleteRequested}, {kApiSource}},
        {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer}},
+      {"file-deletion-cancels", {{kFileDeleteCancelled}, {kCoordinatorSource}}, {kAnalyticsConsumer}},
       {"consumer-completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}},
       // Webhook consumers: the target records one delivery per expected webhook consumer.
       {"webhook-consumers", {{kFileDeleteRequested}, {kApiSource}}, {kWebhookTarget}},
@@ -93,6 +95,19 @@ int RunServe(const Config& config) {
     log::Info("using the JWT secret file", {{"path", config.secret_path()}});
   }
 
+  bool key_created = false;
+  auto receipt_keys = LoadReceiptKeys(config.receipt_key_dir(), config.receipt_key_file, &key_created);
+  if (!receipt_keys.ok()) {
+    log::Error("no receipt signing key", {{"error", receipt_keys.status().message()}});
+    return 1;
+  }
+  log::Info(key_created ? "created a receipt signing key (Ed25519, mode 0600)"
+                        : "using the receipt signing key",
+            {{"kid", receipt_keys->signing->kid()},
+             {"path", config.receipt_key_file.empty() ? config.receipt_key_dir() + "/signing.pem"
+                                                      : config.receipt_key_file},
+             {"retiredKeys", receipt_keys->retired.size()}});
+
   auto db = SqliteDatabase::Open({config.db_path(), config.sqlite_synchronous});
   if (!db.ok()) {
     log::Error("cannot open the database", {{"error", db.status().message()}});
@@ -122,6 +137,7 @@ int RunServe(const Config& config) {
   CoordinatorConfig cc;
   cc.expected_consumers = config.expected_consumers;
   cc.timeout_ms = config.coordination_timeout_ms;
+  cc.grace_ms = config.deletion_grace_ms;
   cc.test_deletion_delay_ms = config.test_deletion_delay_ms;
   cc.optional_grace_ms = config.optional_grace_ms;
   cc.more_consumers = [](SqlTx& tx, WallMillis now) { return HealthyConsumerPolicies(tx, now); };
@@ -169,7 +185,7 @@ int RunServe(const Config& config) {
                                    kFileDeletionConsumer, kWebhookTarget};
   for (const auto& name : config.expected_consumers) api_config.reserved_consumers.push_back(name);
   ApiDeps api_deps{&bus, [&webhooks] { webhooks.Wake(); }};
-  Api api(**db, **blobs, outbox, driver, clock, ids, metrics, api_config, api_deps);
+  Api api(**db, **blobs, outbox, driver, clock, ids, metrics, *receipt_keys, api_config, api_deps);
   std::atomic<int> in_flight{0};
   boost::asio::io_context io(config.http_threads);
   HttpServerOptions http_options;

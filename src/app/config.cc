@@ -50,6 +50,20 @@ bool ValidConsumerName(const std::string& n) {
   return true;
 }
 
+// A number of minutes, 0 (when allow_zero) or more than 0, at most a week; fractions allowed.
+bool ParseMinutes(const std::string& raw, bool allow_zero, double* out) {
+  std::string s = Trim(raw);
+  char* end = nullptr;
+  errno = 0;
+  double minutes = s.empty() ? NAN : std::strtod(s.c_str(), &end);
+  if (s.empty() || errno != 0 || *end != '\0' || !std::isfinite(minutes) || minutes < 0 ||
+      (minutes == 0 && !allow_zero) || minutes > 7 * 24 * 60) {
+    return false;
+  }
+  *out = minutes;
+  return true;
+}
+
 }  // namespace
 
 std::optional<std::string> ProcessEnv(const std::string& name) {
@@ -105,17 +119,22 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
     }
   }
   if (auto v = getenv("COORDINATION_TIMEOUT_MINUTES")) {
-    std::string s = Trim(*v);
-    char* end = nullptr;
-    errno = 0;
-    double minutes = s.empty() ? NAN : std::strtod(s.c_str(), &end);
-    if (s.empty() || errno != 0 || *end != '\0' || !std::isfinite(minutes) || minutes <= 0 ||
-        minutes > 7 * 24 * 60) {
+    double minutes = 0;
+    if (!ParseMinutes(*v, /*allow_zero=*/false, &minutes)) {
       return Bad("COORDINATION_TIMEOUT_MINUTES",
                  "must be a number of minutes greater than 0 and at most 10080 (fractions such as "
                  "0.02 allowed), got \"" + *v + "\"");
     }
     c.coordination_timeout_ms = std::max<int64_t>(1, std::llround(minutes * 60000.0));
+  }
+  if (auto v = getenv("DELETION_GRACE_MINUTES")) {
+    double minutes = 0;
+    if (!ParseMinutes(*v, /*allow_zero=*/true, &minutes)) {
+      return Bad("DELETION_GRACE_MINUTES",
+                 "must be a number of minutes from 0 to 10080 (fractions such as 0.02 allowed), "
+                 "got \"" + *v + "\"");
+    }
+    c.deletion_grace_ms = std::llround(minutes * 60000.0);
   }
   if (auto v = getenv("EXPECTED_CONSUMERS")) {
     c.expected_consumers.clear();
@@ -154,6 +173,10 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
       return Bad("LASTCALL_LOG_LEVEL", "must be debug, info, warn or error");
     }
     c.log_level = s;
+  }
+  if (auto v = getenv("LASTCALL_RECEIPT_KEY_FILE")) {
+    if (v->empty()) return Bad("LASTCALL_RECEIPT_KEY_FILE", "must be the path of a PEM file");
+    c.receipt_key_file = *v;
   }
   if (auto v = getenv("LASTCALL_TEST_DELETION_DELAY_MS")) {
     int64_t n = 0;

@@ -23,10 +23,12 @@ struct Config {
   uint64_t max_upload_bytes = 20ull * 1024 * 1024;  // LASTCALL_MAX_UPLOAD_BYTES
   bool event_publishing = true;               // ENABLE_EVENT_PUBLISHING
   int64_t coordination_timeout_ms = 5 * 60 * 1000;  // COORDINATION_TIMEOUT_MINUTES
+  int64_t deletion_grace_ms = 0;              // DELETION_GRACE_MINUTES (cancel window)
   std::vector<std::string> expected_consumers = {"analytics_consumer", "categorization_consumer"};
   std::string sqlite_synchronous = "FULL";    // LASTCALL_SQLITE_SYNCHRONOUS: FULL or NORMAL
   int http_threads = 2;                       // LASTCALL_HTTP_THREADS
   std::string log_level = "info";             // LASTCALL_LOG_LEVEL: debug, info, warn, error
+  std::string receipt_key_file;               // LASTCALL_RECEIPT_KEY_FILE ("": the data folder's key)
   int64_t test_deletion_delay_ms = 0;         // LASTCALL_TEST_DELETION_DELAY_MS (fault injection)
   int64_t optional_grace_ms = 30 * 1000;      // OPTIONAL_GRACE_SECONDS
   int webhook_max_attempts = 8;               // LASTCALL_WEBHOOK_MAX_ATTEMPTS
@@ -38,6 +40,7 @@ struct Config {
   std::string db_path() const { return data_dir + "/lastcall.db"; }
   std::string blob_dir() const { return data_dir + "/blobs"; }
   std::string secret_path() const { return data_dir + "/jwt_secret"; }
+  std::string receipt_key_dir() const { return data_dir + "/receipt_keys"; }
 };
 
 // Reads the variables through getenv (a function so tests can pass a map). Errors:

@@ -7,6 +7,7 @@
 #include "app/app.h"
 #include "app/config.h"
 #include "cli/coordinations_cmd.h"
+#include "cli/receipt_cmd.h"
 #include "common/clock.h"
 #include "http/jwt.h"
 
@@ -44,8 +45,9 @@ int main(int argc, char** argv) {
       "(127.0.0.1:8080), LASTCALL_JWT_SECRET, LASTCALL_MAX_UPLOAD_BYTES, ENABLE_EVENT_PUBLISHING, "
       "COORDINATION_TIMEOUT_MINUTES, EXPECTED_CONSUMERS, LASTCALL_SQLITE_SYNCHRONOUS, "
       "LASTCALL_HTTP_THREADS, LASTCALL_LOG_LEVEL, LASTCALL_METRICS_LISTEN (/metrics on its own "
-      "host:port), LASTCALL_TEST_DELETION_DELAY_MS (fault injection for tests), "
-      "OPTIONAL_GRACE_SECONDS, LASTCALL_WEBHOOK_MAX_ATTEMPTS, LASTCALL_WEBHOOK_BACKOFF_BASE_MS, "
+      "host:port), DELETION_GRACE_MINUTES, LASTCALL_RECEIPT_KEY_FILE, "
+      "LASTCALL_TEST_DELETION_DELAY_MS (fault injection for tests), OPTIONAL_GRACE_SECONDS, "
+      "LASTCALL_WEBHOOK_MAX_ATTEMPTS, LASTCALL_WEBHOOK_BACKOFF_BASE_MS, "
       "LASTCALL_WEBHOOK_BACKOFF_CAP_MS, LASTCALL_WEBHOOK_TIMEOUT_MS, LASTCALL_WEBHOOK_WORKERS -- see "
       "docs/operations.md");
 
@@ -79,7 +81,7 @@ int main(int argc, char** argv) {
   lastcall::ListOptions list_options;
   std::string status, outcome, consumer;
   auto* list = coordinations->add_subcommand("list", "List coordinations, newest first");
-  list->add_option("--status", status, "waiting, deleting or completed");
+  list->add_option("--status", status, "waiting, held, deleting, completed or cancelled");
   list->add_option("--outcome", outcome, "all_completed or timed_out");
   list->add_option("--consumer", consumer,
                    "only those that expect this consumer and have no completion from it (with "
@@ -100,6 +102,21 @@ int main(int argc, char** argv) {
   dlq_list->add_option("--limit", dlq_options.limit, "1 to 500")->check(CLI::Range(1, 500));
   auto* dlq_replay = dlq->add_subcommand("replay", "Deliver a dead letter's event again");
   dlq_replay->add_option("id", replay_id, "the dead letter id")->required();
+  auto* receipt = app.add_subcommand("receipt", "Deletion receipts: verify one offline, rotate the key");
+  receipt->require_subcommand(1);
+  lastcall::VerifyOptions verify_options;
+  auto* verify = receipt->add_subcommand(
+      "verify",
+      "Check a receipt (the JWS, or the JSON of GET /coordinations/{id}/receipt) offline. Exit "
+      "codes: 0 valid (claims printed), 1 not valid, 2 usage");
+  verify->add_option("file", verify_options.receipt_file, "the receipt file")->required();
+  verify->add_option("--jwks", verify_options.jwks_file, "a saved /.well-known/jwks.json");
+  verify->add_option("--key", verify_options.key_file,
+                     "a PEM key (public or private) instead of --jwks");
+  auto* rotate = receipt->add_subcommand(
+      "rotate-key",
+      "Retire the data folder's receipt signing key (its public key stays in the JWKS) and create a "
+      "new one; restart the service to sign with it");
 
   try {
     app.parse(argc, argv);
@@ -128,6 +145,15 @@ int main(int argc, char** argv) {
   if (!config.ok()) {
     std::fprintf(stderr, "lastcall: %s\n", config.status().message().c_str());
     return 2;
+  }
+  if (*receipt) {
+    if (*rotate) return lastcall::RotateReceiptKeyCommand(config->receipt_key_dir(), std::cout, std::cerr);
+    verify_options.key_dir = config->receipt_key_dir();
+    if (!verify_options.jwks_file.empty() && !verify_options.key_file.empty()) {
+      std::fprintf(stderr, "lastcall receipt verify: give --jwks or --key, not both\n");
+      return 2;
+    }
+    return lastcall::VerifyReceiptCommand(verify_options, std::cout, std::cerr);
   }
   if (*serve) return lastcall::RunServe(*config);
 

@@ -15,7 +15,7 @@ enum class Code {
   kOk,
   kInvalidArgument,   // 400: malformed id, JSON, form
   kUnauthenticated,   // 401
-  kForbidden,         // 403: authenticated, but this caller may not do this
+  kForbidden,         // 403: authenticated, but the route needs a role the caller lacks
   kNotFound,          // 404 (also: another user's object)
   kMethodNotAllowed,  // 405
   kConflict,          // 409

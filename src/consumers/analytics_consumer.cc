@@ -50,7 +50,32 @@ Status AnalyticsConsumer::Handle(const CloudEvent& event, SqlTx& tx) {
     return CompleteAfter(tx, outbox_, clock_, ids_, kAnalyticsConsumer, event,
                          [&] { return Archive(event, tx); });
   }
+  if (event.type == kFileDeleteCancelled) return OnCancelled(event, tx);
   return Status::Ok();
+}
+
+Status AnalyticsConsumer::OnCancelled(const CloudEvent& event, SqlTx& tx) {
+  std::string file_id = event.data.value("fileId", std::string());
+  std::string coordination_id = event.data.value("coordinationId", std::string());
+  // Exactly what this coordination archived goes back: into the file's own contribution and the
+  // monthly totals; the archived summary is dropped (the file was not deleted after all).
+  auto rows = tx.QueryAll(
+      "SELECT user_id, month, category, total_units, count FROM analytics_archive WHERE "
+      "file_id = ? AND coordination_id = ? ORDER BY month, category",
+      {file_id, coordination_id});
+  if (!rows.ok()) return rows.status();
+  for (const SqlRow& r : *rows) {
+    auto ins = tx.Exec(
+        "INSERT INTO analytics_file_totals (user_id, file_id, month, category, total_units, count) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (file_id, month, category) DO NOTHING",
+        {r.Text(0), file_id, r.Text(1), r.Text(2), r.Int(3), r.Int(4)});
+    if (!ins.ok()) return ins.status();
+    if (*ins == 0) continue;  // already counted: never add a bucket twice
+    LASTCALL_RETURN_IF_ERROR(AddToMonthly(tx, r.Text(0), r.Text(1), r.Text(2), r.Int(3), r.Int(4)));
+  }
+  auto del = tx.Exec("DELETE FROM analytics_archive WHERE file_id = ? AND coordination_id = ?",
+                     {file_id, coordination_id});
+  return del.ok() ? Status::Ok() : del.status();
 }
 
 Status AnalyticsConsumer::OnUploaded(const CloudEvent& event, SqlTx& tx) {

@@ -18,6 +18,7 @@ class AnalyticsConsumer : public EventHandler {
 
  private:
   Status OnUploaded(const CloudEvent& event, SqlTx& tx);
+  Status OnCancelled(const CloudEvent& event, SqlTx& tx);
   WorkResult Archive(const CloudEvent& event, SqlTx& tx);
   Outbox& outbox_;
   Clock& clock_;

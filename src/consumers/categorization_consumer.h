@@ -3,6 +3,10 @@
 //  - file.delete_requested: learns merchant -> category mappings from the file's transactions that
 //    the user corrected (PATCH /transactions/{id}), so they outlive the file, then completes (also
 //    when there was nothing to learn).
+//  - file.delete_cancelled: nothing to undo, so it is not routed here. The mappings it learned
+//    come from the user's own corrections, which the file (active again) still carries; the next
+//    import would have learned the same, and an earlier mapping of the same merchant was the
+//    user's older choice, which the correction replaced on purpose.
 #pragma once
 
 #include "consumers/consumer.h"

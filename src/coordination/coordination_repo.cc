@@ -18,6 +18,9 @@ std::vector<std::string> SplitJson(const std::string& s) {
 }
 
 SqlValue OptInt(const std::optional<int64_t>& v) { return v ? SqlValue(*v) : SqlValue(SqlNull{}); }
+SqlValue OptText(const std::optional<std::string>& v) {
+  return v ? SqlValue(*v) : SqlValue(SqlNull{});
+}
 
 // {"graceMs": N, "consumers": [{"name", "priority", "timeoutMs"}]}; NULL when there are none
 // (every consumer critical until the deadline, as before policies existed).
@@ -92,7 +95,8 @@ Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::strin
   auto row = tx.QueryOne(
       "SELECT id, user_id, file_id, account_id, transaction_count, expected_consumers, status, "
       "outcome, missing_consumers, started_at, deadline_at, completed_at, transactions_deleted, "
-      "consumer_policies, proceeded_by, wake_at FROM coordinations WHERE id = ?",
+      "not_before_at, due_at, hold_reason, cancelled_at, verification, residue, verified_at, "
+      "consumer_policies, proceeded_by FROM coordinations WHERE id = ?",
       {id});
   if (!row.ok()) return row.status();
   if (!*row) return std::optional<Coordination>();
@@ -113,9 +117,15 @@ Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::strin
   c.deadline_at = r.Int(10);
   c.completed_at = r.OptInt(11);
   c.transactions_deleted = r.OptInt(12);
-  if (!r.IsNull(13)) ParsePolicies(r.Text(13), &c);
-  if (!r.IsNull(14)) ParseProceeded(r.Text(14), &c);
-  c.wake_at = r.IsNull(15) ? c.deadline_at : r.Int(15);
+  c.not_before = r.IsNull(13) ? c.started_at : r.Int(13);
+  c.due_at = r.OptInt(14);
+  c.hold_reason = r.OptText(15);
+  c.cancelled_at = r.OptInt(16);
+  c.verification = r.OptText(17);
+  c.residue_json = r.IsNull(18) ? "{}" : r.Text(18);
+  c.verified_at = r.OptInt(19);
+  if (!r.IsNull(20)) ParsePolicies(r.Text(20), &c);
+  if (!r.IsNull(21)) ParseProceeded(r.Text(21), &c);
   auto comps = LoadCompletions(tx, id);
   if (!comps.ok()) return comps.status();
   c.completions = std::move(comps).value();
@@ -126,13 +136,15 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c) {
   auto r = tx.Exec(
       "INSERT INTO coordinations (id, user_id, file_id, account_id, transaction_count, "
       "expected_consumers, status, outcome, missing_consumers, started_at, deadline_at, "
-      "completed_at, transactions_deleted, consumer_policies, proceeded_by, wake_at) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      "completed_at, transactions_deleted, not_before_at, due_at, hold_reason, cancelled_at, "
+      "consumer_policies, proceeded_by) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       {c.id, c.user_id, c.file_id, c.account_id, c.transaction_count, JoinJson(c.expected),
        std::string(ToString(c.status)),
        c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
        JoinJson(c.missing), c.started_at, c.deadline_at, OptInt(c.completed_at),
-       OptInt(c.transactions_deleted), PoliciesJson(c), ProceededJson(c), c.wake_at});
+       OptInt(c.transactions_deleted), c.not_before, OptInt(c.due_at), OptText(c.hold_reason),
+       OptInt(c.cancelled_at), PoliciesJson(c), ProceededJson(c)});
   if (!r.ok()) return r.status();
   for (const auto& comp : c.completions) LASTCALL_RETURN_IF_ERROR(UpsertCompletion(tx, c.id, comp));
   return Status::Ok();
@@ -141,11 +153,12 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c) {
 Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c) {
   auto r = tx.Exec(
       "UPDATE coordinations SET status = ?, outcome = ?, missing_consumers = ?, completed_at = ?, "
-      "transactions_deleted = ?, proceeded_by = ?, wake_at = ? WHERE id = ?",
+      "transactions_deleted = ?, due_at = ?, hold_reason = ?, cancelled_at = ?, proceeded_by = ? "
+      "WHERE id = ?",
       {std::string(ToString(c.status)),
        c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
-       JoinJson(c.missing), OptInt(c.completed_at), OptInt(c.transactions_deleted),
-       ProceededJson(c), c.wake_at, c.id});
+       JoinJson(c.missing), OptInt(c.completed_at), OptInt(c.transactions_deleted), OptInt(c.due_at),
+       OptText(c.hold_reason), OptInt(c.cancelled_at), ProceededJson(c), c.id});
   if (!r.ok()) return r.status();
   if (*r != 1) return Status::Internal("coordination " + c.id + " vanished during an update");
   return Status::Ok();
@@ -164,9 +177,12 @@ Status UpsertCompletion(SqlTx& tx, const std::string& coordination_id, const Com
 Result<std::vector<std::string>> DueCoordinations(SqlTx& tx, CoordinationStatus s, WallMillis due,
                                                   int limit) {
   std::vector<std::string> ids;
+  // Waiting ones by their timer (due_at: deadline or grace end); deleting ones all, oldest first.
   Status st = tx.Query(
-      "SELECT id FROM coordinations WHERE status = ? AND wake_at <= ? ORDER BY wake_at "
-      "LIMIT ?",
+      s == CoordinationStatus::kWaiting
+          ? "SELECT id FROM coordinations WHERE status = ? AND due_at <= ? ORDER BY due_at LIMIT ?"
+          : "SELECT id FROM coordinations WHERE status = ? AND deadline_at <= ? ORDER BY "
+            "deadline_at LIMIT ?",
       {std::string(ToString(s)), s == CoordinationStatus::kWaiting ? due : INT64_MAX,
        static_cast<int64_t>(limit)},
       [&](const SqlRow& r) {
@@ -247,7 +263,7 @@ Result<std::vector<Coordination>> ListCoordinations(SqlTx& tx, const Coordinatio
 }
 
 Result<std::optional<WallMillis>> NextDeadline(SqlTx& tx) {
-  auto r = tx.QueryOne("SELECT MIN(wake_at) FROM coordinations WHERE status = 'waiting'");
+  auto r = tx.QueryOne("SELECT MIN(due_at) FROM coordinations WHERE status = 'waiting'");
   if (!r.ok()) return r.status();
   if (!*r || (*r)->IsNull(0)) return std::optional<WallMillis>();
   return std::optional<WallMillis>((*r)->Int(0));

@@ -16,8 +16,8 @@ Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::strin
 // Completions stored under an id (for a coordination that does not exist yet: the early ones).
 Result<std::vector<Completion>> LoadCompletions(SqlTx& tx, const std::string& coordination_id);
 Status InsertCoordination(SqlTx& tx, const Coordination& c);
-// Updates status, outcome, missing consumers, completed_at, transactions_deleted, proceeded_by
-// and wake_at.
+// Updates the decision columns: status, outcome, missing consumers, completed_at,
+// transactions_deleted, due_at, hold_reason, cancelled_at and proceeded_by.
 Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c);
 // Inserts a completion; an existing one for the same (coordination, consumer) stays as it is,
 // except that its expected flag is set to c.expected.
@@ -46,12 +46,11 @@ struct CoordinationFilter {
 // another page exists.
 Result<std::vector<Coordination>> ListCoordinations(SqlTx& tx, const CoordinationFilter& filter,
                                                     bool* more);
-// Coordination ids with status s whose wake_at (the next moment the consumer policy may let it
-// proceed; never after its deadline) is at or before `due` (s = waiting) or any (s = deleting),
-// earliest first, at most limit.
+// Coordination ids with status s whose timer (due_at: deadline or grace end) is at or before `due`
+// (s = waiting), or all of them (s = deleting), oldest first, at most limit.
 Result<std::vector<std::string>> DueCoordinations(SqlTx& tx, CoordinationStatus s, WallMillis due,
                                                   int limit);
-// The earliest wake_at among waiting coordinations, or nullopt when none waits.
+// The earliest timer (due_at) among waiting coordinations, or nullopt when none waits.
 Result<std::optional<WallMillis>> NextDeadline(SqlTx& tx);
 
 }  // namespace lastcall

@@ -9,6 +9,8 @@ const char* ToString(CoordinationStatus s) {
     case CoordinationStatus::kWaiting: return "waiting";
     case CoordinationStatus::kDeleting: return "deleting";
     case CoordinationStatus::kCompleted: return "completed";
+    case CoordinationStatus::kHeld: return "held";
+    case CoordinationStatus::kCancelled: return "cancelled";
   }
   return "waiting";
 }
@@ -35,6 +37,8 @@ std::optional<CoordinationStatus> ParseCoordinationStatus(const std::string& s) 
   if (s == "waiting") return CoordinationStatus::kWaiting;
   if (s == "deleting") return CoordinationStatus::kDeleting;
   if (s == "completed") return CoordinationStatus::kCompleted;
+  if (s == "held") return CoordinationStatus::kHeld;
+  if (s == "cancelled") return CoordinationStatus::kCancelled;
   return std::nullopt;
 }
 
@@ -119,17 +123,12 @@ bool HasCompletion(const Coordination& c, const std::string& consumer) {
                      [&](const Completion& x) { return x.consumer == consumer; });
 }
 
-// While waiting: proceed when the consumer policy lets it; else keep wake_at current.
+// While waiting and past the grace window: proceed when the consumer policy lets it.
 void MaybeProceed(Coordination& c, WallMillis now, Decision& d) {
   if (c.status != CoordinationStatus::kWaiting) return;
+  if (now < c.not_before) return;
   PolicyVerdict v = EvaluateConsumerPolicy(c, now);
-  if (!v.proceed) {
-    if (c.wake_at != v.wake_at) {
-      c.wake_at = v.wake_at;
-      d.changed = true;
-    }
-    return;
-  }
+  if (!v.proceed) return;
   c.status = CoordinationStatus::kDeleting;
   c.proceeded_by = std::move(v.rules);
   c.missing = std::move(v.missing);
@@ -143,6 +142,89 @@ void MaybeProceed(Coordination& c, WallMillis now, Decision& d) {
     d.actions.push_back({ActionKind::kBeginDeletion, "the consumers' waits ended"});
   }
 }
+
+// When a Tick may change c next (see Coordination::due_at).
+// The consumer policy's next limit, never before the grace window's end.
+std::optional<WallMillis> DueAt(const Coordination& c, WallMillis now) {
+  if (c.status != CoordinationStatus::kWaiting) return std::nullopt;
+  PolicyVerdict v = EvaluateConsumerPolicy(c, now);
+  return v.proceed ? c.not_before : std::max(v.wake_at, c.not_before);
+}
+
+// The owner's cancel: wins while the deletion has not begun.
+Decision DecideCancel(const std::optional<Coordination>& existing, WallMillis now) {
+  Decision d;
+  d.state = existing;
+  if (!existing) {
+    d.actions.push_back({ActionKind::kIgnore, "cancel of an unknown coordination"});
+    return d;
+  }
+  Coordination c = *existing;
+  switch (c.status) {
+    case CoordinationStatus::kWaiting:
+    case CoordinationStatus::kHeld:
+      c.status = CoordinationStatus::kCancelled;
+      c.cancelled_at = now;
+      c.hold_reason.reset();
+      d.actions.push_back({ActionKind::kCancel, "cancelled by the owner"});
+      d.changed = true;
+      d.state = std::move(c);
+      return d;
+    case CoordinationStatus::kCancelled:
+      d.actions.push_back({ActionKind::kIgnore, "already cancelled"});
+      return d;
+    case CoordinationStatus::kDeleting:
+    case CoordinationStatus::kCompleted:
+      d.actions.push_back({ActionKind::kRefuseCancel, "the deletion has already begun"});
+      return d;
+  }
+  return d;
+}
+
+// Legal holds: a held coordination waits for the release, whatever its consumers and deadline.
+Decision DecideHold(const std::optional<Coordination>& existing, const Input& input,
+                    WallMillis now) {
+  Decision d;
+  d.state = existing;
+  if (!existing) return d;
+  Coordination c = *existing;
+  if (const auto* placed = std::get_if<HoldPlaced>(&input)) {
+    if (c.status != CoordinationStatus::kWaiting) {
+      d.actions.push_back({ActionKind::kIgnore, std::string("hold on a coordination ") +
+                                                    ToString(c.status)});
+      return d;
+    }
+    c.status = CoordinationStatus::kHeld;
+    c.hold_reason = placed->reason;
+    d.actions.push_back({ActionKind::kHold, placed->reason});
+    d.changed = true;
+    d.state = std::move(c);
+    return d;
+  }
+  const auto& released = std::get<HoldReleased>(input);
+  if (c.status != CoordinationStatus::kHeld) {
+    d.actions.push_back({ActionKind::kIgnore, "release of a coordination not held"});
+    return d;
+  }
+  if (released.still_held) {
+    if (c.hold_reason != released.still_held) {
+      c.hold_reason = released.still_held;
+      d.changed = true;
+    }
+    d.state = std::move(c);
+    return d;
+  }
+  c.status = CoordinationStatus::kWaiting;
+  c.hold_reason.reset();
+  d.actions.push_back({ActionKind::kRelease, "every hold released"});
+  d.changed = true;
+  MaybeProceed(c, now, d);
+  d.state = std::move(c);
+  return d;
+}
+
+Decision DecideInner(const std::optional<Coordination>& existing,
+                     const std::vector<Completion>& early, const Input& input, WallMillis now);
 
 }  // namespace
 
@@ -218,6 +300,30 @@ PolicyVerdict EvaluateConsumerPolicy(const Coordination& c, WallMillis now) {
 Decision Decide(const std::optional<Coordination>& existing, const std::vector<Completion>& early,
                 const Input& input, WallMillis now) {
   Decision d;
+  if (std::holds_alternative<CancelRequested>(input)) {
+    d = DecideCancel(existing, now);
+  } else if (std::holds_alternative<HoldPlaced>(input) ||
+             std::holds_alternative<HoldReleased>(input)) {
+    d = DecideHold(existing, input, now);
+  } else {
+    d = DecideInner(existing, early, input, now);
+  }
+  if (d.state) {
+    // A Tick that changed nothing else may still move the timer (a consumer's limit passed).
+    std::optional<WallMillis> due = DueAt(*d.state, now);
+    if (d.changed || (existing && due != d.state->due_at)) {
+      d.changed = d.changed || due != d.state->due_at;
+      d.state->due_at = due;
+    }
+  }
+  return d;
+}
+
+namespace {
+
+Decision DecideInner(const std::optional<Coordination>& existing,
+                     const std::vector<Completion>& early, const Input& input, WallMillis now) {
+  Decision d;
   d.state = existing;
 
   if (const auto* req = std::get_if<DeleteRequested>(&input)) {
@@ -234,7 +340,7 @@ Decision Decide(const std::optional<Coordination>& existing, const std::vector<C
     c.expected = req->expected;
     c.started_at = now;
     c.deadline_at = now + req->timeout_ms;
-    c.wake_at = c.deadline_at;
+    c.not_before = now + std::max<int64_t>(0, req->grace_ms);
     c.policies = req->policies;
     c.optional_grace_ms = req->optional_grace_ms;
     for (Completion e : early) {
@@ -244,6 +350,11 @@ Decision Decide(const std::optional<Coordination>& existing, const std::vector<C
     }
     d.actions.push_back({ActionKind::kCreate, "delete requested"});
     d.changed = true;
+    if (req->hold_reason) {
+      c.status = CoordinationStatus::kHeld;
+      c.hold_reason = req->hold_reason;
+      d.actions.push_back({ActionKind::kHold, *req->hold_reason});
+    }
     d.state = std::move(c);
     MaybeProceed(*d.state, now, d);
     return d;
@@ -263,11 +374,12 @@ Decision Decide(const std::optional<Coordination>& existing, const std::vector<C
       return d;
     }
     comp.expected = IsExpected(c, comp.consumer);
-    if (c.status != CoordinationStatus::kWaiting) {
+    if (c.status != CoordinationStatus::kWaiting && c.status != CoordinationStatus::kHeld) {
       // Kept for the record (never counted): the deletion was already decided.
       comp.expected = false;
       d.completion = comp;
-      d.actions.push_back({ActionKind::kRecordUnexpected, "completion after the deletion began"});
+      d.actions.push_back({ActionKind::kRecordUnexpected, "completion after the deletion began or "
+                                                          "was cancelled"});
       c.completions.push_back(comp);
       d.state = std::move(c);
       d.changed = true;
@@ -306,5 +418,7 @@ Decision Decide(const std::optional<Coordination>& existing, const std::vector<C
   d.state = std::move(c);
   return d;
 }
+
+}  // namespace
 
 }  // namespace lastcall

@@ -13,8 +13,13 @@
 
 namespace lastcall {
 
-// stored: do not rename. Held, cancelled and vetoed are reserved for holds, cancels and vetoes.
-enum class CoordinationStatus { kWaiting, kDeleting, kCompleted };
+// stored: do not rename. kVetoed ("vetoed") is reserved for consumer vetoes (issue 8's canVeto).
+//   waiting   consumers and the deadline are awaited (and the grace window, when configured)
+//   held      a legal hold covers the file: nothing makes it proceed until every hold is released
+//   deleting  the deletion was decided and is being carried out (cancel answers 409 from here on)
+//   completed the file's data is gone
+//   cancelled the owner cancelled it before the deletion began; the file is active again
+enum class CoordinationStatus { kWaiting, kDeleting, kCompleted, kHeld, kCancelled };
 // stored: do not rename.
 enum class Outcome { kNone, kAllCompleted, kTimedOut };
 // stored: do not rename.
@@ -78,13 +83,26 @@ struct Coordination {
   // Per expected consumer; a consumer with no entry is critical until the deadline.
   std::vector<ConsumerPolicy> policies;
   int64_t optional_grace_ms = 0;  // OPTIONAL_GRACE_SECONDS when the coordination was created
-  // While waiting: the next moment a Tick may let the deletion proceed (at most deadline_at).
-  WallMillis wake_at = 0;
   // Set when the deletion began: for every expected consumer, the rule that let it proceed.
   std::vector<std::pair<std::string, ProceedRule>> proceeded_by;
 
   // The policy of an expected consumer (critical until the deadline when none was recorded).
   ConsumerPolicy PolicyOf(const std::string& consumer) const;
+  // The grace window (DELETION_GRACE_MINUTES): the deletion never begins before this instant,
+  // even when every consumer has completed. started_at when there is no grace.
+  WallMillis not_before = 0;
+  // When a Tick may change this coordination next (the driver's timer), or nullopt when only an
+  // input can (held, and every final status). Maintained by Decide.
+  std::optional<WallMillis> due_at;
+  // The operator's reason of the hold that blocks it (status held); nullopt otherwise.
+  std::optional<std::string> hold_reason;
+  std::optional<WallMillis> cancelled_at;
+  // Verified deletion (recorded by the driver after the deletion, never by Decide): nullopt until
+  // checked, then "verified" or "residue" (stored: do not rename) with residue_json naming what
+  // was found where ({} when verified).
+  std::optional<std::string> verification;
+  std::string residue_json = "{}";
+  std::optional<WallMillis> verified_at;
 
   // The recorded completion of an expected consumer, or nullptr while it is pending.
   const Completion* CompletionOf(const std::string& consumer) const;
@@ -100,6 +118,8 @@ struct DeleteRequested {
   int64_t timeout_ms = 0;
   std::vector<ConsumerPolicy> policies;  // see Coordination::policies
   int64_t optional_grace_ms = 0;
+  int64_t grace_ms = 0;                    // DELETION_GRACE_MINUTES
+  std::optional<std::string> hold_reason;  // a hold already covers the file: created held
 };
 struct CompletionReported {
   std::string coordination_id;
@@ -109,7 +129,20 @@ struct Tick {};  // time passed: the deadline may be due
 struct DeletionDone {
   int64_t transactions_deleted = 0;
 };
-using Input = std::variant<DeleteRequested, CompletionReported, Tick, DeletionDone>;
+// The owner asks to cancel. Decided in the unit that would otherwise carry out the deletion, so a
+// cancel racing the deletion has exactly one winner.
+struct CancelRequested {};
+// A hold now covers the file (reason: the operator's text, not user content).
+struct HoldPlaced {
+  std::string reason;
+};
+// A hold covering the file was released. still_held: the reason of another hold that still
+// covers it, or nullopt when none does.
+struct HoldReleased {
+  std::optional<std::string> still_held;
+};
+using Input = std::variant<DeleteRequested, CompletionReported, Tick, DeletionDone, CancelRequested,
+                           HoldPlaced, HoldReleased>;
 
 // ---- decisions ----
 enum class ActionKind {
@@ -121,6 +154,10 @@ enum class ActionKind {
   kWarnTimeout,         // log a warning naming decision.state->missing
   kBeginDeletion,       // status became deleting: run the deletion step
   kFinish,              // status became completed
+  kCancel,              // status became cancelled: make the file active again, publish the cancel
+  kRefuseCancel,        // the deletion has begun (or finished): the cancel loses (409)
+  kHold,                // status became held (a blocked deletion); reason = the hold's reason
+  kRelease,             // the last hold was released: status waiting again
 };
 
 struct Action {
@@ -152,6 +189,19 @@ struct Decision {
 //    recorded at or before the moment of the decision count: a last completion arriving at the
 //    deadline instant gives all_completed. proceeded_by records each consumer's rule.
 //  - DeletionDone moves deleting -> completed (kFinish); otherwise ignored.
+//  - Grace: with grace_ms > 0 the deletion never begins before started_at + grace_ms
+//    (not_before), neither on completions nor on the deadline; it begins at not_before.
+//  - CancelRequested: waiting or held -> cancelled (kCancel). deleting or completed: kRefuseCancel
+//    (state unchanged). Already cancelled: kIgnore (idempotent).
+//  - HoldPlaced: waiting -> held (kHold). A held coordination never proceeds: no Tick, deadline or
+//    completion moves it (completions are still recorded). Created held when the request carries
+//    hold_reason.
+//  - HoldReleased: held -> waiting (kRelease) when no other hold covers it, then proceeds at once if
+//    its consumers are done or its original deadline has passed (the deadline is not extended by
+//    the time held: consumers keep working during a hold); with still_held, stays held under the
+//    remaining hold's reason.
+//  - due_at is recomputed on every change: waiting -> not_before when every expected consumer has
+//    answered, else max(deadline_at, not_before); any other status -> nullopt.
 // The critical/optional rule, on its own so that it reads (and is tested) in one place. For each
 // expected consumer, own = min(started_at + timeout, deadline_at) (timeout 0: deadline_at).
 //  - A critical consumer is waited for until it reports or now >= own.
@@ -161,7 +211,7 @@ struct Decision {
 //    while the critical phase lasts, only its own deadline bounds it.
 //  - So nobody is ever waited for past deadline_at.
 // proceed: every expected consumer is resolved. wake_at: while not, the earliest moment one of
-// the pending consumers' limits passes. missing: the expected ones that never reported.
+// the pending consumers' limits passes (Decide makes it due_at, not before not_before). missing: the expected ones that never reported.
 struct PolicyVerdict {
   bool proceed = false;
   WallMillis wake_at = 0;

@@ -5,6 +5,7 @@
 
 #include "common/log.h"
 #include "coordination/coordination_repo.h"
+#include "coordination/verification.h"
 #include "store/repos.h"
 
 namespace lastcall {
@@ -123,6 +124,13 @@ Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
         break;
       case ActionKind::kFinish:
         break;
+      case ActionKind::kCancel:
+      case ActionKind::kHold:
+      case ActionKind::kRelease:
+        LASTCALL_RETURN_IF_ERROR(ApplyCancelOrHold(tx, d, a));
+        break;
+      case ActionKind::kRefuseCancel:
+        break;  // the caller answers 409
     }
   }
   if (d.changed && before) LASTCALL_RETURN_IF_ERROR(UpdateCoordinationDecision(tx, *d.state));
@@ -147,6 +155,102 @@ Status CoordinationDriver::AddConsumerPolicies(SqlTx& tx, WallMillis now, Delete
   return Status::Ok();
 }
 
+Status CoordinationDriver::ApplyCancelOrHold(SqlTx& tx, const Decision& d, const Action& a) {
+  const Coordination& c = *d.state;
+  WallMillis now = clock_.Now();
+  switch (a.kind) {
+    case ActionKind::kCancel: {
+      auto reactivated = ReactivateFile(tx, c.file_id, c.id);
+      if (!reactivated.ok()) return reactivated.status();
+      LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, c.id, now, "cancelled",
+                                              Json({{"fileActive", *reactivated}})));
+      CloudEvent e = MakeEvent(ids_, kCoordinatorSource, kFileDeleteCancelled, "files/" + c.file_id,
+                               now,
+                               {{"coordinationId", c.id},
+                                {"userId", c.user_id},
+                                {"fileId", c.file_id},
+                                {"accountId", c.account_id},
+                                {"cancelledAt", FormatRfc3339(now)}});
+      LASTCALL_RETURN_IF_ERROR(outbox_.Append(tx, e, now));
+      tx.AfterCommit([this, id = c.id, file_id = c.file_id, user = c.user_id] {
+        metrics_.coordinations_cancelled.Inc({});
+        log::Info("deletion cancelled by its owner",
+                  {{"coordinationId", id}, {"fileId", file_id}, {"userId", user}});
+      });
+      return Status::Ok();
+    }
+    case ActionKind::kHold:
+      LASTCALL_RETURN_IF_ERROR(
+          AppendTimeline(tx, c.id, now, "held", Json({{"reason", a.reason}})));
+      tx.AfterCommit([this, id = c.id, file_id = c.file_id] {
+        metrics_.deletions_blocked.Inc({});
+        log::Info("deletion blocked by a legal hold", {{"coordinationId", id}, {"fileId", file_id}});
+      });
+      return Status::Ok();
+    case ActionKind::kRelease:
+      LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, c.id, now, "resumed", "{}"));
+      tx.AfterCommit([this] { Wake(); });
+      return Status::Ok();
+    default:
+      return Status::Ok();
+  }
+}
+
+Result<Coordination> CoordinationDriver::Cancel(SqlTx& tx, const std::string& user_id,
+                                                const std::string& coordination_id) {
+  auto loaded = LoadCoordination(tx, coordination_id);
+  if (!loaded.ok()) return loaded.status();
+  if (!*loaded || (*loaded)->user_id != user_id) {
+    return Status::NotFound("coordination " + coordination_id + " not found");
+  }
+  Decision d = Decide(*loaded, {}, CancelRequested{}, clock_.Now());
+  if (d.Has(ActionKind::kRefuseCancel)) {
+    return Status::Conflict("deletion_started", "coordination " + coordination_id + " is " +
+                                                    ToString((*loaded)->status) +
+                                                    ": the deletion has begun and cannot be "
+                                                    "cancelled");
+  }
+  LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *loaded));
+  return *d.state;
+}
+
+Result<int> CoordinationDriver::PlaceHold(SqlTx& tx, const Hold& h) {
+  auto ids = CoordinationsUnderHold(tx, h, ToString(CoordinationStatus::kWaiting));
+  if (!ids.ok()) return ids.status();
+  int held = 0;
+  for (const auto& id : *ids) {
+    auto c = LoadCoordination(tx, id);
+    if (!c.ok()) return c.status();
+    Decision d = Decide(*c, {}, HoldPlaced{h.reason}, clock_.Now());
+    LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *c));
+    if (d.Has(ActionKind::kHold)) ++held;
+  }
+  return held;
+}
+
+Result<int> CoordinationDriver::ReleaseHold(SqlTx& tx, const Hold& h) {
+  auto ids = CoordinationsUnderHold(tx, h, ToString(CoordinationStatus::kHeld));
+  if (!ids.ok()) return ids.status();
+  int released = 0;
+  for (const auto& id : *ids) {
+    auto c = LoadCoordination(tx, id);
+    if (!c.ok()) return c.status();
+    if (!*c) continue;
+    auto other = ActiveHoldCovering(tx, (*c)->user_id, (*c)->account_id, (*c)->file_id);
+    if (!other.ok()) return other.status();
+    HoldReleased in;
+    if (*other) in.still_held = (*other)->reason;
+    LASTCALL_RETURN_IF_ERROR(AppendTimeline(
+        tx, id, clock_.Now(), "hold_released",
+        Json({{"holdId", h.id}, {"stillHeld", other->has_value()}})));
+    Decision d = Decide(*c, {}, in, clock_.Now());
+    LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *c));
+    LASTCALL_RETURN_IF_ERROR(ProceedInline(tx, d));
+    if (d.Has(ActionKind::kRelease)) ++released;
+  }
+  return released;
+}
+
 Result<std::string> CoordinationDriver::RequestDeletion(SqlTx& tx, const FileRecord& file) {
   if (file.status == kFileDeletionRequested && file.coordination_id) return *file.coordination_id;
   std::string coordination_id = ids_.NewUuid();
@@ -157,6 +261,10 @@ Result<std::string> CoordinationDriver::RequestDeletion(SqlTx& tx, const FileRec
   DeleteRequested req{coordination_id,  file.user_id, file.id, file.account_id,
                       file.transaction_count, config_.expected_consumers, config_.timeout_ms};
   LASTCALL_RETURN_IF_ERROR(AddConsumerPolicies(tx, now, &req));
+  req.grace_ms = config_.grace_ms;
+  auto hold = ActiveHoldCovering(tx, file.user_id, file.account_id, file.id);
+  if (!hold.ok()) return hold.status();
+  if (*hold) req.hold_reason = (*hold)->reason;
   auto early = LoadCompletions(tx, coordination_id);
   if (!early.ok()) return early.status();
   Decision d = Decide(std::nullopt, *early, req, now);
@@ -216,6 +324,10 @@ Status CoordinationDriver::HandleDeleteRequested(const CloudEvent& e, SqlTx& tx)
     }
   }
   req.timeout_ms = config_.timeout_ms;
+  req.grace_ms = config_.grace_ms;
+  auto hold = ActiveHoldCovering(tx, req.user_id, req.account_id, req.file_id);
+  if (!hold.ok()) return hold.status();
+  if (*hold) req.hold_reason = (*hold)->reason;
   auto early = LoadCompletions(tx, id);
   if (!early.ok()) return early.status();
   Decision decision = Decide(std::nullopt, *early, req, clock_.Now());
@@ -288,6 +400,9 @@ Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordin
     DeletionRecord rec{c.id, c.started_at, ToString(c.outcome), now};
     auto n = DeleteFileData(tx, **file, rec);
     if (!n.ok()) return n.status();
+    // Where its content was, for the verification after the blob's removal.
+    auto key = tx.Exec("UPDATE coordinations SET blob_key = ? WHERE id = ?", {(*file)->blob_key, c.id});
+    if (!key.ok()) return key.status();
     deleted = *n;
     // The steps DeleteFileData took, in its order, all in this transaction.
     LASTCALL_RETURN_IF_ERROR(
@@ -446,6 +561,67 @@ bool CoordinationDriver::CollectBlobs() {
   return st.ok();
 }
 
+bool CoordinationDriver::VerifyDeletions() {
+  struct Pending {
+    std::string id, file_id;
+    std::optional<std::string> blob_key;
+  };
+  std::vector<Pending> todo;
+  Status st = db_.Read([&](SqlTx& tx) {
+    // Completed and not yet verified, and the blob's removal no longer queued.
+    return tx.Query(
+        "SELECT c.id, c.file_id, c.blob_key FROM coordinations c WHERE c.status = ? AND "
+        "c.verification IS NULL AND NOT EXISTS (SELECT 1 FROM blob_gc g WHERE g.blob_key = "
+        "c.blob_key) ORDER BY c.completed_at LIMIT ?",
+        {std::string(ToString(CoordinationStatus::kCompleted)), static_cast<int64_t>(config_.batch)},
+        [&](const SqlRow& r) {
+          todo.push_back({r.Text(0), r.Text(1), r.OptText(2)});
+          return true;
+        });
+  });
+  if (!st.ok() || todo.empty()) {
+    if (!st.ok()) {
+      log::Error("verification scan failed", {{"error", st.ToString()}});
+      step_failed_ = true;
+    }
+    return false;
+  }
+  st = db_.WriteSync([&](SqlTx& tx) -> Status {
+    for (const auto& p : todo) {
+      auto residue = FindResidue(tx, blobs_, p.file_id, p.blob_key);
+      if (!residue.ok()) return residue.status();
+      bool clean = residue->empty();
+      WallMillis now = clock_.Now();
+      const char* result = clean ? kVerified : kResidue;
+      auto r = tx.Exec(
+          "UPDATE coordinations SET verification = ?, residue = ?, verified_at = ? WHERE id = ? "
+          "AND verification IS NULL",
+          {std::string(result), residue->dump(), now, p.id});
+      if (!r.ok()) return r.status();
+      if (*r == 0) continue;
+      LASTCALL_RETURN_IF_ERROR(AppendTimeline(
+          tx, p.id, now, clean ? "verified" : "residue_found",
+          clean ? "{}" : Json({{"residue", *residue}})));
+      tx.AfterCommit([this, id = p.id, file_id = p.file_id, result = std::string(result),
+                      residue = residue->dump()] {
+        metrics_.deletion_verifications.Inc({result});
+        if (result == kVerified) {
+          log::Info("deletion verified", {{"coordinationId", id}, {"fileId", file_id}});
+        } else {
+          log::Error("residue found after a deletion",
+                     {{"coordinationId", id}, {"fileId", file_id}, {"residue", residue}});
+        }
+      });
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) {
+    log::Error("verification failed; will retry", {{"error", st.ToString()}});
+    step_failed_ = true;
+  }
+  return st.ok();
+}
+
 void CoordinationDriver::Loop() {
   int64_t error_backoff_ms = 0;
   for (;;) {
@@ -460,6 +636,7 @@ void CoordinationDriver::Loop() {
     worked |= FireDeadlines();
     worked |= RunDeletions();
     worked |= CollectBlobs();
+    worked |= VerifyDeletions();
     auto round_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - round_start)
                         .count();

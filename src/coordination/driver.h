@@ -23,6 +23,7 @@
 #include "common/clock.h"
 #include "common/ids.h"
 #include "coordination/coordinator.h"
+#include "coordination/holds.h"
 #include "domain/model.h"
 #include "metrics/metrics.h"
 #include "store/sql.h"
@@ -34,6 +35,7 @@ inline constexpr char kFileDeletionConsumer[] = "file_deletion_consumer";  // st
 struct CoordinatorConfig {
   std::vector<std::string> expected_consumers;  // critical, waited for until the deadline
   int64_t timeout_ms = 5 * 60 * 1000;
+  int64_t grace_ms = 0;                // DELETION_GRACE_MINUTES: no deletion before request + grace
   int64_t optional_grace_ms = 30 * 1000;        // OPTIONAL_GRACE_SECONDS
   // The further consumers a new coordination expects (the webhook consumers healthy at now),
   // read in the request's transaction. Unset: none.
@@ -56,6 +58,21 @@ class CoordinationDriver : public EventHandler {
   // deletion is already pending, returns the pending coordination's id and changes nothing.
   Result<std::string> RequestDeletion(SqlTx& tx, const FileRecord& file);
 
+  // Inside a unit of work: the owner's cancel of a coordination. Returns the new state
+  // (cancelled; the file active again; file.delete_cancelled appended). Errors: kNotFound when it
+  // does not exist or is another user's; kConflict "deletion_started" once the deletion has begun
+  // (decided here, in the writer's serial order, so a cancel racing the deletion has one winner).
+  // Cancelling a cancelled coordination answers it as it is.
+  Result<Coordination> Cancel(SqlTx& tx, const std::string& user_id,
+                              const std::string& coordination_id);
+  // Inside the unit that stored hold h: every waiting coordination it covers becomes held.
+  // Returns how many.
+  Result<int> PlaceHold(SqlTx& tx, const Hold& h);
+  // Inside the unit that released hold h: every held coordination it covered is released (unless
+  // another active hold still covers it) and proceeds at once when it may. Returns how many were
+  // released.
+  Result<int> ReleaseHold(SqlTx& tx, const Hold& h);
+
   // Starts the deadline/deletion thread (resuming whatever the store holds). Stop joins it.
   void Start();
   void Stop();
@@ -64,6 +81,8 @@ class CoordinationDriver : public EventHandler {
 
  private:
   Status Apply(SqlTx& tx, const Decision& d, const std::optional<Coordination>& before);
+  // The actions of cancels and holds (kCancel, kHold, kRelease), for Apply.
+  Status ApplyCancelOrHold(SqlTx& tx, const Decision& d, const Action& a);
   // Each expected consumer's policy (the configured ones: critical until the deadline) plus the
   // further consumers of config_.more_consumers, and the optional grace.
   Status AddConsumerPolicies(SqlTx& tx, WallMillis now, DeleteRequested* req);
@@ -80,6 +99,9 @@ class CoordinationDriver : public EventHandler {
   bool FireDeadlines();
   bool RunDeletions();
   bool CollectBlobs();
+  // Verified deletion: checks completed coordinations not yet verified whose blob removal is done,
+  // records verified or the residue found (coordination, timeline, metrics).
+  bool VerifyDeletions();
 
   Database& db_;
   BlobStore& blobs_;

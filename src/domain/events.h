@@ -18,6 +18,8 @@ inline constexpr char kFileUploaded[] = "file.uploaded";
 inline constexpr char kFileDeleteRequested[] = "file.delete_requested";
 inline constexpr char kConsumerCompletion[] = "consumer.completion";
 inline constexpr char kFileDeleted[] = "file.deleted";
+// The owner cancelled a pending deletion: consumers undo what they did in anticipation.
+inline constexpr char kFileDeleteCancelled[] = "file.delete_cancelled";
 
 // Sources. A consumer's completions come from kConsumerSourcePrefix + its name.
 inline constexpr char kApiSource[] = "/lastcall/api";

@@ -9,11 +9,13 @@
 #include "consumers/consumer.h"
 #include "dlq/dead_letters.h"
 #include "coordination/coordination_repo.h"
+#include "coordination/holds.h"
 #include "domain/events.h"
 #include "http/assets.h"
 #include "http/jwt.h"
 #include "http/multipart.h"
 #include "import/statement.h"
+#include "receipts/receipts.h"
 #include "store/repos.h"
 #include "webhooks/consumer_repo.h"
 #include "webhooks/sender.h"
@@ -66,6 +68,17 @@ json TransactionJson(const Transaction& t) {
           {"category", OrNull(t.category)}};
 }
 
+// null until the deletion was checked; then {"result": "verified"|"residue", "residue": {...},
+// "verifiedAt"}.
+json VerificationJson(const Coordination& c) {
+  if (!c.verification) return Null();
+  json residue = json::parse(c.residue_json, nullptr, false);
+  if (!residue.is_object()) residue = json::object();
+  return {{"result", *c.verification},
+          {"residue", residue},
+          {"verifiedAt", c.verified_at ? json(FormatRfc3339(*c.verified_at)) : Null()}};
+}
+
 json CoordinationJson(const Coordination& c) {
   json consumers = json::array();
   for (const auto& name : c.expected) {
@@ -99,7 +112,24 @@ json CoordinationJson(const Coordination& c) {
           {"consumers", consumers},
           {"startedAt", FormatRfc3339(c.started_at)},
           {"deadlineAt", FormatRfc3339(c.deadline_at)},
-          {"completedAt", c.completed_at ? json(FormatRfc3339(*c.completed_at)) : Null()}};
+          {"completedAt", c.completed_at ? json(FormatRfc3339(*c.completed_at)) : Null()},
+          {"notBefore", FormatRfc3339(c.not_before)},
+          {"holdReason", OrNull(c.hold_reason)},
+          {"cancelledAt", c.cancelled_at ? json(FormatRfc3339(*c.cancelled_at)) : Null()},
+          {"verification", VerificationJson(c)}};
+}
+
+json HoldJson(const Hold& h) {
+  return {{"holdId", h.id},
+          {h.scope == kHoldScopeUser ? "userId" : h.scope == kHoldScopeAccount ? "accountId" : "fileId",
+           h.target_id},
+          {"scope", h.scope},
+          {"reason", h.reason},
+          {"placedBy", h.placed_by},
+          {"placedAt", FormatRfc3339(h.placed_at)},
+          {"releasedBy", OrNull(h.released_by)},
+          {"releasedAt", h.released_at ? json(FormatRfc3339(*h.released_at)) : Null()},
+          {"active", !h.released_at.has_value()}};
 }
 
 HttpResponse JsonResponse(int status, const json& body) {
@@ -172,9 +202,11 @@ std::optional<std::string> ParsePageParam(const std::string& k, const std::strin
 class Api::Impl {
  public:
   Impl(Database& db, BlobStore& blobs, Outbox& outbox, CoordinationDriver& coordinator, Clock& clock,
-       IdGenerator& ids, Metrics& metrics, ApiConfig config, ApiDeps deps)
+       IdGenerator& ids, Metrics& metrics, const ReceiptKeyring& receipt_keys, ApiConfig config,
+       ApiDeps deps)
       : db_(db), blobs_(blobs), outbox_(outbox), coordinator_(coordinator), clock_(clock), ids_(ids),
-        metrics_(metrics), config_(std::move(config)), deps_(std::move(deps)) {}
+        metrics_(metrics), receipt_keys_(receipt_keys), config_(std::move(config)),
+        deps_(std::move(deps)) {}
 
   void HandleMetricsOnly(HttpRequest&& req, Respond respond) {
     if (req.path != "/metrics") return respond(ErrorResponse(Status::NotFound("no such endpoint: " + req.path)));
@@ -262,7 +294,7 @@ class Api::Impl {
     std::string out;
     for (size_t i = 0; i < p.size(); ++i) {
       bool id = i == 1 && (p[0] == "accounts" || p[0] == "files" || p[0] == "transactions" ||
-                           p[0] == "coordinations" || p[0] == "dlq");
+                           p[0] == "coordinations" || p[0] == "holds" || p[0] == "dlq");
       bool name = i == 1 && p[0] == "consumers";
       out += "/" + (id ? std::string("{id}") : name ? std::string("{name}") : p[i]);
     }
@@ -308,6 +340,7 @@ class Api::Impl {
     }
 
     if (p.size() == 1 && p[0] == "metrics") return respond(MetricsResponse());
+    if (p[0] == ".well-known") return respond(JsonResponse(200, receipt_keys_.Jwks()));
     if (p[0] == "dashboard") return ServeAsset(p.size() == 1 ? "index.html" : p[1], respond);
 
     auto caller = Authenticate(req);
@@ -366,8 +399,19 @@ class Api::Impl {
     if (p[0] == "coordinations") {
       if (p.size() == 1) return ListCoordinationsRoute(user, operator_role, req, respond);
       if (Status st = CheckId(p[1], "coordination"); !st.ok()) return fail(st);
+      if (p.size() == 3 && p[2] == "cancel") return CancelRoute(user, p[1], respond);
+      if (p.size() == 3 && p[2] == "receipt") return ReceiptRoute(user, operator_role, p[1], respond);
       if (p.size() == 3) return Timeline(user, operator_role, p[1], respond);
       return GetCoordination(user, operator_role, p[1], respond);
+    }
+    if (p[0] == "holds") {
+      if (caller->role != kOperatorRole) {
+        return fail(Status::Forbidden("legal holds are for operators (a token with role operator)"));
+      }
+      if (p.size() == 1 && m == "POST") return PlaceHoldRoute(user, req, respond);
+      if (p.size() == 1) return ListHoldsRoute(req, respond);
+      if (Status st = CheckId(p[1], "hold"); !st.ok()) return fail(st);
+      return ReleaseHoldRoute(user, p[1], respond);
     }
     if (p[0] == "analytics" && p[1] == "monthly") return Monthly(user, respond);
     if (p[0] == "analytics" && p[1] == "archive") return ArchiveRoute(user, respond);
@@ -400,6 +444,11 @@ class Api::Impl {
     }
     if (a == "dlq" && p.size() == 1) return {"GET"};
     if (a == "dlq" && p.size() == 3 && p[2] == "replay") return {"POST"};
+    if (a == "coordinations" && p.size() == 3 && p[2] == "receipt") return {"GET"};
+    if (a == "coordinations" && p.size() == 3 && p[2] == "cancel") return {"POST"};
+    if (a == "holds" && p.size() == 1) return {"GET", "POST"};
+    if (a == "holds" && p.size() == 2) return {"DELETE"};
+    if (a == ".well-known" && p.size() == 2 && p[1] == "jwks.json") return {"GET"};
     if (a == "analytics" && p.size() == 2 && (p[1] == "monthly" || p[1] == "archive")) return {"GET"};
     if (a == "categorization" && p.size() == 2 && p[1] == "mappings") return {"GET"};
     return {};
@@ -835,7 +884,7 @@ class Api::Impl {
     for (const auto& [k, v] : req.query) {
       if (k == "status") {
         auto s = ParseCoordinationStatus(v);
-        if (!s) return fail("status must be waiting, deleting or completed");
+        if (!s) return fail("status must be waiting, held, deleting, completed or cancelled");
         f.status = s;
       } else if (k == "outcome") {
         auto o = ParseOutcome(v);
@@ -984,6 +1033,117 @@ class Api::Impl {
       json out = ConsumerJson(c, c.created_at, 0, 0);
       out["secret"] = c.secret;
       out["token"] = token;
+      return std::make_pair(201, out);
+    });
+  }
+
+  // POST /coordinations/{id}/cancel: the owner's cancel (another user's: 404; begun: 409).
+  void CancelRoute(const std::string& user, const std::string& id, const Respond& respond) {
+    WriteJson(respond, [this, user, id](SqlTx& tx) -> Result<std::pair<int, json>> {
+      auto c = coordinator_.Cancel(tx, user, id);
+      if (!c.ok()) return c.status();
+      return std::make_pair(200, CoordinationJson(*c));
+    });
+  }
+
+  // GET /coordinations/{id}/receipt: a JWS over what was deleted, when, and how it was verified.
+  void ReceiptRoute(const std::string& user, bool operator_role, const std::string& id,
+                    const Respond& respond) {
+    json payload;
+    Status st = db_.Read([&](SqlTx& tx) -> Status {
+      auto c = VisibleCoordination(tx, user, operator_role, id);
+      if (!c.ok()) return c.status();
+      if (c->status != CoordinationStatus::kCompleted || !c->verification) {
+        return Status::Conflict("receipt_not_ready",
+                                "coordination " + id + " is " + ToString(c->status) +
+                                    (c->status == CoordinationStatus::kCompleted
+                                         ? " and its verification has not run yet"
+                                         : ": a receipt exists once the file is deleted and verified"));
+      }
+      auto tomb = tx.QueryOne("SELECT sha256, deleted_at FROM tombstones WHERE file_id = ? AND "
+                              "coordination_id = ?",
+                              {c->file_id, c->id});
+      if (!tomb.ok()) return tomb.status();
+      if (!*tomb) return Status::Internal("coordination " + id + " completed without a tombstone");
+      json consumers = json::array();
+      for (const auto& name : c->expected) {
+        const Completion* done = c->CompletionOf(name);
+        consumers.push_back({{"name", name}, {"status", done ? ToString(done->status) : "pending"}});
+      }
+      payload = {{"iss", "lastcall"},
+                 {"sub", c->file_id},
+                 {"iat", clock_.Now() / 1000},
+                 {"receiptType", "lastcall.deletion.v1"},
+                 {"coordinationId", c->id},
+                 {"fileId", c->file_id},
+                 {"contentSha256", (*tomb)->Text(0)},
+                 {"requestedAt", FormatRfc3339(c->started_at)},
+                 {"deletedAt", FormatRfc3339((*tomb)->Int(1))},
+                 {"outcome", ToString(c->outcome)},
+                 {"transactionsDeleted", c->transactions_deleted.value_or(0)},
+                 {"consumers", consumers},
+                 {"verification", VerificationJson(*c)}};
+      return Status::Ok();
+    });
+    if (!st.ok()) return respond(ErrorResponse(st));
+    auto jws = SignReceipt(*receipt_keys_.signing, payload);
+    if (!jws.ok()) return respond(ErrorResponse(jws.status()));
+    metrics_.receipts_issued.Inc({});
+    respond(JsonResponse(200, {{"coordinationId", id},
+                               {"kid", receipt_keys_.signing->kid()},
+                               {"receipt", *jws},
+                               {"claims", payload}}));
+  }
+
+  void PlaceHoldRoute(const std::string& operator_id, const HttpRequest& req,
+                      const Respond& respond) {
+    auto fail = [&](const Status& st) { respond(ErrorResponse(st)); };
+    auto body = ParseJsonObject(req.body);
+    if (!body.ok()) return fail(body.status());
+    Hold h;
+    int targets = 0;
+    static constexpr std::pair<const char*, const char*> kTargets[] = {
+        {"userId", kHoldScopeUser}, {"accountId", kHoldScopeAccount}, {"fileId", kHoldScopeFile}};
+    for (const auto& [field, scope] : kTargets) {
+      if (!body->contains(field)) continue;
+      ++targets;
+      auto v = RequiredString(*body, field, 128);
+      if (!v.ok()) return fail(v.status());
+      if (std::string(scope) != kHoldScopeUser && !IsUuid(*v)) {
+        return fail(Status::Invalid("invalid_request", std::string("field \"") + field +
+                                                           "\" must be a UUID"));
+      }
+      h.scope = scope;
+      h.target_id = *v;
+    }
+    if (targets != 1) {
+      return fail(Status::Invalid("invalid_request",
+                                  "give exactly one of \"userId\", \"accountId\" or \"fileId\""));
+    }
+    auto reason = RequiredString(*body, "reason", 500);
+    if (!reason.ok()) return fail(reason.status());
+    for (auto it = body->begin(); it != body->end(); ++it) {
+      const std::string& k = it.key();
+      if (k != "userId" && k != "accountId" && k != "fileId" && k != "reason") {
+        return fail(Status::Invalid("invalid_request", "unknown field \"" + k + "\""));
+      }
+    }
+    h.id = ids_.NewUuid();
+    h.reason = *reason;
+    h.placed_by = operator_id;
+    h.placed_at = clock_.Now();
+    WriteJson(respond, [this, h](SqlTx& tx) -> Result<std::pair<int, json>> {
+      LASTCALL_RETURN_IF_ERROR(InsertHold(tx, h));
+      auto held = coordinator_.PlaceHold(tx, h);
+      if (!held.ok()) return held.status();
+      tx.AfterCommit([this, h, n = *held] {
+        metrics_.holds_placed.Inc({h.scope});
+        log::Info("legal hold placed", {{"holdId", h.id}, {"scope", h.scope},
+                                        {"targetId", h.target_id}, {"placedBy", h.placed_by},
+                                        {"coordinationsHeld", n}});
+      });
+      json out = HoldJson(h);
+      out["coordinationsHeld"] = *held;
       return std::make_pair(201, out);
     });
   }
@@ -1175,6 +1335,57 @@ class Api::Impl {
     });
   }
 
+  void ListHoldsRoute(const HttpRequest& req, const Respond& respond) {
+    bool active_only = false;
+    for (const auto& [k, v] : req.query) {
+      if (k == "active" && (v == "true" || v == "false")) {
+        active_only = v == "true";
+      } else {
+        return respond(ErrorResponse(Status::Invalid(
+            "invalid_request", "the only query parameter is active=true|false")));
+      }
+    }
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      auto holds = ListHolds(tx, active_only);
+      if (!holds.ok()) return holds.status();
+      json arr = json::array();
+      for (const auto& h : *holds) arr.push_back(HoldJson(h));
+      return json{{"holds", arr}};
+    });
+  }
+
+  // DELETE /holds/{id}: releases it (a second release answers the released hold, unchanged).
+  void ReleaseHoldRoute(const std::string& operator_id, const std::string& id,
+                        const Respond& respond) {
+    WriteJson(respond, [this, operator_id, id](SqlTx& tx) -> Result<std::pair<int, json>> {
+      auto h = FindHold(tx, id);
+      if (!h.ok()) return h.status();
+      if (!*h) return Status::NotFound("hold " + id + " not found");
+      WallMillis now = clock_.Now();
+      auto released = MarkHoldReleased(tx, id, operator_id, now);
+      if (!released.ok()) return released.status();
+      Hold hold = **h;
+      json out;
+      if (*released) {
+        hold.released_at = now;
+        hold.released_by = operator_id;
+        auto n = coordinator_.ReleaseHold(tx, hold);
+        if (!n.ok()) return n.status();
+        tx.AfterCommit([this, hold, n = *n] {
+          metrics_.holds_released.Inc({hold.scope});
+          log::Info("legal hold released", {{"holdId", hold.id}, {"releasedBy", *hold.released_by},
+                                            {"coordinationsReleased", n}});
+        });
+        out = HoldJson(hold);
+        out["coordinationsReleased"] = *n;
+      } else {
+        out = HoldJson(hold);
+        out["coordinationsReleased"] = 0;
+      }
+      return std::make_pair(200, out);
+    });
+  }
+
   void ServeAsset(const std::string& name, const Respond& respond) {
     const Asset* a = FindAsset(name);
     if (!a) return respond(ErrorResponse(Status::NotFound("no such dashboard file: " + name)));
@@ -1258,14 +1469,16 @@ class Api::Impl {
   Clock& clock_;
   IdGenerator& ids_;
   Metrics& metrics_;
+  const ReceiptKeyring& receipt_keys_;
   ApiConfig config_;
   ApiDeps deps_;
 };
 
 Api::Api(Database& db, BlobStore& blobs, Outbox& outbox, CoordinationDriver& coordinator,
-         Clock& clock, IdGenerator& ids, Metrics& metrics, ApiConfig config, ApiDeps deps)
+         Clock& clock, IdGenerator& ids, Metrics& metrics, const ReceiptKeyring& receipt_keys,
+         ApiConfig config, ApiDeps deps)
     : impl_(std::make_unique<Impl>(db, blobs, outbox, coordinator, clock, ids, metrics,
-                                   std::move(config), std::move(deps))) {}
+                                   receipt_keys, std::move(config), std::move(deps))) {}
 
 void Api::HandleMetricsOnly(HttpRequest&& req, Respond respond) {
   impl_->HandleMetricsOnly(std::move(req), std::move(respond));

@@ -16,6 +16,7 @@
 #include "coordination/driver.h"
 #include "http/server.h"
 #include "metrics/metrics.h"
+#include "receipts/receipts.h"
 #include "store/sql.h"
 
 namespace lastcall {
@@ -41,7 +42,8 @@ inline constexpr char kOperatorRole[] = "operator";
 class Api {
  public:
   Api(Database& db, BlobStore& blobs, Outbox& outbox, CoordinationDriver& coordinator, Clock& clock,
-      IdGenerator& ids, Metrics& metrics, ApiConfig config, ApiDeps deps = {});
+      IdGenerator& ids, Metrics& metrics, const ReceiptKeyring& receipt_keys, ApiConfig config,
+      ApiDeps deps = {});
   ~Api();
   // The server's Handler. Thread-safe.
   void Handle(HttpRequest&& req, Respond respond);

@@ -20,6 +20,15 @@ Metrics::Metrics() {
       proceed_rules.Inc({p, r}, 0);
     }
   }
+  coordinations_cancelled.Inc({}, 0);
+  for (const char* s : {"user", "account", "file"}) {
+    holds_placed.Inc({s}, 0);
+    holds_released.Inc({s}, 0);
+  }
+  deletions_blocked.Inc({}, 0);
+  deletion_verifications.Inc({"verified"}, 0);
+  deletion_verifications.Inc({"residue"}, 0);
+  receipts_issued.Inc({}, 0);
 }
 
 void Metrics::DeclareWebhookConsumer(const std::string& name) {
@@ -55,6 +64,12 @@ std::string Metrics::Render(Database& db, WallMillis now) {
   file_deletions.Render(&out);
   coordination_duration.Render(&out);
   consumer_completion.Render(&out);
+  coordinations_cancelled.Render(&out);
+  holds_placed.Render(&out);
+  holds_released.Render(&out);
+  deletions_blocked.Render(&out);
+  deletion_verifications.Render(&out);
+  receipts_issued.Render(&out);
   events_published.Render(&out);
   events_delivered.Render(&out);
   delivery_failures.Render(&out);
@@ -67,21 +82,26 @@ std::string Metrics::Render(Database& db, WallMillis now) {
   http_requests.Render(&out);
   http_duration.Render(&out);
 
-  double waiting = 0, deleting = 0, oldest_age = 0;
+  double waiting = 0, deleting = 0, held = 0, active_holds = 0, oldest_age = 0;
   std::vector<std::pair<std::vector<std::string>, double>> backlog;
   Status st = db.Read([&](SqlTx& tx) -> Status {
     auto counts = tx.QueryAll(
         "SELECT status, COUNT(*), MIN(started_at) FROM coordinations WHERE status IN "
-        "('waiting', 'deleting') GROUP BY status");
+        "('waiting', 'deleting', 'held') GROUP BY status");
     if (!counts.ok()) return counts.status();
     for (const auto& r : *counts) {
       if (r.Text(0) == "waiting") {
         waiting = static_cast<double>(r.Int(1));
         oldest_age = std::max<double>(0, static_cast<double>(now - r.Int(2)) / 1000.0);
+      } else if (r.Text(0) == "held") {
+        held = static_cast<double>(r.Int(1));
       } else {
         deleting = static_cast<double>(r.Int(1));
       }
     }
+    auto holds = tx.QueryOne("SELECT COUNT(*) FROM holds WHERE released_at IS NULL");
+    if (!holds.ok()) return holds.status();
+    active_holds = static_cast<double>((*holds)->Int(0));
     std::vector<std::string> targets;
     {
       std::lock_guard<std::mutex> l(targets_mu_);
@@ -107,6 +127,12 @@ std::string Metrics::Render(Database& db, WallMillis now) {
       .Render(&out);
   GaugeFamily{"lastcall_coordinations_deleting", "Coordinations whose deletion is under way.", {},
               [&] { return std::vector<std::pair<std::vector<std::string>, double>>{{{}, deleting}}; }}
+      .Render(&out);
+  GaugeFamily{"lastcall_coordinations_held", "Coordinations blocked by a legal hold.", {},
+              [&] { return std::vector<std::pair<std::vector<std::string>, double>>{{{}, held}}; }}
+      .Render(&out);
+  GaugeFamily{"lastcall_holds_active", "Legal holds placed and not released.", {},
+              [&] { return std::vector<std::pair<std::vector<std::string>, double>>{{{}, active_holds}}; }}
       .Render(&out);
   GaugeFamily{"lastcall_oldest_waiting_coordination_age_seconds",
               "Age of the oldest waiting coordination (0 when none waits).", {},

@@ -36,6 +36,19 @@ class Metrics {
       "lastcall_consumer_completion_seconds",
       "Time from a deletion request to a consumer's completion.", {"consumer"},
       {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}};
+  CounterFamily coordinations_cancelled{"lastcall_coordinations_cancelled_total",
+                                        "Coordinated deletions cancelled by their owner.", {}};
+  CounterFamily holds_placed{"lastcall_holds_placed_total", "Legal holds placed, by scope.",
+                             {"scope"}};
+  CounterFamily holds_released{"lastcall_holds_released_total", "Legal holds released, by scope.",
+                               {"scope"}};
+  CounterFamily deletions_blocked{"lastcall_deletions_blocked_total",
+                                  "Coordinations that a legal hold blocked (became held).", {}};
+  CounterFamily deletion_verifications{
+      "lastcall_deletion_verifications_total",
+      "Deletions checked for residue afterwards, by result (verified, residue).", {"result"}};
+  CounterFamily receipts_issued{"lastcall_receipts_issued_total", "Signed deletion receipts served.",
+                                {}};
   CounterFamily events_published{"lastcall_events_published_total",
                                  "Events committed to the outbox, by type.", {"type"}};
   CounterFamily events_delivered{"lastcall_events_delivered_total",

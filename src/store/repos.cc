@@ -168,6 +168,16 @@ Result<bool> MarkDeletionRequested(SqlTx& tx, const std::string& file_id,
   return *r == 1;
 }
 
+Result<bool> ReactivateFile(SqlTx& tx, const std::string& file_id,
+                            const std::string& coordination_id) {
+  auto r = tx.Exec(
+      "UPDATE files SET status = ?, coordination_id = NULL WHERE id = ? AND status = ? AND "
+      "coordination_id = ?",
+      {std::string(kFileActive), file_id, std::string(kFileDeletionRequested), coordination_id});
+  if (!r.ok()) return r.status();
+  return *r == 1;
+}
+
 Status InsertTransactions(SqlTx& tx, const std::vector<Transaction>& rows) {
   static const std::string sql = std::string("INSERT INTO transactions (") + kTxColumns +
                                  ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";

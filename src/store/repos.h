@@ -34,6 +34,11 @@ Result<std::vector<FileRecord>> ListFiles(SqlTx& tx, const std::string& user_id)
 Result<bool> MarkDeletionRequested(SqlTx& tx, const std::string& file_id,
                                    const std::string& coordination_id);
 
+// A cancelled deletion: the file becomes active again (coordination_id cleared), only if it is
+// still deletion_requested by that coordination. Returns true when this call changed it.
+Result<bool> ReactivateFile(SqlTx& tx, const std::string& file_id,
+                            const std::string& coordination_id);
+
 // ---- transactions ----
 Status InsertTransactions(SqlTx& tx, const std::vector<Transaction>& rows);
 Result<std::vector<Transaction>> ListFileTransactions(SqlTx& tx, const std::string& file_id);

@@ -221,13 +221,46 @@ const std::vector<Migration>& Migrations() {
            "ALTER TABLE dead_letters ADD COLUMN delivery_id TEXT",
            "ALTER TABLE dead_letters ADD COLUMN replayed_at INTEGER",
            "CREATE INDEX dead_letters_by_created ON dead_letters(created_at, id)",
-           // Each expected consumer's priority and timeout, the rule that let each proceed, and
-           // the next moment a waiting coordination must be looked at again.
+           // Each expected consumer's priority and timeout, and the rule that let each proceed.
            "ALTER TABLE coordinations ADD COLUMN consumer_policies TEXT",
            "ALTER TABLE coordinations ADD COLUMN proceeded_by TEXT",
-           "ALTER TABLE coordinations ADD COLUMN wake_at INTEGER",
-           "UPDATE coordinations SET wake_at = deadline_at",
-           "CREATE INDEX coordinations_by_wake ON coordinations(status, wake_at)",
+       }},
+      {6,
+       "cancel, grace window and legal holds",
+       {
+           // not_before_at: the grace window's end; due_at: when the driver's timer may change the
+           // coordination next (NULL: only an input can); hold_reason: the blocking hold's reason.
+           "ALTER TABLE coordinations ADD COLUMN not_before_at BIGINT",
+           "ALTER TABLE coordinations ADD COLUMN due_at BIGINT",
+           "ALTER TABLE coordinations ADD COLUMN hold_reason TEXT",
+           "ALTER TABLE coordinations ADD COLUMN cancelled_at BIGINT",
+           "UPDATE coordinations SET not_before_at = started_at",
+           "UPDATE coordinations SET due_at = deadline_at WHERE status = 'waiting'",
+           "CREATE INDEX coordinations_by_due ON coordinations(status, due_at)",
+           "CREATE INDEX coordinations_by_file ON coordinations(file_id)",
+           "CREATE INDEX coordinations_by_account ON coordinations(account_id)",
+           // scope: user, account or file (stored: do not rename); target_id: that id.
+           R"(CREATE TABLE holds (
+                id TEXT PRIMARY KEY,
+                scope TEXT NOT NULL,
+                target_id TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                placed_by TEXT NOT NULL,
+                placed_at BIGINT NOT NULL,
+                released_by TEXT,
+                released_at BIGINT))",
+           "CREATE INDEX holds_by_target ON holds(scope, target_id, released_at)",
+       }},
+      {7,
+       "verified deletion",
+       {
+           // verification: NULL until checked, then "verified" or "residue"; residue: a JSON
+           // object naming what was found where (no user content); blob_key: to look for content.
+           "ALTER TABLE coordinations ADD COLUMN blob_key TEXT",
+           "ALTER TABLE coordinations ADD COLUMN verification TEXT",
+           "ALTER TABLE coordinations ADD COLUMN residue TEXT",
+           "ALTER TABLE coordinations ADD COLUMN verified_at BIGINT",
+           "CREATE INDEX coordinations_by_verification ON coordinations(status, verification)",
        }},
   };
   return kMigrations;

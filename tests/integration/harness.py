@@ -362,7 +362,8 @@ class Server(object):
     def env(self, extra_env=None):
         env = dict(os.environ)
         for k in ("ENABLE_EVENT_PUBLISHING", "COORDINATION_TIMEOUT_MINUTES", "EXPECTED_CONSUMERS",
-                  "LASTCALL_MAX_UPLOAD_BYTES", "LASTCALL_TEST_DELETION_DELAY_MS"):
+                  "LASTCALL_MAX_UPLOAD_BYTES", "LASTCALL_TEST_DELETION_DELAY_MS",
+                  "DELETION_GRACE_MINUTES", "LASTCALL_RECEIPT_KEY_FILE"):
             env.pop(k, None)
         env["LASTCALL_DATA_DIR"] = self.data_dir
         env["LASTCALL_LISTEN"] = "127.0.0.1:%d" % self.port
@@ -670,7 +671,8 @@ TRANSACTION_FIELDS = {"transactionId", "accountId", "fileId", "date", "descripti
 ACCOUNT_FIELDS = {"accountId", "name", "currency", "balance", "transactionCount",
                   "lastTransactionDate"}
 COORDINATION_FIELDS = {"coordinationId", "fileId", "status", "outcome", "expectedConsumers",
-                       "consumers", "startedAt", "deadlineAt", "completedAt"}
+                       "consumers", "startedAt", "deadlineAt", "completedAt", "notBefore",
+                       "holdReason", "cancelledAt", "verification"}
 
 
 def random_uuid():

@@ -52,7 +52,8 @@ VALIDATE = os.path.join(TOOLS, "validate.js")
 
 INSTALL_HINT = ("run `make test` (it installs the Debian packages and runs `npm ci` in "
                 "tools/contracts), or `cd tools/contracts && npm ci`")
-EVENT_TYPES = ["file.uploaded", "file.delete_requested", "consumer.completion", "file.deleted"]
+CORE_EVENT_TYPES = ["file.uploaded", "file.delete_requested", "consumer.completion", "file.deleted"]
+EVENT_TYPES = CORE_EVENT_TYPES + ["file.delete_cancelled"]
 WITH_AUDIT = "analytics_consumer,categorization_consumer,audit_consumer"
 
 ROWS = [
@@ -373,7 +374,11 @@ class ValidatorsTest(unittest.TestCase):
             ("/transactions", "GET"), ("/transactions/{transactionId}", "GET"),
             ("/transactions/{transactionId}", "PATCH"), ("/coordinations", "GET"),
             ("/coordinations/{coordinationId}", "GET"),
-            ("/coordinations/{coordinationId}/timeline", "GET"), ("/analytics/monthly", "GET"),
+            ("/coordinations/{coordinationId}/timeline", "GET"),
+            ("/coordinations/{coordinationId}/cancel", "POST"),
+            ("/coordinations/{coordinationId}/receipt", "GET"), ("/.well-known/jwks.json", "GET"),
+            ("/holds", "GET"), ("/holds", "POST"), ("/holds/{holdId}", "DELETE"),
+            ("/analytics/monthly", "GET"),
             ("/analytics/archive", "GET"), ("/categorization/mappings", "GET"),
             ("/dashboard", "GET"), ("/dashboard/app.js", "GET"), ("/dashboard/app.css", "GET"),
             ("/dashboard/favicon.svg", "GET"),
@@ -392,7 +397,8 @@ class ValidatorsTest(unittest.TestCase):
         self.assertIs(error["additionalProperties"], False)
         public = {t for t, m, op in OpenApi().operations() if op.get("security") == []}
         self.assertEqual(public, {"/healthz", "/metrics", "/dashboard", "/dashboard/app.js",
-                                  "/dashboard/app.css", "/dashboard/favicon.svg"})
+                                  "/dashboard/app.css", "/dashboard/favicon.svg",
+                                  "/.well-known/jwks.json"})
 
 
 class LiveContractTest(harness.ServerPool, harness.Assertions, unittest.TestCase):
@@ -557,7 +563,46 @@ class LiveContractTest(harness.ServerPool, harness.Assertions, unittest.TestCase
             self.assertError(op.get("/coordinations?" + q), 400, "invalid_request")
         self.assertError(c.delete("/files/" + random_uuid()), 404, "not_found")
 
-        self.check_events(server, EVENT_TYPES)
+        self.check_events(server, CORE_EVENT_TYPES)
+
+    def flow_lifecycle(self):
+        """Cancel, legal holds, verification and receipts."""
+        server = self.start({"DELETION_GRACE_MINUTES": "0.03"})
+        anon = self.client(server)
+        user = unique_user("gina")
+        c = self.client(server, user)
+        op = self.client(server, unique_user("legal"), role="operator")
+        acct = c.create_account("Checking", "USD")
+        f, cid = self.upload_and_delete(c, acct["accountId"])
+        cancelled = c.post("/coordinations/%s/cancel" % cid)
+        self.assertStatus(cancelled, 200)
+        self.assertEqual(cancelled.body["status"], "cancelled")
+        self.assertError(c.get("/coordinations/%s/receipt" % cid), 409, "receipt_not_ready")
+        self.assertStatus(c.get("/coordinations?status=cancelled"), 200)
+
+        self.assertStatus(op.get("/holds"), 200)
+        hold = op.post("/holds", {"fileId": f["fileId"], "reason": "contract test hold"})
+        self.assertStatus(hold, 201)
+        self.assertError(c.get("/holds"), 403, "forbidden")
+        self.assertError(op.post("/holds", {"reason": "no target"}), 400, "invalid_request")
+        r = c.delete("/files/" + f["fileId"])
+        self.assertStatus(r, 202)
+        cid2 = r.body["coordinationId"]
+        held = c.get("/coordinations/" + cid2)
+        self.assertStatus(held, 200)
+        self.assertEqual(held.body["status"], "held")
+        self.assertStatus(op.get("/coordinations?status=held"), 200)
+        self.assertStatus(op.get("/holds?active=true"), 200)
+        self.assertStatus(op.delete("/holds/" + hold.body["holdId"]), 200)
+        self.assertError(op.delete("/holds/" + random_uuid()), 404, "not_found")
+        c.wait_coordination(cid2, "completed", timeout=20)
+        wait_until(lambda: c.get("/coordinations/" + cid2).body["verification"], 10,
+                   message="verification")
+        self.assertError(c.post("/coordinations/%s/cancel" % cid2), 409, "deletion_started")
+        self.assertStatus(c.get("/coordinations/%s/timeline" % cid2), 200)
+        self.assertStatus(c.get("/coordinations/%s/receipt" % cid2), 200)
+        self.assertStatus(anon.get("/.well-known/jwks.json"), 200)
+        self.check_events(server, ["file.delete_cancelled", "file.deleted"])
 
     def flow_timeout(self):
         server = self.start({"EXPECTED_CONSUMERS": WITH_AUDIT,
@@ -578,7 +623,7 @@ class LiveContractTest(harness.ServerPool, harness.Assertions, unittest.TestCase
         timeouts = [e for e in tl.body["entries"] if e["kind"] == "timeout"]
         self.assertEqual([e["detail"]["missingConsumers"] for e in timeouts], [["audit_consumer"]])
         self.assertStatus(c.get("/coordinations?outcome=timed_out"), 200)
-        rows = self.check_events(server, EVENT_TYPES)
+        rows = self.check_events(server, CORE_EVENT_TYPES)
         deleted = [r for r in rows if r["type"] == "file.deleted"]
         self.assertEqual(deleted[-1]["data"]["missingConsumers"], ["audit_consumer"])
 
@@ -649,8 +694,8 @@ class LiveContractTest(harness.ServerPool, harness.Assertions, unittest.TestCase
 
     def test_responses_and_events_match_the_documents(self):
         """The flows, then: every documented operation was answered with a validated 2xx."""
-        for name in ("flow_full", "flow_timeout", "flow_synchronous", "flow_upload_limit",
-                     "flow_webhooks"):
+        for name in ("flow_full", "flow_lifecycle", "flow_timeout", "flow_synchronous",
+                     "flow_upload_limit", "flow_webhooks"):
             with self.subTest(flow=name):
                 getattr(self, name)()
         missing = []
@@ -669,7 +714,8 @@ class LiveContractTest(harness.ServerPool, harness.Assertions, unittest.TestCase
         c = self.client(server, unique_user("frank"))
         ids = {"accountId": random_uuid(), "fileId": random_uuid(),
                "transactionId": random_uuid(), "coordinationId": random_uuid(),
-               "name": "some_consumer", "deadLetterId": random_uuid()}
+               "holdId": random_uuid(), "name": "some_consumer",
+               "deadLetterId": random_uuid()}
         for template, item in self.openapi.doc["paths"].items():
             path = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], template)
             documented = sorted(m.upper() for m in item if m in ("get", "post", "put", "patch",

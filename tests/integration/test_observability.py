@@ -29,6 +29,8 @@ class ObservabilityTest(ServerTestCase):
         file_id, cid = self.delete_one(alice)
         alice.wait_coordination(cid, "completed")
         self.assertEqual(alice.get("/files/" + file_id).status, 404)
+        # The verification after the deletion is the last step of every timeline.
+        wait_until(lambda: alice.coordination(cid)["verification"], 10, message="verification")
         r = alice.get("/coordinations/%s/timeline" % cid)
         self.assertStatus(r, 200)
         self.assertEqual(r.body["coordinationId"], cid)
@@ -48,8 +50,9 @@ class ObservabilityTest(ServerTestCase):
         self.assertEqual(timeout[0]["detail"]["missingConsumers"], ["audit_consumer"])
         tail = kinds[kinds.index("timeout"):]
         self.assertEqual(tail, ["timeout", "deletion_decided", "transactions_deleted",
-                                "account_updated", "content_queued", "metadata_deleted", "deleted"])
-        self.assertEqual(entries[-1]["detail"], {"outcome": "timed_out", "transactionsDeleted": 2})
+                                "account_updated", "content_queued", "metadata_deleted", "deleted",
+                                "verified"])
+        self.assertEqual(entries[-2]["detail"], {"outcome": "timed_out", "transactionsDeleted": 2})
         ats = [e["at"] for e in entries]
         self.assertEqual(ats, sorted(ats))
         # No user content: descriptions, merchants, amounts, file names.
@@ -126,6 +129,7 @@ class ObservabilityTest(ServerTestCase):
         self.assertIn(cid, p.stdout.decode())
         self.assertIn("audit_consumer=pending", p.stdout.decode())
         dave.wait_coordination(cid, "completed")
+        wait_until(lambda: dave.coordination(cid)["verification"], 10, message="verification")
         p = self.server.run_cli("coordinations", "show", cid, extra_env=env)
         self.assertEqual(p.returncode, 0, p.stderr)
         out = p.stdout.decode()
@@ -135,7 +139,7 @@ class ObservabilityTest(ServerTestCase):
         self.assertEqual(p.returncode, 0)
         doc = json.loads(p.stdout)
         self.assertEqual(doc["coordination"]["coordinationId"], cid)
-        self.assertEqual(doc["timeline"]["entries"][-1]["kind"], "deleted")
+        self.assertEqual([e["kind"] for e in doc["timeline"]["entries"]][-2:], ["deleted", "verified"])
         # Exit codes: 1 not found, 2 usage, 3 token refused.
         missing = "00000000-0000-4000-8000-000000000000"
         self.assertEqual(self.server.run_cli("coordinations", "show", missing, extra_env=env).returncode, 1)

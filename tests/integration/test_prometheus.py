@@ -79,6 +79,14 @@ FAMILIES = {
     "lastcall_dead_letter_replays_total": ("counter", {"target"}),
     "lastcall_http_requests_total": ("counter", {"method", "route", "status"}),
     "lastcall_http_request_duration_seconds": ("histogram", {"route"}),
+    "lastcall_coordinations_cancelled_total": ("counter", set()),
+    "lastcall_holds_placed_total": ("counter", {"scope"}),
+    "lastcall_holds_released_total": ("counter", {"scope"}),
+    "lastcall_deletions_blocked_total": ("counter", set()),
+    "lastcall_deletion_verifications_total": ("counter", {"result"}),
+    "lastcall_receipts_issued_total": ("counter", set()),
+    "lastcall_coordinations_held": ("gauge", set()),
+    "lastcall_holds_active": ("gauge", set()),
 }
 # Families that may have no series yet on a fresh server (labelled, nothing counted so far).
 MAY_BE_EMPTY = {"lastcall_coordination_timeouts_total", "lastcall_delivery_failures_total",
@@ -483,7 +491,7 @@ class RulesTest(unittest.TestCase):
         names = {r.get("alert") for r in alert_rules()}
         for required in ("LastcallCoordinationsTimingOut", "LastcallConsumerNotCompleting",
                          "LastcallOutboxBacklogGrowing", "LastcallDeadLetters",
-                         "LastcallWaitingCoordinationOverdue"):
+                         "LastcallWaitingCoordinationOverdue", "LastcallDeletionResidue"):
             self.assertIn(required, names)
         for r in alert_rules():
             self.assertIn(r["labels"]["severity"], ("warning", "critical"), r["alert"])
@@ -522,6 +530,11 @@ class RulesTest(unittest.TestCase):
                         {"series": 'lastcall_oldest_waiting_coordination_age_seconds{%s}' % lab,
                          "values": "0+60x20"},
                         {"series": 'up{%s}' % lab, "values": "1x40"},
+                        # One deletion whose verification found residue, many verified.
+                        {"series": 'lastcall_deletion_verifications_total{%s, result="residue"}' % lab,
+                         "values": "0 0 0 1 1 1 1 1 1 1"},
+                        {"series": 'lastcall_deletion_verifications_total{%s, result="verified"}' % lab,
+                         "values": "0+3x40"},
                     ],
                     "alert_rule_test": [
                         {"eval_time": "5m", "alertname": "LastcallCoordinationsTimingOut",
@@ -545,6 +558,10 @@ class RulesTest(unittest.TestCase):
                                                         "instance": "127.0.0.1:8080",
                                                         "target": "analytics_consumer"}}]},
                         {"eval_time": "30m", "alertname": "LastcallDown", "exp_alerts": []},
+                        {"eval_time": "2m", "alertname": "LastcallDeletionResidue", "exp_alerts": []},
+                        {"eval_time": "5m", "alertname": "LastcallDeletionResidue",
+                         "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "lastcall",
+                                                        "instance": "127.0.0.1:8080"}}]},
                     ],
                 },
             ],

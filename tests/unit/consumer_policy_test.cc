@@ -60,10 +60,10 @@ TEST_P(ConsumerPolicyTest, DecidesAtTheRightMomentWithTheRightRules) {
   int steps = 0;
   while (state->status == CoordinationStatus::kWaiting) {
     ASSERT_LT(++steps, 100) << "no decision";
-    ASSERT_LE(state->wake_at, state->deadline_at) << "wake_at past the deadline";
-    ASSERT_GE(state->wake_at, now) << "wake_at in the past while still waiting";
+    ASSERT_LE(state->due_at.value_or(0), state->deadline_at) << "wake_at past the deadline";
+    ASSERT_GE(state->due_at.value_or(0), now) << "wake_at in the past while still waiting";
     WallMillis report_at = next < reports.size() ? kT0 + reports[next].at_s * kSec : INT64_MAX;
-    if (report_at <= state->wake_at) {
+    if (report_at <= state->due_at.value_or(0)) {
       now = report_at;
       Completion c;
       c.consumer = reports[next].consumer;
@@ -72,7 +72,7 @@ TEST_P(ConsumerPolicyTest, DecidesAtTheRightMomentWithTheRightRules) {
       ++next;
       state = Decide(state, {}, CompletionReported{"c1", c}, now).state;
     } else {
-      now = state->wake_at;
+      now = state->due_at.value_or(0);
       // Just before the wake-up nothing may be decided yet (the tick would have been late).
       if (now - 1 > kT0) {
         Decision early = Decide(state, {}, Tick{}, now - 1);
@@ -149,11 +149,11 @@ TEST(ConsumerPolicy, DuplicateAndLateReportsDoNotMoveTheDecision) {
   Completion a{"a", ConsumerStatus::kFailed, "{}", kT0 + 5 * kSec, "e1"};
   state = Decide(state, {}, CompletionReported{"c1", a}, kT0 + 5 * kSec).state;
   // A failure counts as a report: the grace runs from 5 s.
-  EXPECT_EQ(state->wake_at, kT0 + 15 * kSec);
+  EXPECT_EQ(state->due_at.value_or(0), kT0 + 15 * kSec);
   a.at = kT0 + 6 * kSec;
   Decision dup = Decide(state, {}, CompletionReported{"c1", a}, kT0 + 6 * kSec);
   EXPECT_TRUE(dup.Has(ActionKind::kIgnore));
-  EXPECT_EQ(dup.state->wake_at, kT0 + 15 * kSec);
+  EXPECT_EQ(dup.state->due_at.value_or(0), kT0 + 15 * kSec);
   Decision done = Decide(state, {}, Tick{}, kT0 + 15 * kSec);
   EXPECT_TRUE(done.Has(ActionKind::kBeginDeletion));
   EXPECT_EQ(done.state->missing, std::vector<std::string>{"b"});

@@ -258,7 +258,8 @@ TEST_F(CoordinatorTest, RestartAfterCompletedIgnoresEverything) {
 }
 
 TEST(CoordinatorStrings, StoredNamesRoundTrip) {
-  for (auto s : {CoordinationStatus::kWaiting, CoordinationStatus::kDeleting, CoordinationStatus::kCompleted}) {
+  for (auto s : {CoordinationStatus::kWaiting, CoordinationStatus::kDeleting, CoordinationStatus::kCompleted,
+                 CoordinationStatus::kHeld, CoordinationStatus::kCancelled}) {
     EXPECT_EQ(ParseCoordinationStatus(ToString(s)), s);
   }
   for (auto o : {Outcome::kNone, Outcome::kAllCompleted, Outcome::kTimedOut}) {
@@ -267,7 +268,9 @@ TEST(CoordinatorStrings, StoredNamesRoundTrip) {
   EXPECT_STREQ(ToString(CoordinationStatus::kWaiting), "waiting");
   EXPECT_STREQ(ToString(Outcome::kTimedOut), "timed_out");
   EXPECT_STREQ(ToString(ConsumerStatus::kFailed), "failed");
-  EXPECT_FALSE(ParseCoordinationStatus("held").has_value());
+  EXPECT_STREQ(ToString(CoordinationStatus::kHeld), "held");
+  EXPECT_STREQ(ToString(CoordinationStatus::kCancelled), "cancelled");
+  EXPECT_FALSE(ParseCoordinationStatus("vetoed").has_value());  // reserved, not built yet
 }
 
 }  // namespace
