@@ -27,7 +27,6 @@ int HttpStatusFor(Code code) {
     case Code::kNotFound: return 404;
     case Code::kMethodNotAllowed: return 405;
     case Code::kConflict: return 409;
-    case Code::kForbidden: return 403;
     case Code::kTooLarge: return 413;
     case Code::kUnsupported: return 415;
     case Code::kUnprocessable: return 422;

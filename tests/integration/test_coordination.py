@@ -390,7 +390,8 @@ class PendingDeletionTest(CoordinationAssertions, ServerTestCase):
         self.assertEqual((co["status"], co["outcome"]), ("completed", "timed_out"))
         self.assertEqual(consumers_by_name(co)["audit_consumer"],
                          {"name": "audit_consumer", "status": "pending", "completedAt": None,
-                          "detail": None})
+                          "detail": None, "priority": "critical", "timeoutAt": co["deadlineAt"],
+                          "proceededBy": "deadline"})
         self.assertFileGone(c, fa)
         self.assertAccountDerived(c, self.account_id, *derived(FILE_B))
         self.assertCoordinationEvents(server, cid, fa, self.user, self.account_id, len(FILE_A),
