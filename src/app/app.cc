@@ -27,6 +27,8 @@
 #include "store/schema.h"
 #include "store/postgres/postgres_database.h"
 #include "store/sqlite/sqlite_database.h"
+#include "webhooks/consumer_repo.h"
+#include "webhooks/delivery.h"
 
 namespace lastcall {
 
@@ -103,6 +105,8 @@ std::vector<Rule> ServiceRules() {
        {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer}},
       {"file-deletion-cancels", {{kFileDeleteCancelled}, {kCoordinatorSource}}, {kAnalyticsConsumer}},
       {"consumer-completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}},
+      // Webhook consumers: the target records one delivery per expected webhook consumer.
+      {"webhook-consumers", {{kFileDeleteRequested}, {kApiSource}}, {kWebhookTarget}},
   };
 }
 
@@ -246,6 +250,8 @@ int RunServe(const Config& config) {
   cc.timeout_ms = config.coordination_timeout_ms;
   cc.grace_ms = config.deletion_grace_ms;
   cc.test_deletion_delay_ms = config.test_deletion_delay_ms;
+  cc.optional_grace_ms = config.optional_grace_ms;
+  cc.more_consumers = [](SqlTx& tx, WallMillis now) { return HealthyConsumerPolicies(tx, now); };
   CoordinationDriver driver(**db, *blobs, outbox, clock, ids, metrics, cc);
   ConsumerFaults faults(config.test_consumer_faults);
   if (!faults.empty()) {
@@ -254,24 +260,49 @@ int RunServe(const Config& config) {
   }
   AnalyticsConsumer analytics(outbox, clock, ids, faults);
   CategorizationConsumer categorization(outbox, clock, ids, faults);
+  BeastWebhookSender sender;
+  WebhookOptions wo;
+  wo.max_attempts = config.webhook_max_attempts;
+  wo.backoff_base_ms = config.webhook_backoff_base_ms;
+  wo.backoff_cap_ms = config.webhook_backoff_cap_ms;
+  wo.timeout_ms = config.webhook_timeout_ms;
+  wo.workers = config.webhook_workers;
+  DeliveryWorker webhooks(**db, sender, outbox, clock, ids, metrics, wo);
+  WebhookTarget webhook_target(clock, ids, [&webhooks] { webhooks.Wake(); });
   // Targets' units are queued in this order each round and share one commit: the coordinator
   // last, so it already sees the completions the consumers appended in the same transaction.
   bus.AddTarget(kAnalyticsConsumer, &analytics);
   bus.AddTarget(kCategorizationConsumer, &categorization);
+  bus.AddTarget(kWebhookTarget, &webhook_target);
   bus.AddTarget(kFileDeletionConsumer, &driver);
   for (const Rule& r : ServiceRules()) bus.AddRule(r);
   metrics.Declare(config.expected_consumers,
-                  {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer});
+                  {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer, kWebhookTarget});
+  Status declared = (*db)->Read([&](SqlTx& tx) {
+    auto list = ListWebhookConsumers(tx);
+    if (!list.ok()) return list.status();
+    for (const auto& c : *list) metrics.DeclareWebhookConsumer(c.name);
+    return Status::Ok();
+  });
+  if (!declared.ok()) {
+    log::Error("cannot read the webhook consumers", {{"error", declared.message()}});
+    return 1;
+  }
   if (Status st = bus.Start(); !st.ok()) {
     log::Error("event bus failed to start", {{"error", st.message()}});
     return 1;
   }
   driver.Start();
+  webhooks.Start();
 
   ApiConfig api_config{*secret, config.max_upload_bytes, config.event_publishing,
                        !config.metrics_address.has_value(),
-                       static_cast<size_t>(config.max_import_rows)};
-  Api api(**db, *blobs, outbox, driver, clock, ids, metrics, *receipt_keys, api_config);
+                       static_cast<size_t>(config.max_import_rows), {}};
+  api_config.reserved_consumers = {kAnalyticsConsumer, kCategorizationConsumer,
+                                   kFileDeletionConsumer, kWebhookTarget};
+  for (const auto& name : config.expected_consumers) api_config.reserved_consumers.push_back(name);
+  ApiDeps api_deps{dynamic_cast<EventReplayer*>(&bus), [&webhooks] { webhooks.Wake(); }};
+  Api api(**db, *blobs, outbox, driver, clock, ids, metrics, *receipt_keys, api_config, api_deps);
   std::atomic<int> in_flight{0};
   boost::asio::io_context io(config.http_threads);
   HttpServerOptions http_options;
@@ -309,6 +340,7 @@ int RunServe(const Config& config) {
   if (!started.ok()) {
     Status st = started;
     log::Error("cannot start the HTTP server", {{"error", st.message()}});
+    webhooks.Stop();
     driver.Stop();
     bus.Stop();
     (*db)->Close();
@@ -351,6 +383,7 @@ int RunServe(const Config& config) {
   io.run();
   for (auto& t : threads) t.join();
 
+  webhooks.Stop();
   driver.Stop();
   bus.Stop();
   (*db)->Close();

@@ -213,6 +213,7 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
     auto faults = ParseConsumerFaults(*v, {"analytics_consumer", "categorization_consumer"});
     if (!faults.ok()) return Bad("LASTCALL_TEST_CONSUMER_FAULTS", faults.status().message());
     c.test_consumer_faults = std::move(faults).value();
+  }
   if (auto v = getenv("LASTCALL_NATS_URL")) {
     std::string s = Trim(*v);
     size_t start = 0;
@@ -277,6 +278,41 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
     if (c.aws_access_key_id.empty() || c.aws_secret_access_key.empty()) {
       return Bad("LASTCALL_BLOB_URL", "needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set");
     }
+  }
+  if (auto v = getenv("OPTIONAL_GRACE_SECONDS")) {
+    std::string s = Trim(*v);
+    char* end = nullptr;
+    errno = 0;
+    double seconds = s.empty() ? NAN : std::strtod(s.c_str(), &end);
+    if (s.empty() || errno != 0 || *end != '\0' || !std::isfinite(seconds) || seconds < 0 ||
+        seconds > 24 * 3600) {
+      return Bad("OPTIONAL_GRACE_SECONDS",
+                 "must be a number of seconds from 0 to 86400 (fractions allowed), got \"" + *v + "\"");
+    }
+    c.optional_grace_ms = std::llround(seconds * 1000.0);
+  }
+  struct IntVar {
+    const char* name;
+    int64_t lo, hi;
+    int64_t* out;
+  };
+  int64_t attempts = c.webhook_max_attempts, workers = c.webhook_workers;
+  for (const IntVar& iv : {IntVar{"LASTCALL_WEBHOOK_MAX_ATTEMPTS", 1, 100, &attempts},
+                           IntVar{"LASTCALL_WEBHOOK_BACKOFF_BASE_MS", 1, 3600000, &c.webhook_backoff_base_ms},
+                           IntVar{"LASTCALL_WEBHOOK_BACKOFF_CAP_MS", 1, 86400000, &c.webhook_backoff_cap_ms},
+                           IntVar{"LASTCALL_WEBHOOK_TIMEOUT_MS", 10, 600000, &c.webhook_timeout_ms},
+                           IntVar{"LASTCALL_WEBHOOK_WORKERS", 1, 64, &workers}}) {
+    auto v = getenv(iv.name);
+    if (!v) continue;
+    if (!ParseInt(Trim(*v), iv.lo, iv.hi, iv.out)) {
+      return Bad(iv.name, "must be a whole number from " + std::to_string(iv.lo) + " to " +
+                              std::to_string(iv.hi) + ", got \"" + *v + "\"");
+    }
+  }
+  c.webhook_max_attempts = static_cast<int>(attempts);
+  c.webhook_workers = static_cast<int>(workers);
+  if (c.webhook_backoff_cap_ms < c.webhook_backoff_base_ms) {
+    return Bad("LASTCALL_WEBHOOK_BACKOFF_CAP_MS", "must be at least LASTCALL_WEBHOOK_BACKOFF_BASE_MS");
   }
   return c;
 }

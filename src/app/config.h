@@ -50,6 +50,12 @@ struct Config {
   std::string aws_secret_access_key;          // AWS_SECRET_ACCESS_KEY (never logged)
   std::string aws_session_token;              // AWS_SESSION_TOKEN (optional, never logged)
   int64_t blob_sweep_grace_ms = 3600000;      // orphans younger than this are left (shared bucket)
+  int64_t optional_grace_ms = 30 * 1000;      // OPTIONAL_GRACE_SECONDS
+  int webhook_max_attempts = 8;               // LASTCALL_WEBHOOK_MAX_ATTEMPTS
+  int64_t webhook_backoff_base_ms = 1000;     // LASTCALL_WEBHOOK_BACKOFF_BASE_MS
+  int64_t webhook_backoff_cap_ms = 60000;     // LASTCALL_WEBHOOK_BACKOFF_CAP_MS
+  int64_t webhook_timeout_ms = 10000;         // LASTCALL_WEBHOOK_TIMEOUT_MS
+  int webhook_workers = 4;                    // LASTCALL_WEBHOOK_WORKERS
 
   std::string db_path() const { return data_dir + "/lastcall.db"; }
   std::string blob_dir() const { return data_dir + "/blobs"; }

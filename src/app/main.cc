@@ -46,7 +46,10 @@ int main(int argc, char** argv) {
       "ENABLE_EVENT_PUBLISHING, COORDINATION_TIMEOUT_MINUTES, EXPECTED_CONSUMERS, "
       "LASTCALL_SQLITE_SYNCHRONOUS, LASTCALL_HTTP_THREADS, LASTCALL_HTTP_READ_TIMEOUT_SECONDS, "
       "LASTCALL_HTTP_MAX_CONNECTIONS, LASTCALL_LOG_LEVEL, LASTCALL_METRICS_LISTEN (/metrics on its own "
-      "host:port), DELETION_GRACE_MINUTES, LASTCALL_RECEIPT_KEY_FILE, LASTCALL_TEST_DELETION_DELAY_MS "
+      "host:port), DELETION_GRACE_MINUTES, LASTCALL_RECEIPT_KEY_FILE, OPTIONAL_GRACE_SECONDS, "
+      "LASTCALL_WEBHOOK_MAX_ATTEMPTS, LASTCALL_WEBHOOK_BACKOFF_BASE_MS, "
+      "LASTCALL_WEBHOOK_BACKOFF_CAP_MS, LASTCALL_WEBHOOK_TIMEOUT_MS, LASTCALL_WEBHOOK_WORKERS, "
+      "LASTCALL_DATABASE_URL, LASTCALL_NATS_URL, LASTCALL_BLOB_URL, LASTCALL_TEST_DELETION_DELAY_MS "
       "and LASTCALL_TEST_CONSUMER_FAULTS (fault injection for tests) -- see "
       "docs/operations.md");
 
@@ -64,10 +67,15 @@ int main(int argc, char** argv) {
                        "found, 1 not found, 2 usage, 3 service unreachable or token refused)");
   coordinations->require_subcommand(1);
   coordinations->fallthrough();  // --url, --token and --json may follow list/show
+  auto* dlq = app.add_subcommand(
+      "dlq", "The dead letter queue through the running service's API (operator token; exit "
+             "codes: 0 found, 1 not found, 2 usage, 3 unreachable or refused, 4 conflict)");
+  dlq->require_subcommand(1);
+  dlq->fallthrough();
   lastcall::CliTarget target;
   target.url = lastcall::ProcessEnv("LASTCALL_URL").value_or("http://127.0.0.1:8080");
   target.token = lastcall::ProcessEnv("LASTCALL_TOKEN").value_or("");
-  for (auto* sub : {coordinations}) {
+  for (auto* sub : {coordinations, dlq}) {
     sub->add_option("--url", target.url, "the service, http://host:port (env LASTCALL_URL)");
     sub->add_option("--token", target.token, "a JWT; an operator token sees every user's (env LASTCALL_TOKEN)");
     sub->add_flag("--json", target.json, "print the API's JSON, for scripts");
@@ -87,6 +95,15 @@ int main(int argc, char** argv) {
   auto* show = coordinations->add_subcommand("show", "Show one coordination and its timeline");
   show->add_option("id", show_id, "the coordination id")->required();
 
+  lastcall::DlqListOptions dlq_options;
+  std::string dlq_target, replay_id;
+  bool dlq_pending = false;
+  auto* dlq_list = dlq->add_subcommand("list", "List dead letters, newest first");
+  dlq_list->add_option("--target", dlq_target, "only this consumer's");
+  dlq_list->add_flag("--pending", dlq_pending, "only those not replayed yet");
+  dlq_list->add_option("--limit", dlq_options.limit, "1 to 500")->check(CLI::Range(1, 500));
+  auto* dlq_replay = dlq->add_subcommand("replay", "Deliver a dead letter's event again");
+  dlq_replay->add_option("id", replay_id, "the dead letter id")->required();
   auto* receipt = app.add_subcommand("receipt", "Deletion receipts: verify one offline, rotate the key");
   receipt->require_subcommand(1);
   lastcall::VerifyOptions verify_options;
@@ -115,6 +132,15 @@ int main(int argc, char** argv) {
     if (!consumer.empty()) list_options.consumer = consumer;
     if (*list) return lastcall::ListCoordinationsCommand(target, list_options, std::cout, std::cerr);
     return lastcall::ShowCoordinationCommand(target, show_id, std::cout, std::cerr);
+  }
+
+  if (*dlq) {
+    if (*dlq_list) {
+      if (!dlq_target.empty()) dlq_options.target = dlq_target;
+      dlq_options.include_replayed = !dlq_pending;
+      return lastcall::ListDeadLettersCommand(target, dlq_options, std::cout, std::cerr);
+    }
+    return lastcall::ReplayDeadLetterCommand(target, replay_id, std::cout, std::cerr);
   }
 
   auto config = lastcall::LoadConfig(lastcall::ProcessEnv);

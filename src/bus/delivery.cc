@@ -46,6 +46,14 @@ Result<DeliveryOutcome> DeliverInTx(SqlTx& tx, const std::string& target, EventH
   return out;
 }
 
+Status ReplayInTx(SqlTx& tx, const std::string& target, EventHandler* handler, const CloudEvent& e,
+                  WallMillis now) {
+  if (handler == nullptr) return Status::NotFound("no such target: " + target);
+  auto delivered = DeliverInTx(tx, target, *handler, e, now);
+  if (!delivered.ok()) return delivered.status();
+  return delivered->failure;
+}
+
 Status RecordDeadLetter(SqlTx& tx, IdGenerator& ids, const std::string& target,
                         const std::string& event_id, int64_t event_seq, int attempts,
                         const std::string& error, WallMillis now) {

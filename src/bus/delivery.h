@@ -33,6 +33,12 @@ struct DeliveryOutcome {
 Result<DeliveryOutcome> DeliverInTx(SqlTx& tx, const std::string& target, EventHandler& handler,
                                     const CloudEvent& e, WallMillis now);
 
+// An operator's replay of e for target (EventReplayer::ReplayEvent, shared by both buses): the
+// same as a delivery, except that a handler's failure is the result (the unit then fails).
+// Errors: kNotFound "no such target" when handler is null.
+Status ReplayInTx(SqlTx& tx, const std::string& target, EventHandler* handler, const CloudEvent& e,
+                  WallMillis now);
+
 // Records that target gave up on event (event_seq its outbox position) after attempts tries.
 Status RecordDeadLetter(SqlTx& tx, IdGenerator& ids, const std::string& target,
                         const std::string& event_id, int64_t event_seq, int attempts,

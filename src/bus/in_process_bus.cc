@@ -170,6 +170,12 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
   return Status::Ok();
 }
 
+Status InProcessBus::ReplayEvent(const std::string& target, const CloudEvent& e, SqlTx& tx) {
+  auto it = std::find_if(targets_.begin(), targets_.end(),
+                         [&](const Target& t) { return t.name == target; });
+  return ReplayInTx(tx, target, it == targets_.end() ? nullptr : it->handler, e, clock_.Now());
+}
+
 void InProcessBus::OnFailure(Target& t, const Progress& p) {
   {
     std::lock_guard<std::mutex> l(mu_);

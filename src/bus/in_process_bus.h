@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "bus/event_bus.h"
+#include "bus/replayer.h"
 #include "common/clock.h"
 #include "common/ids.h"
 
@@ -32,7 +33,7 @@ struct InProcessBusOptions {
   int64_t idle_poll_ms = 1000;    // safety net when no Notify arrives
 };
 
-class InProcessBus : public EventBus {
+class InProcessBus : public EventBus, public EventReplayer {
  public:
   InProcessBus(Database& db, Clock& clock, IdGenerator& ids, Metrics& metrics,
                InProcessBusOptions options = {});
@@ -45,6 +46,10 @@ class InProcessBus : public EventBus {
   void Stop() override;
   // Every outbox event after the target's cursor (matching or not: the cursor moves past both).
   Result<int64_t> Backlog(SqlTx& tx, const std::string& target) override;
+
+  // A dead letter's replay (EventReplayer). Handlers are fixed after Start, so this may run on
+  // the writer thread while the dispatcher delivers.
+  Status ReplayEvent(const std::string& target, const CloudEvent& e, SqlTx& tx) override;
 
   // Delivery failures so far. Thread-safe.
   uint64_t failures() const;

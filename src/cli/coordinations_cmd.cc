@@ -30,14 +30,16 @@ std::string Escape(const std::string& s) {
 }
 
 // Asks the service; maps transport and HTTP failures to exit codes. On success *body holds JSON.
-int Ask(const CliTarget& t, const std::string& target, json* body, std::ostream& err) {
-  auto r = HttpGet(t.url, target, t.token);
+// post: POST with an empty JSON object instead of GET.
+int Ask(const CliTarget& t, const std::string& target, json* body, std::ostream& err,
+        bool post = false) {
+  auto r = post ? HttpPost(t.url, target, t.token, "{}") : HttpGet(t.url, target, t.token);
   if (!r.ok()) {
     err << "lastcall: " << r.status().message() << "\n";
     return r.status().code() == Code::kInvalidArgument ? kExitUsage : kExitUnavailable;
   }
   json j = json::parse(r->body, nullptr, false);
-  if (r->status == 200 && !j.is_discarded()) {
+  if (r->status >= 200 && r->status < 300 && !j.is_discarded()) {
     *body = std::move(j);
     return kExitFound;
   }
@@ -45,6 +47,7 @@ int Ask(const CliTarget& t, const std::string& target, json* body, std::ostream&
   err << "lastcall: " << r->status << " " << message << "\n";
   if (r->status == 404) return kExitNotFound;
   if (r->status == 400) return kExitUsage;
+  if (r->status == 409) return kExitConflict;
   return kExitUnavailable;
 }
 
@@ -125,6 +128,47 @@ int ShowCoordinationCommand(const CliTarget& t, const std::string& id, std::ostr
   out << "\n" << fmt::format("{:<24}  {:<20}  {}\n", "AT", "STEP", "DETAIL");
   for (const auto& e : timeline.value("entries", json::array())) {
     out << fmt::format("{:<24}  {:<20}  {}\n", Str(e, "at"), Str(e, "kind"), Str(e, "detail"));
+  }
+  return kExitFound;
+}
+
+int ListDeadLettersCommand(const CliTarget& t, const DlqListOptions& o, std::ostream& out,
+                           std::ostream& err) {
+  std::string query = "?limit=" + std::to_string(o.limit);
+  if (o.target) query += "&target=" + Escape(*o.target);
+  if (!o.include_replayed) query += "&replayed=false";
+  json page;
+  int rc = Ask(t, "/dlq" + query, &page, err);
+  if (rc != kExitFound) return rc;
+  json letters = page.value("deadLetters", json::array());
+  if (t.json) {
+    out << page.dump(2) << "\n";
+  } else {
+    out << fmt::format("{:<36}  {:<24}  {:<10}  {:<24}  {:>8}  {:<24}  {}\n", "DEAD LETTER",
+                       "TARGET", "KIND", "CREATED", "ATTEMPTS", "REPLAYED", "ERROR");
+    for (const auto& d : letters) {
+      out << fmt::format("{:<36}  {:<24}  {:<10}  {:<24}  {:>8}  {:<24}  {}\n", Str(d, "id"),
+                         Str(d, "target"), Str(d, "kind"), Str(d, "createdAt"), Str(d, "attempts"),
+                         Str(d, "replayedAt"), Str(d, "error"));
+    }
+  }
+  return letters.empty() ? kExitNotFound : kExitFound;
+}
+
+int ReplayDeadLetterCommand(const CliTarget& t, const std::string& id, std::ostream& out,
+                            std::ostream& err) {
+  if (!IsUuid(id)) {
+    err << "lastcall: " << id << " is not a dead letter id (a UUID)\n";
+    return kExitUsage;
+  }
+  json d;
+  int rc = Ask(t, "/dlq/" + id + "/replay", &d, err, /*post=*/true);
+  if (rc != kExitFound) return rc;
+  if (t.json) {
+    out << d.dump(2) << "\n";
+  } else {
+    out << "replayed " << Str(d, "id") << " (" << Str(d, "kind") << " " << Str(d, "target")
+        << ", event " << Str(d, "eventId") << ") at " << Str(d, "replayedAt") << "\n";
   }
   return kExitFound;
 }

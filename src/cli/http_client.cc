@@ -11,8 +11,10 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
 
-Result<HttpResult> HttpGet(const std::string& base_url, const std::string& target,
-                           const std::string& token, int timeout_seconds) {
+namespace {
+
+Result<HttpResult> Call(http::verb method, const std::string& base_url, const std::string& target,
+                        const std::string& token, const std::string& body, int timeout_seconds) {
   const std::string scheme = "http://";
   if (base_url.compare(0, scheme.size(), scheme) != 0) {
     return Status::Invalid("invalid_url", "the service URL must start with http://");
@@ -32,10 +34,15 @@ Result<HttpResult> HttpGet(const std::string& base_url, const std::string& targe
     beast::tcp_stream stream(io);
     stream.expires_after(std::chrono::seconds(timeout_seconds));
     stream.connect(resolver.resolve(host, port));
-    http::request<http::empty_body> req{http::verb::get, target, 11};
+    http::request<http::string_body> req{method, target, 11};
     req.set(http::field::host, hostport);
     req.set(http::field::user_agent, "lastcall-cli");
     if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
+    if (method != http::verb::get) {
+      req.set(http::field::content_type, "application/json");
+      req.body() = body;
+      req.prepare_payload();
+    }
     http::write(stream, req);
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
@@ -47,6 +54,19 @@ Result<HttpResult> HttpGet(const std::string& base_url, const std::string& targe
   } catch (const std::exception& e) {
     return Status::Unavailable("cannot reach " + base_url + ": " + e.what());
   }
+}
+
+}  // namespace
+
+Result<HttpResult> HttpGet(const std::string& base_url, const std::string& target,
+                           const std::string& token, int timeout_seconds) {
+  return Call(http::verb::get, base_url, target, token, "", timeout_seconds);
+}
+
+Result<HttpResult> HttpPost(const std::string& base_url, const std::string& target,
+                            const std::string& token, const std::string& body,
+                            int timeout_seconds) {
+  return Call(http::verb::post, base_url, target, token, body, timeout_seconds);
 }
 
 }  // namespace lastcall

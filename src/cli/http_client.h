@@ -18,5 +18,9 @@ struct HttpResult {
 // reached or does not answer within timeout_seconds.
 Result<HttpResult> HttpGet(const std::string& base_url, const std::string& target,
                            const std::string& token, int timeout_seconds = 10);
+// POSTs body (JSON; may be empty) the same way.
+Result<HttpResult> HttpPost(const std::string& base_url, const std::string& target,
+                            const std::string& token, const std::string& body,
+                            int timeout_seconds = 10);
 
 }  // namespace lastcall

@@ -35,6 +35,12 @@ Status CompleteAfter(SqlTx& tx, Outbox& outbox, Clock& clock, IdGenerator& ids,
   }
   auto rel = tx.Exec("RELEASE consumer_work");
   if (!rel.ok()) return rel.status();
+  return PublishCompletion(tx, outbox, clock, ids, consumer, coordination_id, status, detail);
+}
+
+Status PublishCompletion(SqlTx& tx, Outbox& outbox, Clock& clock, IdGenerator& ids,
+                         const std::string& consumer, const std::string& coordination_id,
+                         const std::string& status, const nlohmann::json& detail) {
   WallMillis now = clock.Now();
   CloudEvent e = MakeEvent(ids, std::string(kConsumerSourcePrefix) + consumer,
                            kConsumerCompletion, "coordinations/" + coordination_id, now,

@@ -20,6 +20,13 @@ inline constexpr char kCategorizationConsumer[] = "categorization_consumer";
 // failure whose message becomes the reason.
 using WorkResult = Result<nlohmann::json>;
 
+// Appends consumer.completion (source kConsumerSourcePrefix + consumer) for a coordination in
+// tx: the one way every consumer, in-process or webhook, reports. status: "completed" or
+// "failed"; detail: an object. The file deletion consumer takes it in through the bus.
+Status PublishCompletion(SqlTx& tx, Outbox& outbox, Clock& clock, IdGenerator& ids,
+                         const std::string& consumer, const std::string& coordination_id,
+                         const std::string& status, const nlohmann::json& detail);
+
 // Runs work inside a savepoint and appends the consumer's consumer.completion for the
 // coordination in the same transaction: "completed" with work's detail, or, when work fails, its
 // effects rolled back and "failed" with {"reason": message}. A failure never blocks deletion, and

@@ -22,6 +22,53 @@ SqlValue OptText(const std::optional<std::string>& v) {
   return v ? SqlValue(*v) : SqlValue(SqlNull{});
 }
 
+// {"graceMs": N, "consumers": [{"name", "priority", "timeoutMs"}]}; NULL when there are none
+// (every consumer critical until the deadline, as before policies existed).
+SqlValue PoliciesJson(const Coordination& c) {
+  if (c.policies.empty() && c.optional_grace_ms == 0) return SqlNull{};
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& p : c.policies) {
+    arr.push_back({{"name", p.name}, {"priority", ToString(p.priority)}, {"timeoutMs", p.timeout_ms}});
+  }
+  return nlohmann::json{{"graceMs", c.optional_grace_ms}, {"consumers", arr}}.dump();
+}
+
+void ParsePolicies(const std::string& s, Coordination* c) {
+  auto j = nlohmann::json::parse(s, nullptr, false);
+  if (!j.is_object()) return;
+  c->optional_grace_ms = j.value("graceMs", int64_t{0});
+  auto it = j.find("consumers");
+  if (it == j.end() || !it->is_array()) return;
+  for (const auto& x : *it) {
+    if (!x.is_object()) continue;
+    ConsumerPolicy p;
+    p.name = x.value("name", std::string());
+    p.priority = ParseConsumerPriority(x.value("priority", std::string()))
+                     .value_or(ConsumerPriority::kCritical);
+    p.timeout_ms = x.value("timeoutMs", int64_t{0});
+    c->policies.push_back(std::move(p));
+  }
+}
+
+// {"<consumer>": "<rule>"} in expected order (an array of pairs keeps the order).
+SqlValue ProceededJson(const Coordination& c) {
+  if (c.proceeded_by.empty()) return SqlNull{};
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& [name, rule] : c.proceeded_by) arr.push_back({name, ToString(rule)});
+  return arr.dump();
+}
+
+void ParseProceeded(const std::string& s, Coordination* c) {
+  auto j = nlohmann::json::parse(s, nullptr, false);
+  if (!j.is_array()) return;
+  for (const auto& x : j) {
+    if (!x.is_array() || x.size() != 2 || !x[0].is_string() || !x[1].is_string()) continue;
+    if (auto r = ParseProceedRule(x[1].get<std::string>())) {
+      c->proceeded_by.push_back({x[0].get<std::string>(), *r});
+    }
+  }
+}
+
 }  // namespace
 
 Result<bool> ClaimCoordination(SqlTx& tx, const std::string& id, ClaimMode mode) {
@@ -69,8 +116,8 @@ Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::strin
   auto row = tx.QueryOne(
       "SELECT id, user_id, file_id, account_id, transaction_count, expected_consumers, status, "
       "outcome, missing_consumers, started_at, deadline_at, completed_at, transactions_deleted, "
-      "not_before_at, due_at, hold_reason, cancelled_at, verification, residue, verified_at "
-      "FROM coordinations WHERE id = ?",
+      "not_before_at, due_at, hold_reason, cancelled_at, verification, residue, verified_at, "
+      "consumer_policies, proceeded_by FROM coordinations WHERE id = ?",
       {id});
   if (!row.ok()) return row.status();
   if (!*row) return std::optional<Coordination>();
@@ -98,6 +145,8 @@ Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::strin
   c.verification = r.OptText(17);
   c.residue_json = r.IsNull(18) ? "{}" : r.Text(18);
   c.verified_at = r.OptInt(19);
+  if (!r.IsNull(20)) ParsePolicies(r.Text(20), &c);
+  if (!r.IsNull(21)) ParseProceeded(r.Text(21), &c);
   auto comps = LoadCompletions(tx, id);
   if (!comps.ok()) return comps.status();
   c.completions = std::move(comps).value();
@@ -108,14 +157,15 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c) {
   auto r = tx.Exec(
       "INSERT INTO coordinations (id, user_id, file_id, account_id, transaction_count, "
       "expected_consumers, status, outcome, missing_consumers, started_at, deadline_at, "
-      "completed_at, transactions_deleted, not_before_at, due_at, hold_reason, cancelled_at) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      "completed_at, transactions_deleted, not_before_at, due_at, hold_reason, cancelled_at, "
+      "consumer_policies, proceeded_by) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       {c.id, c.user_id, c.file_id, c.account_id, c.transaction_count, JoinJson(c.expected),
        std::string(ToString(c.status)),
        c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
        JoinJson(c.missing), c.started_at, c.deadline_at, OptInt(c.completed_at),
        OptInt(c.transactions_deleted), c.not_before, OptInt(c.due_at), OptText(c.hold_reason),
-       OptInt(c.cancelled_at)});
+       OptInt(c.cancelled_at), PoliciesJson(c), ProceededJson(c)});
   if (!r.ok()) return r.status();
   for (const auto& comp : c.completions) LASTCALL_RETURN_IF_ERROR(UpsertCompletion(tx, c.id, comp));
   return Status::Ok();
@@ -124,11 +174,12 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c) {
 Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c) {
   auto r = tx.Exec(
       "UPDATE coordinations SET status = ?, outcome = ?, missing_consumers = ?, completed_at = ?, "
-      "transactions_deleted = ?, due_at = ?, hold_reason = ?, cancelled_at = ? WHERE id = ?",
+      "transactions_deleted = ?, due_at = ?, hold_reason = ?, cancelled_at = ?, proceeded_by = ? "
+      "WHERE id = ?",
       {std::string(ToString(c.status)),
        c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
        JoinJson(c.missing), OptInt(c.completed_at), OptInt(c.transactions_deleted), OptInt(c.due_at),
-       OptText(c.hold_reason), OptInt(c.cancelled_at), c.id});
+       OptText(c.hold_reason), OptInt(c.cancelled_at), ProceededJson(c), c.id});
   if (!r.ok()) return r.status();
   if (*r != 1) return Status::Internal("coordination " + c.id + " vanished during an update");
   return Status::Ok();

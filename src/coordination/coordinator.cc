@@ -56,6 +56,43 @@ std::optional<ConsumerStatus> ParseConsumerStatus(const std::string& s) {
   return std::nullopt;
 }
 
+const char* ToString(ConsumerPriority p) {
+  return p == ConsumerPriority::kOptional ? "optional" : "critical";
+}
+
+const char* ToString(ProceedRule r) {
+  switch (r) {
+    case ProceedRule::kReported: return "reported";
+    case ProceedRule::kCriticalTimeout: return "critical_timeout";
+    case ProceedRule::kOptionalGrace: return "optional_grace";
+    case ProceedRule::kOptionalTimeout: return "optional_timeout";
+    case ProceedRule::kDeadline: return "deadline";
+  }
+  return "deadline";
+}
+
+std::optional<ConsumerPriority> ParseConsumerPriority(const std::string& s) {
+  if (s == "critical") return ConsumerPriority::kCritical;
+  if (s == "optional") return ConsumerPriority::kOptional;
+  return std::nullopt;
+}
+
+std::optional<ProceedRule> ParseProceedRule(const std::string& s) {
+  for (ProceedRule r : {ProceedRule::kReported, ProceedRule::kCriticalTimeout,
+                        ProceedRule::kOptionalGrace, ProceedRule::kOptionalTimeout,
+                        ProceedRule::kDeadline}) {
+    if (s == ToString(r)) return r;
+  }
+  return std::nullopt;
+}
+
+ConsumerPolicy Coordination::PolicyOf(const std::string& consumer) const {
+  for (const auto& p : policies) {
+    if (p.name == consumer) return p;
+  }
+  return ConsumerPolicy{consumer, ConsumerPriority::kCritical, 0};
+}
+
 const Completion* Coordination::CompletionOf(const std::string& consumer) const {
   for (const auto& c : completions) {
     if (c.consumer == consumer && c.expected) return &c;
@@ -86,33 +123,32 @@ bool HasCompletion(const Coordination& c, const std::string& consumer) {
                      [&](const Completion& x) { return x.consumer == consumer; });
 }
 
-// While waiting and past the grace window: proceed if everyone expected answered, or the deadline
-// has come.
+// While waiting and past the grace window: proceed when the consumer policy lets it.
 void MaybeProceed(Coordination& c, WallMillis now, Decision& d) {
   if (c.status != CoordinationStatus::kWaiting) return;
   if (now < c.not_before) return;
-  std::vector<std::string> pending = c.Pending();
-  if (pending.empty()) {
-    c.status = CoordinationStatus::kDeleting;
+  PolicyVerdict v = EvaluateConsumerPolicy(c, now);
+  if (!v.proceed) return;
+  c.status = CoordinationStatus::kDeleting;
+  c.proceeded_by = std::move(v.rules);
+  c.missing = std::move(v.missing);
+  d.changed = true;
+  if (c.missing.empty()) {
     c.outcome = Outcome::kAllCompleted;
-    c.missing.clear();
     d.actions.push_back({ActionKind::kBeginDeletion, "all expected consumers completed"});
-    d.changed = true;
-  } else if (now >= c.deadline_at) {
-    c.status = CoordinationStatus::kDeleting;
+  } else {
     c.outcome = Outcome::kTimedOut;
-    c.missing = pending;
-    d.actions.push_back({ActionKind::kWarnTimeout, "deadline passed with consumers missing"});
-    d.actions.push_back({ActionKind::kBeginDeletion, "deadline passed"});
-    d.changed = true;
+    d.actions.push_back({ActionKind::kWarnTimeout, "consumers missing when the wait ended"});
+    d.actions.push_back({ActionKind::kBeginDeletion, "the consumers' waits ended"});
   }
 }
 
 // When a Tick may change c next (see Coordination::due_at).
-std::optional<WallMillis> DueAt(const Coordination& c) {
+// The consumer policy's next limit, never before the grace window's end.
+std::optional<WallMillis> DueAt(const Coordination& c, WallMillis now) {
   if (c.status != CoordinationStatus::kWaiting) return std::nullopt;
-  if (c.Pending().empty()) return c.not_before;
-  return std::max(c.deadline_at, c.not_before);
+  PolicyVerdict v = EvaluateConsumerPolicy(c, now);
+  return v.proceed ? c.not_before : std::max(v.wake_at, c.not_before);
 }
 
 // The owner's cancel: wins while the deletion has not begun.
@@ -192,6 +228,75 @@ Decision DecideInner(const std::optional<Coordination>& existing,
 
 }  // namespace
 
+PolicyVerdict EvaluateConsumerPolicy(const Coordination& c, WallMillis now) {
+  auto own_deadline = [&](const ConsumerPolicy& p) {
+    if (p.timeout_ms <= 0) return c.deadline_at;
+    return std::min(c.started_at + p.timeout_ms, c.deadline_at);
+  };
+  PolicyVerdict v;
+  v.wake_at = c.deadline_at;
+  bool all_resolved = true;
+  // Critical consumers first: when did (or will) the critical phase end?
+  bool critical_done = true;
+  WallMillis critical_end = c.started_at;
+  for (const auto& name : c.expected) {
+    ConsumerPolicy p = c.PolicyOf(name);
+    if (p.priority != ConsumerPriority::kCritical) continue;
+    WallMillis own = own_deadline(p);
+    if (const Completion* done = c.CompletionOf(name)) {
+      critical_end = std::max(critical_end, done->at);
+      v.rules.push_back({name, ProceedRule::kReported});
+    } else if (now >= own) {
+      critical_end = std::max(critical_end, own);
+      v.rules.push_back({name, own < c.deadline_at ? ProceedRule::kCriticalTimeout
+                                                   : ProceedRule::kDeadline});
+      v.missing.push_back(name);
+    } else {
+      critical_done = false;
+      all_resolved = false;
+      v.wake_at = std::min(v.wake_at, own);
+    }
+  }
+  for (const auto& name : c.expected) {
+    ConsumerPolicy p = c.PolicyOf(name);
+    if (p.priority != ConsumerPriority::kOptional) continue;
+    WallMillis own = own_deadline(p);
+    WallMillis grace_end = critical_done ? critical_end + c.optional_grace_ms : INT64_MAX;
+    WallMillis limit = std::min(own, grace_end);
+    if (c.CompletionOf(name)) {
+      v.rules.push_back({name, ProceedRule::kReported});
+    } else if (now >= limit) {
+      v.rules.push_back({name, grace_end < own            ? ProceedRule::kOptionalGrace
+                               : own < c.deadline_at      ? ProceedRule::kOptionalTimeout
+                                                          : ProceedRule::kDeadline});
+      v.missing.push_back(name);
+    } else {
+      all_resolved = false;
+      v.wake_at = std::min(v.wake_at, limit);
+    }
+  }
+  v.proceed = all_resolved;
+  if (!v.proceed) {
+    v.rules.clear();
+    v.missing.clear();
+    return v;
+  }
+  // Rules and missing consumers in expected order, as the API shows them.
+  std::vector<std::pair<std::string, ProceedRule>> ordered;
+  std::vector<std::string> missing;
+  for (const auto& name : c.expected) {
+    for (const auto& r : v.rules) {
+      if (r.first == name) ordered.push_back(r);
+    }
+    if (std::find(v.missing.begin(), v.missing.end(), name) != v.missing.end()) {
+      missing.push_back(name);
+    }
+  }
+  v.rules = std::move(ordered);
+  v.missing = std::move(missing);
+  return v;
+}
+
 Decision Decide(const std::optional<Coordination>& existing, const std::vector<Completion>& early,
                 const Input& input, WallMillis now) {
   Decision d;
@@ -203,7 +308,14 @@ Decision Decide(const std::optional<Coordination>& existing, const std::vector<C
   } else {
     d = DecideInner(existing, early, input, now);
   }
-  if (d.state && d.changed) d.state->due_at = DueAt(*d.state);
+  if (d.state) {
+    // A Tick that changed nothing else may still move the timer (a consumer's limit passed).
+    std::optional<WallMillis> due = DueAt(*d.state, now);
+    if (d.changed || (existing && due != d.state->due_at)) {
+      d.changed = d.changed || due != d.state->due_at;
+      d.state->due_at = due;
+    }
+  }
   return d;
 }
 
@@ -229,6 +341,8 @@ Decision DecideInner(const std::optional<Coordination>& existing,
     c.started_at = now;
     c.deadline_at = now + req->timeout_ms;
     c.not_before = now + std::max<int64_t>(0, req->grace_ms);
+    c.policies = req->policies;
+    c.optional_grace_ms = req->optional_grace_ms;
     for (Completion e : early) {
       if (HasCompletion(c, e.consumer)) continue;
       e.expected = IsExpected(c, e.consumer);

@@ -32,6 +32,29 @@ std::optional<CoordinationStatus> ParseCoordinationStatus(const std::string& s);
 std::optional<Outcome> ParseOutcome(const std::string& s);
 std::optional<ConsumerStatus> ParseConsumerStatus(const std::string& s);
 
+// How long a deletion waits for a consumer (docs/consumers.md, "When a deletion proceeds").
+// stored: do not rename.
+enum class ConsumerPriority { kCritical, kOptional };
+// Which rule let the deletion proceed as far as one consumer is concerned. stored: do not rename.
+enum class ProceedRule {
+  kReported,         // it reported (completed or failed) before the decision
+  kCriticalTimeout,  // critical, and its own timeout passed
+  kOptionalGrace,    // optional, and the grace after the critical consumers ended passed
+  kOptionalTimeout,  // optional, and its own timeout passed
+  kDeadline,         // the coordination's deadline passed
+};
+const char* ToString(ConsumerPriority p);
+const char* ToString(ProceedRule r);
+std::optional<ConsumerPriority> ParseConsumerPriority(const std::string& s);
+std::optional<ProceedRule> ParseProceedRule(const std::string& s);
+
+// One expected consumer's place in the wait, fixed when the coordination is created.
+struct ConsumerPolicy {
+  std::string name;
+  ConsumerPriority priority = ConsumerPriority::kCritical;
+  int64_t timeout_ms = 0;  // its own wait from started_at; 0 (or past the deadline): the deadline
+};
+
 // A completion reported by a consumer (kept even when it arrives before its coordination).
 struct Completion {
   std::string consumer;
@@ -57,6 +80,14 @@ struct Coordination {
   std::optional<WallMillis> completed_at;
   std::optional<int64_t> transactions_deleted;
   std::vector<Completion> completions;  // every recorded completion, expected or not
+  // Per expected consumer; a consumer with no entry is critical until the deadline.
+  std::vector<ConsumerPolicy> policies;
+  int64_t optional_grace_ms = 0;  // OPTIONAL_GRACE_SECONDS when the coordination was created
+  // Set when the deletion began: for every expected consumer, the rule that let it proceed.
+  std::vector<std::pair<std::string, ProceedRule>> proceeded_by;
+
+  // The policy of an expected consumer (critical until the deadline when none was recorded).
+  ConsumerPolicy PolicyOf(const std::string& consumer) const;
   // The grace window (DELETION_GRACE_MINUTES): the deletion never begins before this instant,
   // even when every consumer has completed. started_at when there is no grace.
   WallMillis not_before = 0;
@@ -85,6 +116,8 @@ struct DeleteRequested {
   int64_t transaction_count = 0;
   std::vector<std::string> expected;
   int64_t timeout_ms = 0;
+  std::vector<ConsumerPolicy> policies;  // see Coordination::policies
+  int64_t optional_grace_ms = 0;
   int64_t grace_ms = 0;                    // DELETION_GRACE_MINUTES
   std::optional<std::string> hold_reason;  // a hold already covers the file: created held
 };
@@ -150,11 +183,11 @@ struct Decision {
 //  - A completion from a consumer not in expected is recorded as unexpected and never counted.
 //  - A second completion from the same consumer changes nothing (the first one stands).
 //  - A completion after the deletion began changes nothing (logged).
-//  - The coordination proceeds (kBeginDeletion) when every expected consumer has completed
-//    (completed or failed: a failure never blocks deletion), outcome all_completed; or when
-//    now >= deadline_at with some missing, outcome timed_out, with kWarnTimeout. Completions
+//  - The coordination proceeds (kBeginDeletion) when EvaluateConsumerPolicy says so: outcome
+//    all_completed when every expected consumer has reported (completed or failed: a failure
+//    never blocks deletion), else timed_out with kWarnTimeout and the missing ones. Completions
 //    recorded at or before the moment of the decision count: a last completion arriving at the
-//    deadline instant gives all_completed.
+//    deadline instant gives all_completed. proceeded_by records each consumer's rule.
 //  - DeletionDone moves deleting -> completed (kFinish); otherwise ignored.
 //  - Grace: with grace_ms > 0 the deletion never begins before started_at + grace_ms
 //    (not_before), neither on completions nor on the deadline; it begins at not_before.
@@ -169,6 +202,24 @@ struct Decision {
 //    remaining hold's reason.
 //  - due_at is recomputed on every change: waiting -> not_before when every expected consumer has
 //    answered, else max(deadline_at, not_before); any other status -> nullopt.
+// The critical/optional rule, on its own so that it reads (and is tested) in one place. For each
+// expected consumer, own = min(started_at + timeout, deadline_at) (timeout 0: deadline_at).
+//  - A critical consumer is waited for until it reports or now >= own.
+//  - The critical phase ends once every critical consumer is resolved; crit_end is the latest
+//    of their report times / own deadlines (started_at when there is no critical consumer).
+//  - An optional consumer is waited for until it reports or now >= min(own, crit_end + grace);
+//    while the critical phase lasts, only its own deadline bounds it.
+//  - So nobody is ever waited for past deadline_at.
+// proceed: every expected consumer is resolved. wake_at: while not, the earliest moment one of
+// the pending consumers' limits passes (Decide makes it due_at, not before not_before). missing: the expected ones that never reported.
+struct PolicyVerdict {
+  bool proceed = false;
+  WallMillis wake_at = 0;
+  std::vector<std::pair<std::string, ProceedRule>> rules;  // filled when proceed
+  std::vector<std::string> missing;                        // filled when proceed
+};
+PolicyVerdict EvaluateConsumerPolicy(const Coordination& c, WallMillis now);
+
 Decision Decide(const std::optional<Coordination>& existing, const std::vector<Completion>& early,
                 const Input& input, WallMillis now);
 

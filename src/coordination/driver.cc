@@ -39,6 +39,27 @@ std::string CompletionDetail(const Completion& c) {
                {"counted", c.expected}});
 }
 
+// (priority, rule) of every expected consumer of a coordination whose deletion was decided.
+std::vector<std::pair<std::string, std::string>> ProceedRuleLabels(const Coordination& c) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [name, rule] : c.proceeded_by) {
+    out.push_back({ToString(c.PolicyOf(name).priority), ToString(rule)});
+  }
+  return out;
+}
+
+// The deletion_decided timeline entry: the outcome, and each consumer's rule when the
+// coordination had policies (so the timeline of an older coordination reads as before).
+std::string DecisionDetail(const Coordination& c) {
+  nlohmann::json j = {{"outcome", ToString(c.outcome)}};
+  if (!c.policies.empty()) {
+    nlohmann::json rules = nlohmann::json::object();
+    for (const auto& [name, rule] : c.proceeded_by) rules[name] = ToString(rule);
+    j["proceededBy"] = rules;
+  }
+  return Json(j);
+}
+
 }  // namespace
 
 CoordinationDriver::~CoordinationDriver() { Stop(); }
@@ -93,9 +114,11 @@ Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
         break;
       case ActionKind::kBeginDeletion:
         LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, id, clock_.Now(), "deletion_decided",
-                                                Json({{"outcome", ToString(d.state->outcome)}})));
+                                                DecisionDetail(*d.state)));
         tx.AfterCommit([this, id, file_id = d.state->file_id,
-                        outcome = std::string(ToString(d.state->outcome))] {
+                        outcome = std::string(ToString(d.state->outcome)),
+                        rules = ProceedRuleLabels(*d.state)] {
+          for (const auto& [priority, rule] : rules) metrics_.proceed_rules.Inc({priority, rule});
           log::Info("deletion decided", {{"coordinationId", id}, {"fileId", file_id}, {"outcome", outcome}});
           Wake();
         });
@@ -112,6 +135,24 @@ Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
     }
   }
   if (d.changed && before) LASTCALL_RETURN_IF_ERROR(UpdateCoordinationDecision(tx, *d.state));
+  return Status::Ok();
+}
+
+Status CoordinationDriver::AddConsumerPolicies(SqlTx& tx, WallMillis now, DeleteRequested* req) {
+  req->optional_grace_ms = config_.optional_grace_ms;
+  for (const auto& name : req->expected) {
+    req->policies.push_back({name, ConsumerPriority::kCritical, 0});
+  }
+  if (!config_.more_consumers) return Status::Ok();
+  auto more = config_.more_consumers(tx, now);
+  if (!more.ok()) return more.status();
+  for (const auto& p : *more) {
+    if (std::find(req->expected.begin(), req->expected.end(), p.name) != req->expected.end()) {
+      continue;
+    }
+    req->expected.push_back(p.name);
+    req->policies.push_back(p);
+  }
   return Status::Ok();
 }
 
@@ -239,6 +280,7 @@ Result<std::string> CoordinationDriver::RequestDeletion(SqlTx& tx, const FileRec
   WallMillis now = clock_.Now();
   DeleteRequested req{coordination_id,  file.user_id, file.id, file.account_id,
                       file.transaction_count, config_.expected_consumers, config_.timeout_ms};
+  LASTCALL_RETURN_IF_ERROR(AddConsumerPolicies(tx, now, &req));
   req.grace_ms = config_.grace_ms;
   auto hold = ActiveHoldCovering(tx, file.user_id, file.account_id, file.id);
   if (!hold.ok()) return hold.status();
@@ -254,14 +296,15 @@ Result<std::string> CoordinationDriver::RequestDeletion(SqlTx& tx, const FileRec
                             {"fileId", file.id},
                             {"accountId", file.account_id},
                             {"transactionCount", file.transaction_count},
-                            {"expectedConsumers", config_.expected_consumers},
+                            {"expectedConsumers", req.expected},
                             {"requestedAt", FormatRfc3339(now)}});
   LASTCALL_RETURN_IF_ERROR(outbox_.Append(tx, e, now));
-  tx.AfterCommit([this, coordination_id, file_id = file.id, user = file.user_id] {
+  tx.AfterCommit([this, coordination_id, file_id = file.id, user = file.user_id,
+                  expected = req.expected] {
     log::Info("deletion requested", {{"coordinationId", coordination_id},
                                      {"fileId", file_id},
                                      {"userId", user},
-                                     {"expectedConsumers", config_.expected_consumers}});
+                                     {"expectedConsumers", expected}});
     Wake();
   });
   return coordination_id;

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -32,9 +33,13 @@ namespace lastcall {
 inline constexpr char kFileDeletionConsumer[] = "file_deletion_consumer";  // stored: do not rename
 
 struct CoordinatorConfig {
-  std::vector<std::string> expected_consumers;
+  std::vector<std::string> expected_consumers;  // critical, waited for until the deadline
   int64_t timeout_ms = 5 * 60 * 1000;
   int64_t grace_ms = 0;                // DELETION_GRACE_MINUTES: no deletion before request + grace
+  int64_t optional_grace_ms = 30 * 1000;        // OPTIONAL_GRACE_SECONDS
+  // The further consumers a new coordination expects (the webhook consumers healthy at now),
+  // read in the request's transaction. Unset: none.
+  std::function<Result<std::vector<ConsumerPolicy>>(SqlTx&, WallMillis)> more_consumers;
   int64_t test_deletion_delay_ms = 0;  // fault injection: pause before each deletion step
   int batch = 256;                     // coordinations per unit of work
 };
@@ -78,6 +83,9 @@ class CoordinationDriver : public EventHandler {
   Status Apply(SqlTx& tx, const Decision& d, const std::optional<Coordination>& before);
   // The actions of cancels and holds (kCancel, kHold, kRelease), for Apply.
   Status ApplyCancelOrHold(SqlTx& tx, const Decision& d, const Action& a);
+  // Each expected consumer's policy (the configured ones: critical until the deadline) plus the
+  // further consumers of config_.more_consumers, and the optional grace.
+  Status AddConsumerPolicies(SqlTx& tx, WallMillis now, DeleteRequested* req);
   Status HandleCompletion(const CloudEvent& e, SqlTx& tx);
   Status HandleDeleteRequested(const CloudEvent& e, SqlTx& tx);
   // The deletion step of a coordination in status deleting (no-op otherwise), in tx. Claims the

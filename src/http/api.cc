@@ -1,7 +1,5 @@
 #include "http/api.h"
 
-#include <openssl/sha.h>
-
 #include <nlohmann/json.hpp>
 #include <limits>
 #include <regex>
@@ -10,6 +8,8 @@
 #include "common/text.h"
 #include "consumers/analytics_consumer.h"
 #include "consumers/categorize.h"
+#include "consumers/consumer.h"
+#include "dlq/dead_letters.h"
 #include "coordination/coordination_repo.h"
 #include "coordination/holds.h"
 #include "domain/consumer_name.h"
@@ -20,6 +20,9 @@
 #include "import/statement.h"
 #include "receipts/receipts.h"
 #include "store/repos.h"
+#include "webhooks/consumer_repo.h"
+#include "webhooks/sender.h"
+#include "webhooks/signature.h"
 
 namespace lastcall {
 
@@ -86,7 +89,16 @@ json CoordinationJson(const Coordination& c) {
     for (const auto& comp : c.completions) {
       if (comp.consumer == name) done = &comp;
     }
-    json entry = {{"name", name}, {"status", "pending"}, {"completedAt", Null()}, {"detail", Null()}};
+    ConsumerPolicy policy = c.PolicyOf(name);
+    json rule = Null();
+    for (const auto& [n, r] : c.proceeded_by) {
+      if (n == name) rule = ToString(r);
+    }
+    WallMillis own = policy.timeout_ms > 0 ? std::min(c.started_at + policy.timeout_ms, c.deadline_at)
+                                           : c.deadline_at;
+    json entry = {{"name", name}, {"status", "pending"}, {"completedAt", Null()}, {"detail", Null()},
+                  {"priority", ToString(policy.priority)}, {"timeoutAt", FormatRfc3339(own)},
+                  {"proceededBy", rule}};
     if (done) {
       entry["status"] = ToString(done->status);
       entry["completedAt"] = FormatRfc3339(done->at);
@@ -130,18 +142,6 @@ HttpResponse JsonResponse(int status, const json& body) {
   return r;
 }
 
-std::string Sha256Hex(std::string_view bytes) {
-  unsigned char md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), md);
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : md) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 0xf]);
-  }
-  return out;
-}
-
 bool IsCurrencyCode(const std::string& s) {
   return s.size() == 3 && std::all_of(s.begin(), s.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
 }
@@ -183,14 +183,35 @@ Result<std::string> RequiredString(const json& j, const char* field, size_t max_
   return v;
 }
 
+// A listing's `limit` (1-500) or `cursor` ("<millis>.<uuid>", as the listing gave it out) query
+// parameter into *limit / *after; the message of a 400 when the value is bad.
+std::optional<std::string> ParsePageParam(const std::string& k, const std::string& v, int* limit,
+                                          std::optional<std::pair<WallMillis, std::string>>* after) {
+  if (k == "limit") {
+    auto n = ParseDecimal(v, 500);
+    if (!n || *n < 1) return "limit must be 1 to 500";
+    *limit = static_cast<int>(*n);
+    return std::nullopt;
+  }
+  size_t dot = v.find('.');
+  auto at = dot == std::string::npos
+                ? std::nullopt
+                : ParseDecimal(std::string_view(v).substr(0, dot), std::numeric_limits<int64_t>::max());
+  if (!at || !IsUuid(v.substr(dot + 1))) return "cursor is not one this server gave out";
+  *after = std::make_pair(static_cast<WallMillis>(*at), v.substr(dot + 1));
+  return std::nullopt;
+}
+
 }  // namespace
 
 class Api::Impl {
  public:
   Impl(Database& db, BlobStore& blobs, Outbox& outbox, CoordinationDriver& coordinator, Clock& clock,
-       IdGenerator& ids, Metrics& metrics, const ReceiptKeyring& receipt_keys, ApiConfig config)
+       IdGenerator& ids, Metrics& metrics, const ReceiptKeyring& receipt_keys, ApiConfig config,
+       ApiDeps deps)
       : db_(db), blobs_(blobs), outbox_(outbox), coordinator_(coordinator), clock_(clock), ids_(ids),
-        metrics_(metrics), receipt_keys_(receipt_keys), config_(std::move(config)) {}
+        metrics_(metrics), receipt_keys_(receipt_keys), config_(std::move(config)),
+        deps_(std::move(deps)) {}
 
   void HandleMetricsOnly(HttpRequest&& req, Respond respond) {
     if (req.path != "/metrics") return respond(ErrorResponse(Status::NotFound("no such endpoint: " + req.path)));
@@ -241,6 +262,7 @@ class Api::Impl {
   struct Caller {
     std::string user_id;
     std::string role;
+    std::optional<std::string> consumer;  // set for a consumer token (lcc_...), not a JWT
   };
 
   Result<Caller> Authenticate(const HttpRequest& req) {
@@ -249,6 +271,19 @@ class Api::Impl {
     if (req.authorization.size() <= prefix.size() ||
         strncasecmp(req.authorization.c_str(), prefix.c_str(), prefix.size()) != 0) {
       return Status::Unauthenticated("the Authorization header must be \"Bearer <token>\"");
+    }
+    std::string_view token = std::string_view(req.authorization).substr(prefix.size());
+    if (token.rfind(kConsumerTokenPrefix, 0) == 0) {
+      std::optional<WebhookConsumer> consumer;
+      Status st = db_.Read([&](SqlTx& tx) {
+        auto c = FindWebhookConsumerByToken(tx, TokenHash(token));
+        if (!c.ok()) return c.status();
+        consumer = *c;
+        return Status::Ok();
+      });
+      if (!st.ok()) return st;
+      if (!consumer) return Status::Unauthenticated("unknown consumer token");
+      return Caller{"", "consumer", consumer->name};
     }
     auto claims = VerifyJwt(std::string_view(req.authorization).substr(prefix.size()),
                             config_.jwt_secret, clock_.Now());
@@ -264,8 +299,9 @@ class Api::Impl {
     std::string out;
     for (size_t i = 0; i < p.size(); ++i) {
       bool id = i == 1 && (p[0] == "accounts" || p[0] == "files" || p[0] == "transactions" ||
-                           p[0] == "coordinations" || p[0] == "holds");
-      out += "/" + (id ? std::string("{id}") : p[i]);
+                           p[0] == "coordinations" || p[0] == "holds" || p[0] == "dlq");
+      bool name = i == 1 && p[0] == "consumers";
+      out += "/" + (id ? std::string("{id}") : name ? std::string("{name}") : p[i]);
     }
     return out;
   }
@@ -315,6 +351,35 @@ class Api::Impl {
     auto caller = Authenticate(req);
     if (!caller.ok()) return fail(caller.status());
     const std::string& user = caller->user_id;
+    bool operator_role = !caller->consumer && caller->role == kOperatorRole;
+
+    // A consumer token reports completions and heartbeats, nothing else; those two take nothing
+    // but a consumer token.
+    bool consumer_route = (p[0] == "coordinations" && p.size() == 3 && p[2] == "completions") ||
+                          (p[0] == "consumers" && p.size() == 3 && p[2] == "heartbeat");
+    if (caller->consumer && !consumer_route) {
+      return fail(Status::Forbidden("a consumer token only reports completions and heartbeats"));
+    }
+    if (!caller->consumer && consumer_route) {
+      return fail(Status::Forbidden("this route takes the consumer's own token (lcc_...)"));
+    }
+    if (p[0] == "coordinations" && p.size() == 3 && p[2] == "completions") {
+      if (Status st = CheckId(p[1], "coordination"); !st.ok()) return fail(st);
+      return ReportCompletion(*caller->consumer, p[1], req, respond);
+    }
+    if (p[0] == "consumers" && p.size() == 3 && p[2] == "heartbeat") {
+      return Heartbeat(*caller->consumer, p[1], respond);
+    }
+    if (p[0] == "consumers" || p[0] == "dlq") {
+      if (!operator_role) return fail(Status::Forbidden("this route needs the operator role"));
+      if (p[0] == "consumers" && p.size() == 1 && m == "POST") return RegisterConsumer(req, respond);
+      if (p[0] == "consumers" && p.size() == 1) return ListConsumersRoute(respond);
+      if (p[0] == "consumers" && p.size() == 2) return DeregisterConsumer(p[1], respond);
+      if (p[0] == "consumers") return RotateSecret(p[1], req, respond);
+      if (p.size() == 1) return ListDeadLettersRoute(req, respond);
+      if (Status st = CheckId(p[1], "dead letter"); !st.ok()) return fail(st);
+      return ReplayDeadLetterRoute(p[1], respond);
+    }
 
     if (p[0] == "accounts") {
       if (p.size() == 1 && m == "POST") return CreateAccount(user, req, respond);
@@ -337,7 +402,6 @@ class Api::Impl {
       return PatchTransaction(user, p[1], req, respond);
     }
     if (p[0] == "coordinations") {
-      bool operator_role = caller->role == kOperatorRole;
       if (p.size() == 1) return ListCoordinationsRoute(user, operator_role, req, respond);
       if (Status st = CheckId(p[1], "coordination"); !st.ok()) return fail(st);
       if (p.size() == 3 && p[2] == "cancel") return CancelRoute(user, p[1], respond);
@@ -377,6 +441,14 @@ class Api::Impl {
     if (a == "coordinations" && p.size() == 1) return {"GET"};
     if (a == "coordinations" && p.size() == 2) return {"GET"};
     if (a == "coordinations" && p.size() == 3 && p[2] == "timeline") return {"GET"};
+    if (a == "coordinations" && p.size() == 3 && p[2] == "completions") return {"POST"};
+    if (a == "consumers" && p.size() == 1) return {"GET", "POST"};
+    if (a == "consumers" && p.size() == 2) return {"DELETE"};
+    if (a == "consumers" && p.size() == 3 && (p[2] == "heartbeat" || p[2] == "rotate-secret")) {
+      return {"POST"};
+    }
+    if (a == "dlq" && p.size() == 1) return {"GET"};
+    if (a == "dlq" && p.size() == 3 && p[2] == "replay") return {"POST"};
     if (a == "coordinations" && p.size() == 3 && p[2] == "receipt") return {"GET"};
     if (a == "coordinations" && p.size() == 3 && p[2] == "cancel") return {"POST"};
     if (a == "holds" && p.size() == 1) return {"GET", "POST"};
@@ -834,18 +906,9 @@ class Api::Impl {
       } else if (k == "consumer") {
         if (!IsConsumerName(v)) return fail("consumer must be a consumer name");
         f.pending_consumer = v;
-      } else if (k == "limit") {
-        auto n = ParseDecimal(v, 500);
-        if (!n || *n < 1) return fail("limit must be 1 to 500");
-        f.limit = static_cast<int>(*n);
-      } else if (k == "cursor") {
-        // Opaque to clients: "<startedAtMillis>.<coordinationId>".
-        size_t dot = v.find('.');
-        auto at = dot == std::string::npos ? std::nullopt
-                                            : ParseDecimal(std::string_view(v).substr(0, dot),
-                                                           std::numeric_limits<int64_t>::max());
-        if (!at || !IsUuid(v.substr(dot + 1))) return fail("cursor is not one this server gave out");
-        f.after = std::make_pair(static_cast<WallMillis>(*at), v.substr(dot + 1));
+      } else if (k == "limit" || k == "cursor") {
+        // The cursor is opaque to clients: "<startedAtMillis>.<coordinationId>".
+        if (auto bad = ParsePageParam(k, v, &f.limit, &f.after)) return fail(*bad);
       } else {
         return fail("unknown query parameter \"" + k + "\"");
       }
@@ -865,6 +928,125 @@ class Api::Impl {
         next = std::to_string(list->back().started_at) + "." + list->back().id;
       }
       return json{{"coordinations", arr}, {"nextCursor", next}};
+    });
+  }
+
+  // ---- webhook consumers (docs/consumers.md) ----
+
+  static bool ValidConsumerName(const std::string& n) {
+    if (n.empty() || n.size() > 64) return false;
+    return std::all_of(n.begin(), n.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    });
+  }
+
+  static json ConsumerJson(const WebhookConsumer& c, WallMillis now, int64_t in_flight,
+                           int64_t dead_letters) {
+    return {{"name", c.name},
+            {"url", c.url},
+            {"priority", ToString(c.priority)},
+            {"timeoutMinutes", static_cast<double>(c.timeout_ms) / 60000.0},
+            {"heartbeatSeconds", c.heartbeat_ms / 1000},
+            {"canVeto", c.can_veto},
+            {"createdAt", FormatRfc3339(c.created_at)},
+            {"previousSecretValidUntil",
+             c.previous_secret_until && *c.previous_secret_until > now
+                 ? json(FormatRfc3339(*c.previous_secret_until))
+                 : Null()},
+            {"health",
+             {{"healthy", c.HealthyAt(now)},
+              {"lastHeartbeatAt", FormatRfc3339(c.last_heartbeat_at)},
+              {"lastDeliveryAt", c.last_delivery_at ? json(FormatRfc3339(*c.last_delivery_at)) : Null()},
+              {"lastDeliveryResult", OrNull(c.last_delivery_result)},
+              {"deliveriesInFlight", in_flight},
+              {"failures", c.failures},
+              {"deadLetters", dead_letters}}}};
+  }
+
+  void RegisterConsumer(const HttpRequest& req, const Respond& respond) {
+    auto fail = [&](const Status& st) { respond(ErrorResponse(st)); };
+    auto body = ParseJsonObject(req.body);
+    if (!body.ok()) return fail(body.status());
+    for (const auto& [k, v] : body->items()) {
+      if (k != "name" && k != "url" && k != "priority" && k != "timeoutMinutes" &&
+          k != "heartbeatSeconds" && k != "canVeto") {
+        return fail(Status::Invalid("invalid_request", "unknown field \"" + k + "\""));
+      }
+    }
+    auto name = RequiredString(*body, "name", 0);
+    if (!name.ok()) return fail(name.status());
+    if (!ValidConsumerName(*name)) {
+      return fail(Status::Unprocessable("invalid_name",
+                                        "name must be 1-64 characters of a-z, 0-9, _ and -"));
+    }
+    for (const auto& reserved : config_.reserved_consumers) {
+      if (*name == reserved) {
+        return fail(Status::Conflict("consumer_exists", *name + " is an in-process consumer"));
+      }
+    }
+    auto url = RequiredString(*body, "url", 2048);
+    if (!url.ok()) return fail(url.status());
+    if (url->rfind("https://", 0) == 0) {
+      return fail(Status::Unprocessable("unsupported_url",
+                                        "https:// URLs are not supported yet; use http://"));
+    }
+    if (auto parsed = ParseHttpUrl(*url); !parsed.ok()) {
+      return fail(Status::Unprocessable("invalid_url", "url: " + parsed.status().message()));
+    }
+    auto priority_text = RequiredString(*body, "priority", 0);
+    if (!priority_text.ok()) return fail(priority_text.status());
+    auto priority = ParseConsumerPriority(*priority_text);
+    if (!priority) {
+      return fail(Status::Unprocessable("invalid_priority", "priority must be critical or optional"));
+    }
+    auto timeout = body->find("timeoutMinutes");
+    if (timeout == body->end() || !timeout->is_number()) {
+      return fail(Status::Invalid("invalid_request", "field \"timeoutMinutes\" must be a number"));
+    }
+    double minutes = timeout->get<double>();
+    if (!(minutes > 0) || minutes > 7 * 24 * 60) {
+      return fail(Status::Unprocessable("invalid_timeout",
+                                        "timeoutMinutes must be greater than 0 and at most 10080"));
+    }
+    auto heartbeat = body->find("heartbeatSeconds");
+    if (heartbeat == body->end() || !heartbeat->is_number_integer()) {
+      return fail(Status::Invalid("invalid_request",
+                                  "field \"heartbeatSeconds\" must be a whole number"));
+    }
+    int64_t heartbeat_s = heartbeat->get<int64_t>();
+    if (heartbeat_s < 1 || heartbeat_s > 86400) {
+      return fail(Status::Unprocessable("invalid_heartbeat",
+                                        "heartbeatSeconds must be 1 to 86400"));
+    }
+    bool can_veto = false;
+    if (auto v = body->find("canVeto"); v != body->end()) {
+      if (!v->is_boolean()) {
+        return fail(Status::Invalid("invalid_request", "field \"canVeto\" must be true or false"));
+      }
+      can_veto = v->get<bool>();
+    }
+    WebhookConsumer c;
+    c.name = *name;
+    c.url = *url;
+    c.priority = *priority;
+    c.timeout_ms = std::max<int64_t>(1, std::llround(minutes * 60000.0));
+    c.heartbeat_ms = heartbeat_s * 1000;
+    c.can_veto = can_veto;
+    c.secret = NewWebhookSecret();
+    std::string token = NewConsumerToken();
+    c.token_hash = TokenHash(token);
+    c.created_at = clock_.Now();
+    c.last_heartbeat_at = c.created_at;
+    WriteJson(respond, [this, c, token](SqlTx& tx) -> Result<std::pair<int, json>> {
+      LASTCALL_RETURN_IF_ERROR(InsertWebhookConsumer(tx, c));
+      tx.AfterCommit([this, name = c.name, url = c.url] {
+        metrics_.DeclareWebhookConsumer(name);
+        log::Info("webhook consumer registered", {{"consumer", name}, {"url", url}});
+      });
+      json out = ConsumerJson(c, c.created_at, 0, 0);
+      out["secret"] = c.secret;
+      out["token"] = token;
+      return std::make_pair(201, out);
     });
   }
 
@@ -976,6 +1158,193 @@ class Api::Impl {
       json out = HoldJson(h);
       out["coordinationsHeld"] = *held;
       return std::make_pair(201, out);
+    });
+  }
+
+  void ListConsumersRoute(const Respond& respond) {
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      auto list = ListWebhookConsumers(tx);
+      if (!list.ok()) return list.status();
+      WallMillis now = clock_.Now();
+      json arr = json::array();
+      for (const auto& c : *list) {
+        auto in_flight = PendingDeliveries(tx, c.name);
+        if (!in_flight.ok()) return in_flight.status();
+        auto dead = tx.QueryOne(
+            "SELECT COUNT(*) FROM dead_letters WHERE target = ? AND replayed_at IS NULL", {c.name});
+        if (!dead.ok()) return dead.status();
+        arr.push_back(ConsumerJson(c, now, *in_flight, (*dead)->Int(0)));
+      }
+      return json{{"consumers", arr}};
+    });
+  }
+
+  void DeregisterConsumer(const std::string& name, const Respond& respond) {
+    WriteJson(respond, [this, name](SqlTx& tx) -> Result<std::pair<int, json>> {
+      auto removed = DeleteWebhookConsumer(tx, name, clock_.Now());
+      if (!removed.ok()) return removed.status();
+      if (!*removed) return Status::NotFound("consumer " + name + " not found");
+      tx.AfterCommit([name] { log::Info("webhook consumer deregistered", {{"consumer", name}}); });
+      return std::make_pair(200, json{{"name", name}, {"deleted", true}});
+    });
+  }
+
+  void Heartbeat(const std::string& caller, const std::string& name, const Respond& respond) {
+    if (caller != name) {
+      return respond(ErrorResponse(Status::Forbidden("a consumer heartbeats only as itself")));
+    }
+    WriteJson(respond, [this, name](SqlTx& tx) -> Result<std::pair<int, json>> {
+      WallMillis now = clock_.Now();
+      LASTCALL_RETURN_IF_ERROR(RecordHeartbeat(tx, name, now));
+      auto c = FindWebhookConsumer(tx, name);
+      if (!c.ok()) return c.status();
+      if (!*c) return Status::NotFound("consumer " + name + " not found");
+      return std::make_pair(200, json{{"name", name},
+                                      {"lastHeartbeatAt", FormatRfc3339(now)},
+                                      {"healthyUntil", FormatRfc3339(now + (*c)->heartbeat_ms)}});
+    });
+  }
+
+  void RotateSecret(const std::string& name, const HttpRequest& req, const Respond& respond) {
+    int64_t overlap_s = 24 * 3600;
+    if (!req.body.empty()) {
+      auto body = ParseJsonObject(req.body);
+      if (!body.ok()) return respond(ErrorResponse(body.status()));
+      for (const auto& [k, v] : body->items()) {
+        if (k != "previousSecretValidSeconds") {
+          return respond(ErrorResponse(Status::Invalid("invalid_request", "unknown field \"" + k + "\"")));
+        }
+        if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > 7 * 24 * 3600) {
+          return respond(ErrorResponse(Status::Unprocessable(
+              "invalid_overlap", "previousSecretValidSeconds must be a whole number from 0 to 604800")));
+        }
+        overlap_s = v.get<int64_t>();
+      }
+    }
+    std::string secret = NewWebhookSecret();
+    WriteJson(respond, [this, name, secret, overlap_s](SqlTx& tx) -> Result<std::pair<int, json>> {
+      WallMillis until = clock_.Now() + overlap_s * 1000;
+      LASTCALL_RETURN_IF_ERROR(RotateWebhookSecret(tx, name, secret, until));
+      tx.AfterCommit([name] { log::Info("webhook secret rotated", {{"consumer", name}}); });
+      return std::make_pair(200, json{{"name", name},
+                                      {"secret", secret},
+                                      {"previousSecretValidUntil", FormatRfc3339(until)}});
+    });
+  }
+
+  // POST /coordinations/{id}/completions with a consumer token: published as consumer.completion,
+  // taken in by the coordinator like an in-process consumer's.
+  void ReportCompletion(const std::string& caller, const std::string& id, const HttpRequest& req,
+                        const Respond& respond) {
+    auto fail = [&](const Status& st) { respond(ErrorResponse(st)); };
+    auto body = ParseJsonObject(req.body);
+    if (!body.ok()) return fail(body.status());
+    auto consumer = RequiredString(*body, "consumer", 0);
+    if (!consumer.ok()) return fail(consumer.status());
+    if (*consumer != caller) {
+      return fail(Status::Forbidden("a consumer token completes only as its own consumer (" +
+                                    caller + ")"));
+    }
+    auto status = RequiredString(*body, "status", 0);
+    if (!status.ok()) return fail(status.status());
+    if (*status != "completed" && *status != "failed") {
+      return fail(Status::Unprocessable("invalid_status", "status must be completed or failed"));
+    }
+    json detail = json::object();
+    if (auto d = body->find("detail"); d != body->end() && !d->is_null()) {
+      if (!d->is_object()) {
+        return fail(Status::Invalid("invalid_request", "field \"detail\" must be an object"));
+      }
+      if (d->dump().size() > 16 * 1024) {
+        return fail(Status::Unprocessable("detail_too_large", "detail must be at most 16 KiB of JSON"));
+      }
+      detail = *d;
+    }
+    WriteJson(respond, [this, id, caller, s = *status, detail](SqlTx& tx) -> Result<std::pair<int, json>> {
+      auto c = LoadCoordination(tx, id);
+      if (!c.ok()) return c.status();
+      // Not expected there: as unknown as a coordination that does not exist.
+      if (!*c || std::find((*c)->expected.begin(), (*c)->expected.end(), caller) == (*c)->expected.end()) {
+        return Status::NotFound("coordination " + id + " not found");
+      }
+      for (const auto& done : (*c)->completions) {
+        if (done.consumer == caller) {
+          return std::make_pair(200, json{{"coordinationId", id},
+                                          {"consumer", caller},
+                                          {"status", ToString(done.status)},
+                                          {"duplicate", true}});
+        }
+      }
+      LASTCALL_RETURN_IF_ERROR(PublishCompletion(tx, outbox_, clock_, ids_, caller, id, s, detail));
+      return std::make_pair(202, json{{"coordinationId", id},
+                                      {"consumer", caller},
+                                      {"status", s},
+                                      {"duplicate", false}});
+    });
+  }
+
+  // ---- the dead letter queue ----
+
+  static json DeadLetterJson(const DeadLetter& d) {
+    return {{"id", d.id},
+            {"target", d.target},
+            {"kind", d.kind()},
+            {"eventId", d.event_id},
+            {"attempts", d.attempts},
+            {"error", d.error},
+            {"createdAt", FormatRfc3339(d.created_at)},
+            {"replayedAt", d.replayed_at ? json(FormatRfc3339(*d.replayed_at)) : Null()},
+            {"event", d.event ? ToJson(*d.event) : Null()}};
+  }
+
+  void ListDeadLettersRoute(const HttpRequest& req, const Respond& respond) {
+    auto fail = [&](const std::string& what) {
+      respond(ErrorResponse(Status::Invalid("invalid_request", what)));
+    };
+    DeadLetterFilter f;
+    for (const auto& [k, v] : req.query) {
+      if (k == "target") {
+        if (v.empty() || v.size() > 64) return fail("target must be a consumer name");
+        f.target = v;
+      } else if (k == "replayed") {
+        if (v != "true" && v != "false") return fail("replayed must be true or false");
+        f.include_replayed = v == "true";
+      } else if (k == "limit" || k == "cursor") {
+        // The cursor is opaque to clients: "<createdAtMillis>.<deadLetterId>".
+        if (auto bad = ParsePageParam(k, v, &f.limit, &f.after)) return fail(*bad);
+      } else {
+        return fail("unknown query parameter \"" + k + "\"");
+      }
+    }
+    ReadJson(respond, [&](SqlTx& tx) -> Result<json> {
+      bool more = false;
+      auto list = ListDeadLetters(tx, f, &more);
+      if (!list.ok()) return list.status();
+      json arr = json::array();
+      for (const auto& d : *list) arr.push_back(DeadLetterJson(d));
+      json next = nullptr;
+      if (more && !list->empty()) {
+        next = std::to_string(list->back().created_at) + "." + list->back().id;
+      }
+      return json{{"deadLetters", arr}, {"nextCursor", next}};
+    });
+  }
+
+  void ReplayDeadLetterRoute(const std::string& id, const Respond& respond) {
+    if (!deps_.replayer) {
+      return respond(ErrorResponse(Status::Unavailable("replays are not available here")));
+    }
+    WriteJson(respond, [this, id](SqlTx& tx) -> Result<std::pair<int, json>> {
+      WallMillis now = clock_.Now();
+      LASTCALL_RETURN_IF_ERROR(ReplayDeadLetter(tx, id, now, *deps_.replayer));
+      auto d = FindDeadLetter(tx, id);
+      if (!d.ok()) return d.status();
+      tx.AfterCommit([this, target = (*d)->target, webhook = (*d)->delivery_id.has_value(), id] {
+        metrics_.dead_letter_replays.Inc({target});
+        log::Info("dead letter replayed", {{"deadLetterId", id}, {"target", target}});
+        if (webhook && deps_.wake_webhooks) deps_.wake_webhooks();
+      });
+      return std::make_pair(202, DeadLetterJson(**d));
     });
   }
 
@@ -1115,13 +1484,14 @@ class Api::Impl {
   Metrics& metrics_;
   const ReceiptKeyring& receipt_keys_;
   ApiConfig config_;
+  ApiDeps deps_;
 };
 
 Api::Api(Database& db, BlobStore& blobs, Outbox& outbox, CoordinationDriver& coordinator,
          Clock& clock, IdGenerator& ids, Metrics& metrics, const ReceiptKeyring& receipt_keys,
-         ApiConfig config)
+         ApiConfig config, ApiDeps deps)
     : impl_(std::make_unique<Impl>(db, blobs, outbox, coordinator, clock, ids, metrics,
-                                   receipt_keys, std::move(config))) {}
+                                   receipt_keys, std::move(config), std::move(deps))) {}
 
 void Api::HandleMetricsOnly(HttpRequest&& req, Respond respond) {
   impl_->HandleMetricsOnly(std::move(req), std::move(respond));

@@ -3,11 +3,14 @@
 // handed to the store's group commit, answered only after they committed.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "blobs/blob_store.h"
 #include "bus/event_bus.h"
+#include "bus/replayer.h"
 #include "common/clock.h"
 #include "common/ids.h"
 #include "coordination/driver.h"
@@ -26,6 +29,14 @@ struct ApiConfig {
   // Transactions one file may import (LASTCALL_MAX_IMPORT_ROWS); more is 413. An import is one
   // transaction on the single writer, so this bounds how long one upload holds everyone's writes.
   size_t max_import_rows = 100000;
+  // Consumer names a webhook consumer may not take (the in-process consumers and bus targets).
+  std::vector<std::string> reserved_consumers;
+};
+
+// What the consumer and dead-letter routes act on besides the store.
+struct ApiDeps {
+  EventReplayer* replayer = nullptr;      // replays an in-process target's dead letter
+  std::function<void()> wake_webhooks;    // after a webhook delivery became due (a replay)
 };
 
 // The role claim that lets a token read every coordination. stored in tokens: do not rename.
@@ -34,7 +45,8 @@ inline constexpr char kOperatorRole[] = "operator";
 class Api {
  public:
   Api(Database& db, BlobStore& blobs, Outbox& outbox, CoordinationDriver& coordinator, Clock& clock,
-      IdGenerator& ids, Metrics& metrics, const ReceiptKeyring& receipt_keys, ApiConfig config);
+      IdGenerator& ids, Metrics& metrics, const ReceiptKeyring& receipt_keys, ApiConfig config,
+      ApiDeps deps = {});
   ~Api();
   // The server's Handler. Thread-safe.
   void Handle(HttpRequest&& req, Respond respond);

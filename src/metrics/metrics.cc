@@ -12,6 +12,14 @@ Metrics::Metrics() {
   file_deletions.Inc({"coordinated", "failed"}, 0);
   file_deletions.Inc({"synchronous", "deleted"}, 0);
   file_deletions.Inc({"synchronous", "failed"}, 0);
+  for (const char* p : {"critical", "optional"}) {
+    for (const char* r : {"reported", "critical_timeout", "optional_grace", "optional_timeout",
+                          "deadline"}) {
+      if (std::string(p) == "critical" && std::string(r).rfind("optional", 0) == 0) continue;
+      if (std::string(p) == "optional" && std::string(r) == "critical_timeout") continue;
+      proceed_rules.Inc({p, r}, 0);
+    }
+  }
   coordinations_cancelled.Inc({}, 0);
   for (const char* s : {"user", "account", "file"}) {
     holds_placed.Inc({s}, 0);
@@ -21,6 +29,14 @@ Metrics::Metrics() {
   deletion_verifications.Inc({"verified"}, 0);
   deletion_verifications.Inc({"residue"}, 0);
   receipts_issued.Inc({}, 0);
+}
+
+void Metrics::DeclareWebhookConsumer(const std::string& name) {
+  webhook_deliveries.Inc({name, "delivered"}, 0);
+  webhook_deliveries.Inc({name, "dead_lettered"}, 0);
+  webhook_retries.Inc({name}, 0);
+  delivery_failures.Inc({name}, 0);
+  dead_letters.Inc({name}, 0);
 }
 
 void Metrics::Declare(const std::vector<std::string>& consumers,
@@ -63,6 +79,11 @@ std::string Metrics::Render(Database& db, WallMillis now) {
   events_delivered.Render(&out);
   delivery_failures.Render(&out);
   dead_letters.Render(&out);
+  dead_letter_replays.Render(&out);
+  proceed_rules.Render(&out);
+  webhook_deliveries.Render(&out);
+  webhook_retries.Render(&out);
+  webhook_delivery.Render(&out);
   http_requests.Render(&out);
   http_duration.Render(&out);
 

@@ -59,6 +59,24 @@ class Metrics {
                                   "Failed deliveries (each is retried), by target.", {"target"}};
   CounterFamily dead_letters{"lastcall_dead_letters_total",
                              "Events dead-lettered after the last attempt, by target.", {"target"}};
+  CounterFamily proceed_rules{"lastcall_deletion_proceed_rules_total",
+                              "Expected consumers of each deletion decided, by their priority and "
+                              "the rule that let the deletion proceed without them waiting longer.",
+                              {"priority", "rule"}};
+  CounterFamily webhook_deliveries{"lastcall_webhook_deliveries_total",
+                                   "Webhook deliveries finished, by consumer and result "
+                                   "(delivered, dead_lettered).",
+                                   {"consumer", "result"}};
+  CounterFamily webhook_retries{"lastcall_webhook_retries_total",
+                                "Failed webhook attempts scheduled for another attempt, by consumer.",
+                                {"consumer"}};
+  HistogramFamily webhook_delivery{
+      "lastcall_webhook_delivery_seconds",
+      "Time from a webhook delivery being recorded to the consumer's 2xx, retries included.",
+      {"consumer"},
+      {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}};
+  CounterFamily dead_letter_replays{"lastcall_dead_letter_replays_total",
+                                    "Dead letters replayed by an operator, by target.", {"target"}};
   CounterFamily http_requests{"lastcall_http_requests_total", "HTTP requests answered.",
                               {"method", "route", "status"}};
   HistogramFamily http_duration{"lastcall_http_request_duration_seconds",
@@ -80,6 +98,8 @@ class Metrics {
   // what that means for it: EventBus::Backlog). Without one, lastcall_outbox_backlog has no
   // series. Call once, at start, before the first Render.
   void SetBacklogSource(BacklogSource source);
+  // Creates at 0 the webhook series of a registered consumer (at start and on registration).
+  void DeclareWebhookConsumer(const std::string& name);
 
   // The text exposition of every family; the stored-state gauges are read from db (a read
   // snapshot) at this moment. A store failure leaves those gauges out and is logged.

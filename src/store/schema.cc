@@ -180,6 +180,52 @@ const std::vector<Migration>& Migrations() {
            "CREATE INDEX files_by_seq ON files(seq)",
            "CREATE INDEX blob_gc_by_queued ON blob_gc(queued_at)",
        }},
+      {4,
+       "webhook consumers, critical and optional waits, one dead letter queue",
+       {
+           // Registered consumers. secret/previous_secret sign webhooks (whsec_<base64>, kept
+           // readable: signing needs them); the consumer token is stored only as its SHA-256.
+           R"(CREATE TABLE webhook_consumers (
+                name TEXT PRIMARY KEY,
+                url TEXT NOT NULL,
+                priority TEXT NOT NULL,
+                timeout_ms INTEGER NOT NULL,
+                heartbeat_ms INTEGER NOT NULL,
+                can_veto INTEGER NOT NULL,
+                secret TEXT NOT NULL,
+                previous_secret TEXT,
+                previous_secret_until INTEGER,
+                token_hash TEXT NOT NULL UNIQUE,
+                created_at INTEGER NOT NULL,
+                last_heartbeat_at INTEGER NOT NULL,
+                last_delivery_at INTEGER,
+                last_delivery_result TEXT,
+                failures INTEGER NOT NULL))",
+           // One row per (consumer, event) to send; attempts survive restarts. status: pending,
+           // delivered, dead, cancelled (stored: do not rename).
+           R"(CREATE TABLE webhook_deliveries (
+                id TEXT PRIMARY KEY,
+                consumer TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                event_seq INTEGER NOT NULL,
+                coordination_id TEXT,
+                body TEXT NOT NULL,
+                status TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                next_attempt_at INTEGER NOT NULL,
+                last_error TEXT,
+                created_at INTEGER NOT NULL,
+                delivered_at INTEGER,
+                UNIQUE (consumer, event_id)))",
+           "CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at)",
+           // A webhook's dead letter names its delivery; replayed_at marks a replayed one.
+           "ALTER TABLE dead_letters ADD COLUMN delivery_id TEXT",
+           "ALTER TABLE dead_letters ADD COLUMN replayed_at INTEGER",
+           "CREATE INDEX dead_letters_by_created ON dead_letters(created_at, id)",
+           // Each expected consumer's priority and timeout, and the rule that let each proceed.
+           "ALTER TABLE coordinations ADD COLUMN consumer_policies TEXT",
+           "ALTER TABLE coordinations ADD COLUMN proceeded_by TEXT",
+       }},
       {6,
        "cancel, grace window and legal holds",
        {

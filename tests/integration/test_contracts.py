@@ -382,6 +382,10 @@ class ValidatorsTest(unittest.TestCase):
             ("/analytics/archive", "GET"), ("/categorization/mappings", "GET"),
             ("/dashboard", "GET"), ("/dashboard/app.js", "GET"), ("/dashboard/app.css", "GET"),
             ("/dashboard/favicon.svg", "GET"),
+            ("/coordinations/{coordinationId}/completions", "POST"), ("/consumers", "GET"),
+            ("/consumers", "POST"), ("/consumers/{name}", "DELETE"),
+            ("/consumers/{name}/heartbeat", "POST"), ("/consumers/{name}/rotate-secret", "POST"),
+            ("/dlq", "GET"), ("/dlq/{deadLetterId}/replay", "POST"),
         }
         documented = {(t, m) for t, m, _ in OpenApi().operations()}
         self.assertEqual(documented, expected)
@@ -644,10 +648,56 @@ class LiveContractTest(harness.ServerPool, harness.Assertions, unittest.TestCase
         self.assertGreater(len(big), 2048)
         self.assertError(c.upload(acct["accountId"], "big.csv", big), 413, "payload_too_large")
 
+    def flow_webhooks(self):
+        """A webhook consumer registered, expected, completing by API; health, heartbeat,
+        rotation, the dead letter queue and its replay, deregistration."""
+        server = self.start({"LASTCALL_WEBHOOK_BACKOFF_BASE_MS": "10",
+                             "LASTCALL_WEBHOOK_BACKOFF_CAP_MS": "20",
+                             "LASTCALL_WEBHOOK_MAX_ATTEMPTS": "2",
+                             "LASTCALL_WEBHOOK_TIMEOUT_MS": "300"})
+        op = self.client(server, unique_user("ops"), role="operator")
+        c = self.client(server, unique_user("gina"))
+        name = "billing_%s" % random_uuid()[:8]
+        reg = op.post("/consumers", {"name": name, "url": "http://127.0.0.1:%d/hook"
+                                     % harness.free_port(), "priority": "optional",
+                                     "timeoutMinutes": 1, "heartbeatSeconds": 600})
+        self.assertStatus(reg, 201)
+        self.assertError(op.post("/consumers", {"name": name, "url": "http://x/",
+                                                "priority": "critical", "timeoutMinutes": 1,
+                                                "heartbeatSeconds": 1}), 409, "consumer_exists")
+        self.assertError(op.post("/consumers", {"name": "x"}), 400, "invalid_request")
+        self.assertError(c.get("/consumers"), 403, "forbidden")
+        me = self.client(server, token=reg.body["token"])
+        self.assertStatus(me.post("/consumers/%s/heartbeat" % name, {}), 200)
+        acct = c.create_account("Webhooks", "USD")
+        f, cid = self.upload_and_delete(c, acct["accountId"])
+        self.assertIn(name, c.get("/coordinations/" + cid).body["expectedConsumers"])
+        path = "/coordinations/%s/completions" % cid
+        self.assertError(me.post(path, {"consumer": "someone_else", "status": "completed"}), 403,
+                         "forbidden")
+        self.assertError(me.post(path, {"consumer": name, "status": "maybe"}), 422,
+                         "invalid_status")
+        self.assertStatus(me.post(path, {"consumer": name, "status": "completed",
+                                         "detail": {"rows": 4}}), 202)
+        done = c.wait_coordination(cid, "completed")
+        self.assertEqual(done["outcome"], "all_completed")
+        self.assertStatus(me.post(path, {"consumer": name, "status": "completed"}), 200)
+        # Nobody listens at the URL: the delivery is dead-lettered after two attempts.
+        letters = wait_until(lambda: op.get("/dlq?target=" + name).body["deadLetters"], 10,
+                             message="dead letter")
+        self.assertStatus(op.get("/dlq?target=%s&replayed=false&limit=5" % name), 200)
+        self.assertStatus(op.post("/dlq/%s/replay" % letters[0]["id"], {}), 202)
+        self.assertError(op.post("/dlq/%s/replay" % letters[0]["id"], {}), 409, "already_replayed")
+        self.assertStatus(op.get("/consumers"), 200)
+        self.assertStatus(op.post("/consumers/%s/rotate-secret" % name,
+                                  {"previousSecretValidSeconds": 60}), 200)
+        self.assertStatus(op.delete("/consumers/" + name), 200)
+        self.assertError(op.delete("/consumers/" + name), 404, "not_found")
+
     def test_responses_and_events_match_the_documents(self):
         """The flows, then: every documented operation was answered with a validated 2xx."""
         for name in ("flow_full", "flow_lifecycle", "flow_timeout", "flow_synchronous",
-                     "flow_upload_limit"):
+                     "flow_upload_limit", "flow_webhooks"):
             with self.subTest(flow=name):
                 getattr(self, name)()
         missing = []
@@ -666,7 +716,8 @@ class LiveContractTest(harness.ServerPool, harness.Assertions, unittest.TestCase
         c = self.client(server, unique_user("frank"))
         ids = {"accountId": random_uuid(), "fileId": random_uuid(),
                "transactionId": random_uuid(), "coordinationId": random_uuid(),
-               "holdId": random_uuid()}
+               "holdId": random_uuid(), "name": "some_consumer",
+               "deadLetterId": random_uuid()}
         for template, item in self.openapi.doc["paths"].items():
             path = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], template)
             documented = sorted(m.upper() for m in item if m in ("get", "post", "put", "patch",

@@ -102,7 +102,16 @@ class CoordinationAssertions(object):
         self.assertIn(c["status"], ("waiting", "deleting", "completed"))
         self.assertEqual(sorted(c["expectedConsumers"]), sorted(expected_consumers))
         for entry in c["consumers"]:
-            self.assertEqual(set(entry), {"name", "status", "completedAt", "detail"}, entry)
+            self.assertEqual(set(entry), {"name", "status", "completedAt", "detail", "priority",
+                                          "timeoutAt", "proceededBy"}, entry)
+            # EXPECTED_CONSUMERS are critical and waited for until the deadline.
+            self.assertEqual(entry["priority"], "critical")
+            self.assertEqual(entry["timeoutAt"], c["deadlineAt"])
+            if c["status"] == "waiting":
+                self.assertIsNone(entry["proceededBy"])
+            else:
+                self.assertEqual(entry["proceededBy"],
+                                 "deadline" if entry["status"] == "pending" else "reported")
             self.assertIn(entry["status"], ("pending", "completed", "failed"))
             if entry["status"] == "pending":
                 self.assertIsNone(entry["completedAt"])
@@ -381,7 +390,8 @@ class PendingDeletionTest(CoordinationAssertions, ServerTestCase):
         self.assertEqual((co["status"], co["outcome"]), ("completed", "timed_out"))
         self.assertEqual(consumers_by_name(co)["audit_consumer"],
                          {"name": "audit_consumer", "status": "pending", "completedAt": None,
-                          "detail": None})
+                          "detail": None, "priority": "critical", "timeoutAt": co["deadlineAt"],
+                          "proceededBy": "deadline"})
         self.assertFileGone(c, fa)
         self.assertAccountDerived(c, self.account_id, *derived(FILE_B))
         self.assertCoordinationEvents(server, cid, fa, self.user, self.account_id, len(FILE_A),

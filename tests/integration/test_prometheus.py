@@ -72,6 +72,11 @@ FAMILIES = {
     "lastcall_coordinations_deleting": ("gauge", set()),
     "lastcall_oldest_waiting_coordination_age_seconds": ("gauge", set()),
     "lastcall_outbox_backlog": ("gauge", {"target"}),
+    "lastcall_deletion_proceed_rules_total": ("counter", {"priority", "rule"}),
+    "lastcall_webhook_deliveries_total": ("counter", {"consumer", "result"}),
+    "lastcall_webhook_retries_total": ("counter", {"consumer"}),
+    "lastcall_webhook_delivery_seconds": ("histogram", {"consumer"}),
+    "lastcall_dead_letter_replays_total": ("counter", {"target"}),
     "lastcall_http_requests_total": ("counter", {"method", "route", "status"}),
     "lastcall_http_request_duration_seconds": ("histogram", {"route"}),
     "lastcall_coordinations_cancelled_total": ("counter", set()),
@@ -89,7 +94,9 @@ MAY_BE_EMPTY = {"lastcall_coordination_timeouts_total", "lastcall_delivery_failu
                 "lastcall_consumer_completion_seconds", "lastcall_coordinations_finished_total",
                 "lastcall_consumer_completions_total", "lastcall_file_deletions_total",
                 "lastcall_events_published_total", "lastcall_events_delivered_total",
-                "lastcall_outbox_backlog"}
+                "lastcall_outbox_backlog", "lastcall_webhook_deliveries_total",
+                "lastcall_webhook_retries_total", "lastcall_webhook_delivery_seconds",
+                "lastcall_dead_letter_replays_total"}
 
 
 def tool(name):
@@ -312,6 +319,10 @@ class MetricsTest(harness.ServerPool, Flows, unittest.TestCase):
           target="file_deletion_consumer")
         self.assertEqual(after.sum("lastcall_delivery_failures_total"), 0)
         self.assertEqual(after.sum("lastcall_dead_letters_total"), 0)
+        # Both expected consumers (critical) let the deletion proceed by reporting.
+        d("lastcall_deletion_proceed_rules_total", 2, priority="critical", rule="reported")
+        self.assertEqual(after.sum("lastcall_deletion_proceed_rules_total")
+                         - before.sum("lastcall_deletion_proceed_rules_total"), 2)
         self.assertEqual(after.value("lastcall_coordinations_waiting"), 0)
         self.assertEqual(after.value("lastcall_coordinations_deleting"), 0)
         self.assertEqual(after.value("lastcall_oldest_waiting_coordination_age_seconds"), 0)

@@ -148,6 +148,12 @@ bool NatsBus::Routed(const CloudEvent& e) const {
                      [&](const Target& t) { return Wants(t, e); });
 }
 
+Status NatsBus::ReplayEvent(const std::string& target, const CloudEvent& e, SqlTx& tx) {
+  auto it = std::find_if(targets_.begin(), targets_.end(),
+                         [&](const Target& t) { return t.name == target; });
+  return ReplayInTx(tx, target, it == targets_.end() ? nullptr : it->handler, e, clock_.Now());
+}
+
 uint64_t NatsBus::failures() const {
   std::lock_guard<std::mutex> l(mu_);
   return failures_;

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "bus/event_bus.h"
+#include "bus/replayer.h"
 #include "common/clock.h"
 #include "common/ids.h"
 
@@ -66,7 +67,7 @@ struct NatsBusOptions {
   int64_t fetch_wait_ms = 500;                  // one pull's wait (bounds Stop's latency)
 };
 
-class NatsBus : public EventBus {
+class NatsBus : public EventBus, public EventReplayer {
  public:
   NatsBus(Database& db, Clock& clock, IdGenerator& ids, Metrics& metrics, NatsBusOptions options);
   ~NatsBus() override;
@@ -94,6 +95,9 @@ class NatsBus : public EventBus {
 
   // Delivery failures so far (handler errors and failed units). Thread-safe.
   uint64_t failures() const;
+
+  // A dead letter's replay (EventReplayer): runs target's handler in tx like a delivery.
+  Status ReplayEvent(const std::string& target, const CloudEvent& e, SqlTx& tx) override;
 
  private:
   struct Target {
