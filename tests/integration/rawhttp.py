@@ -159,6 +159,14 @@ ROUTES = [
     ("GET", "/holds"),
     ("POST", "/holds"),
     ("DELETE", "/holds/{id}"),
+    ("POST", "/coordinations/{id}/completions"),
+    ("GET", "/consumers"),
+    ("POST", "/consumers"),
+    ("DELETE", "/consumers/{name}"),
+    ("POST", "/consumers/{name}/heartbeat"),
+    ("POST", "/consumers/{name}/rotate-secret"),
+    ("GET", "/dlq"),
+    ("POST", "/dlq/{id}/replay"),
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/analytics/monthly"),
     ("GET", "/analytics/archive"),
@@ -169,7 +177,13 @@ PUBLIC_ROUTES = {("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/dashboard")
                  ("GET", "/dashboard/{asset}"), ("GET", "/.well-known/jwks.json")}
 
 # Routes only an operator may use (403 for anyone else).
-OPERATOR_ROUTES = {("GET", "/holds"), ("POST", "/holds"), ("DELETE", "/holds/{id}")}
+OPERATOR_ROUTES = {("GET", "/holds"), ("POST", "/holds"), ("DELETE", "/holds/{id}"),
+                   ("GET", "/consumers"), ("POST", "/consumers"), ("DELETE", "/consumers/{name}"),
+                   ("POST", "/consumers/{name}/rotate-secret"), ("GET", "/dlq"),
+                   ("POST", "/dlq/{id}/replay")}
+
+# Routes that take a registered consumer's own token (lcc_...): a user's JWT there is 403.
+CONSUMER_ROUTES = {("POST", "/coordinations/{id}/completions"), ("POST", "/consumers/{name}/heartbeat")}
 
 
 def routes_in_api_cc(path=API_CC):
@@ -181,7 +195,7 @@ def routes_in_api_cc(path=API_CC):
     end = src.index("\n  }\n", start)
     body = src[start:end]
     out = set()
-    for cond, result in re.findall(r"if \((.*?)\)\s*return\s*(.*?);", body, re.S):
+    for cond, result in re.findall(r"if \((.*?)\)\s*\{?\s*return\s*(.*?);", body, re.S):
         first = re.search(r'a == "([\w.-]+)"', cond)
         if not first:
             continue
@@ -194,7 +208,8 @@ def routes_in_api_cc(path=API_CC):
             segments = [[first.group(1)]]
             for i in range(1, size):
                 named = re.findall(r'p\[%d\] == "([\w.-]+)"' % i, cond)
-                placeholder = "{asset}" if first.group(1) == "dashboard" else "{id}"
+                placeholder = ("{asset}" if first.group(1) == "dashboard" else
+                               "{name}" if first.group(1) == "consumers" else "{id}")
                 segments.append(named or [placeholder])
             paths = [""]
             for seg in segments:

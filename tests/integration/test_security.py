@@ -103,7 +103,8 @@ def bad_tokens(secret, user):
 
 def route_path(template, ids):
     kind = template.split("/")[1]
-    return template.replace("{id}", ids.get(kind, random_uuid())).replace("{asset}", "app.js")
+    return (template.replace("{id}", ids.get(kind, random_uuid())).replace("{asset}", "app.js")
+            .replace("{name}", "audit_consumer"))
 
 
 class TokenTest(ServerTestCase):
@@ -243,6 +244,11 @@ class OwnershipTest(ServerTestCase):
                             continue
                         if method == "HEAD":
                             continue
+                        if (method, template) in rawhttp.CONSUMER_ROUTES:
+                            # A user's token is never a consumer's, whoever owns the id.
+                            self.assertError(r, 403, "forbidden")
+                            self.assertError(m, 403, "forbidden")
+                            continue
                         self.assertError(r, 404, "not_found")
                         self.assertEqual(r.body["message"].replace(self.ids[kind], "<id>"),
                                          m.body["message"].replace(missing_id, "<id>"))
@@ -317,9 +323,10 @@ class OwnershipTest(ServerTestCase):
 
 
 class CompletionTest(ServerTestCase):
-    """On the embedded default only the in-process consumers complete: no HTTP route, method or
-    body records a completion, not the owner's, not an operator's, not for an expected consumer
-    that never answers (here audit_consumer, which has no in-process implementation)."""
+    """Only a consumer completes: in process, or a registered webhook consumer with its own token
+    (test_webhooks). No user's or operator's token on any HTTP route, method or body records a
+    completion, not for an expected consumer that never answers (here audit_consumer, which has no
+    in-process implementation and is not registered)."""
     SERVER_ENV = {"EXPECTED_CONSUMERS": "analytics_consumer,categorization_consumer,audit_consumer"}
 
     def test_no_http_route_records_a_completion(self):
@@ -354,7 +361,7 @@ class CompletionTest(ServerTestCase):
                     with self.subTest(path=path, method=method):
                         CASES["completions"] += 1
                         r = client.request(method, path, body=completion)
-                        self.assertIn(r.status, (404, 405), r)
+                        self.assertIn(r.status, (403, 404, 405), r)
         c = owner.coordination(cid)
         self.assertEqual(c, before)
         self.assertEqual([x["status"] for x in c["consumers"]], ["completed", "completed", "pending"])

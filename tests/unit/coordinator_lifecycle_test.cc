@@ -34,7 +34,7 @@ Input Make(In in, int64_t grace_ms) {
     c.event_id = std::string("e-") + who;
     return CompletionReported{"c1", c};
   };
-  DeleteRequested req{"c1", "u", "f", "a", 3, {"a", "b"}, kTimeout, grace_ms, std::nullopt};
+  DeleteRequested req{"c1", "u", "f", "a", 3, {"a", "b"}, kTimeout, {}, 0, grace_ms, std::nullopt};
   switch (in) {
     case In::kRequest: return req;
     case In::kRequestHeld: req.hold_reason = "litigation 42"; return req;
@@ -160,7 +160,7 @@ INSTANTIATE_TEST_SUITE_P(Scripts, CoordinatorLifecycleTest, ::testing::ValuesIn(
                          [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 TEST(CoordinatorLifecycle, DueAtIsTheGraceEndOnceEveryoneAnswered) {
-  DeleteRequested req{"c1", "u", "f", "a", 0, {"a"}, kTimeout, 5'000, std::nullopt};
+  DeleteRequested req{"c1", "u", "f", "a", 0, {"a"}, kTimeout, {}, 0, 5'000, std::nullopt};
   Decision d = Decide(std::nullopt, {}, req, kT0);
   EXPECT_EQ(d.state->due_at, kT0 + kTimeout);
   EXPECT_EQ(d.state->not_before, kT0 + 5'000);
@@ -172,7 +172,7 @@ TEST(CoordinatorLifecycle, DueAtIsTheGraceEndOnceEveryoneAnswered) {
 }
 
 TEST(CoordinatorLifecycle, ReleaseKeepsTheRemainingHoldsReason) {
-  DeleteRequested req{"c1", "u", "f", "a", 0, {"a"}, kTimeout, 0, std::string("first")};
+  DeleteRequested req{"c1", "u", "f", "a", 0, {"a"}, kTimeout, {}, 0, 0, std::string("first")};
   Decision d = Decide(std::nullopt, {}, req, kT0);
   EXPECT_EQ(d.state->hold_reason, std::string("first"));
   Decision d2 = Decide(d.state, {}, HoldReleased{std::string("second")}, kT0 + 1);

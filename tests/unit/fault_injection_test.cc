@@ -23,6 +23,7 @@
 #include "store/schema.h"
 #include "store/sqlite/sqlite_database.h"
 #include "test_util.h"
+#include "webhooks/delivery.h"
 
 namespace lastcall {
 namespace {
@@ -71,6 +72,10 @@ class Scenario {
     categorization_ = std::make_unique<CategorizationConsumer>(*outbox_, clock_, ids_, faults);
     bus_->AddTarget(kAnalyticsConsumer, analytics_.get());
     bus_->AddTarget(kCategorizationConsumer, categorization_.get());
+    // The service's webhook target too (ServiceRules routes to it): no webhook consumer is
+    // registered here, so it records nothing.
+    webhooks_ = std::make_unique<WebhookTarget>(clock_, ids_, [] {});
+    bus_->AddTarget(kWebhookTarget, webhooks_.get());
     bus_->AddTarget(kFileDeletionConsumer, driver_.get());
     for (const Rule& r : ServiceRules()) bus_->AddRule(r);
     EXPECT_TRUE(bus_->Start().ok());
@@ -263,8 +268,9 @@ class Scenario {
            "a coordination is unfinished");
     expect(Count("SELECT COUNT(*) FROM dead_letters") == 0, "dead letters");
     auto keys = blobs_->List();
-    for (const auto& k : keys.ok() ? *keys : std::vector<std::string>{}) {
-      expect(Count("SELECT COUNT(*) FROM files WHERE blob_key = ?", {k}) == 1, "blob without its file: " + k);
+    for (const auto& b : keys.ok() ? *keys : std::vector<BlobEntry>{}) {
+      expect(Count("SELECT COUNT(*) FROM files WHERE blob_key = ?", {b.key}) == 1,
+             "blob without its file: " + b.key);
     }
     return v;
   }
@@ -284,6 +290,7 @@ class Scenario {
   std::unique_ptr<CoordinationDriver> driver_;
   std::unique_ptr<AnalyticsConsumer> analytics_;
   std::unique_ptr<CategorizationConsumer> categorization_;
+  std::unique_ptr<WebhookTarget> webhooks_;
 };
 
 // The same workload for every scenario: two users, three accounts, ten files, six deletions

@@ -209,11 +209,13 @@ TEST_F(PostgresDatabaseTest, MigrationsFromTwoNodesStartingAtOnceApplyEachVersio
   EXPECT_TRUE(sa.ok()) << sa.ToString();
   EXPECT_TRUE(sb.ok()) << sb.ToString();
   other->Close();
-  EXPECT_EQ(Count("SELECT COUNT(*) FROM schema_migrations"), LatestSchemaVersion());
-  EXPECT_EQ(Count("SELECT COUNT(DISTINCT version) FROM schema_migrations"), LatestSchemaVersion());
+  // Each version once (versions need not be contiguous: 5 and 9 were never used), up to the latest.
+  const int64_t applied = Count("SELECT COUNT(*) FROM schema_migrations");
+  EXPECT_EQ(Count("SELECT COUNT(DISTINCT version) FROM schema_migrations"), applied);
+  EXPECT_EQ(Count("SELECT MAX(version) FROM schema_migrations"), LatestSchemaVersion());
   // And again: nothing left to do.
   EXPECT_TRUE(Migrate(*db_).ok());
-  EXPECT_EQ(Count("SELECT COUNT(*) FROM schema_migrations"), LatestSchemaVersion());
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM schema_migrations"), applied);
 }
 
 TEST_F(PostgresDatabaseTest, MigratedSchemaHoldsSixtyFourBitValues) {
