@@ -28,6 +28,7 @@
 #include "http/jwt.h"
 #include "http/server.h"
 #include "metrics/metrics.h"
+#include "receipts/receipts.h"
 #include "store/schema.h"
 #include "store/sqlite/sqlite_database.h"
 
@@ -46,6 +47,7 @@ struct World {
   Metrics metrics;
   std::unique_ptr<Outbox> outbox;
   std::unique_ptr<CoordinationDriver> driver;
+  ReceiptKeyring receipt_keys;
   std::unique_ptr<Api> api;
   std::string user_token, operator_token, other_token;
   std::string account_id, other_account_id;
@@ -95,9 +97,14 @@ World& TheWorld() {
     cc.expected_consumers = {"analytics_consumer", "categorization_consumer"};
     world->driver = std::make_unique<CoordinationDriver>(*world->db, *world->blobs, *world->outbox,
                                                          world->clock, world->ids, world->metrics, cc);
+    bool created = false;
+    auto keys = LoadReceiptKeys((dir / "receipt_keys").string(), "", &created);
+    if (!keys.ok()) std::abort();
+    world->receipt_keys = std::move(*keys);
     ApiConfig config{kSecret, 1 << 20, true, true};
     world->api = std::make_unique<Api>(*world->db, *world->blobs, *world->outbox, *world->driver,
-                                       world->clock, world->ids, world->metrics, config);
+                                       world->clock, world->ids, world->metrics,
+                                       world->receipt_keys, config);
     const WallMillis now = world->clock.Now();
     world->user_token = SignJwt("fuzz-user", "", 86400, kSecret, now);
     world->operator_token = SignJwt("fuzz-operator", "operator", 86400, kSecret, now);
