@@ -887,6 +887,8 @@ class ImportLimitTest(ServerTestCase):
         self.assertEqual([t["description"] for t in txns], ["d%d" % i for i in range(2000)])
         a = c.account(acc["accountId"])
         self.assertEqual((a["transactionCount"], a["balance"]), (2000, harness.money_str(total)))
+        # The categorization consumer works on the upload asynchronously; let it finish first.
+        c.wait_categorized(r.body["fileId"], timeout=30)
         before = c.snapshot()
         r = c.upload(acc["accountId"], "over.csv", ("\n".join(lines) + "\n").encode())
         self.assertError(r, 413, "payload_too_large", "2001 transactions; the limit is 2000")
