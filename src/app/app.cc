@@ -16,6 +16,7 @@
 #include "blobs/s3/s3_blob_store.h"
 #include "bus/in_process_bus.h"
 #include "bus/nats/nats_bus.h"
+#include "bus/retention.h"
 #include "common/log.h"
 #include "consumers/analytics_consumer.h"
 #include "consumers/categorization_consumer.h"
@@ -294,6 +295,12 @@ int RunServe(const Config& config) {
   }
   driver.Start();
   webhooks.Start();
+  RetentionOptions ro;
+  ro.retention_ms = config.outbox_retention_ms;
+  ro.interval_ms = config.prune_interval_ms;
+  ro.batch = config.prune_batch;
+  Pruner pruner(**db, bus, clock, metrics, ro);
+  pruner.Start();
 
   ApiConfig api_config{*secret, config.max_upload_bytes, config.event_publishing,
                        !config.metrics_address.has_value(),
@@ -340,6 +347,7 @@ int RunServe(const Config& config) {
   if (!started.ok()) {
     Status st = started;
     log::Error("cannot start the HTTP server", {{"error", st.message()}});
+    pruner.Stop();
     webhooks.Stop();
     driver.Stop();
     bus.Stop();
@@ -383,6 +391,7 @@ int RunServe(const Config& config) {
   io.run();
   for (auto& t : threads) t.join();
 
+  pruner.Stop();
   webhooks.Stop();
   driver.Stop();
   bus.Stop();

@@ -56,6 +56,10 @@ struct Config {
   int64_t webhook_backoff_cap_ms = 60000;     // LASTCALL_WEBHOOK_BACKOFF_CAP_MS
   int64_t webhook_timeout_ms = 10000;         // LASTCALL_WEBHOOK_TIMEOUT_MS
   int webhook_workers = 4;                    // LASTCALL_WEBHOOK_WORKERS
+  // Retention of the bus's bookkeeping (bus/retention.h).
+  int64_t outbox_retention_ms = 60000;        // LASTCALL_OUTBOX_RETENTION_SECONDS
+  int64_t prune_interval_ms = 5000;           // LASTCALL_PRUNE_INTERVAL_SECONDS
+  int prune_batch = 500;                      // LASTCALL_PRUNE_BATCH
 
   std::string db_path() const { return data_dir + "/lastcall.db"; }
   std::string blob_dir() const { return data_dir + "/blobs"; }
