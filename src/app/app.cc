@@ -67,7 +67,11 @@ Result<std::unique_ptr<Database>> OpenDatabase(const Config& config) {
     log::Info("database: PostgreSQL", {{"url", RedactDatabaseUrl(*config.database_url)}});
     return std::unique_ptr<Database>(std::move(pg).value());
   }
-  auto lite = SqliteDatabase::Open({config.db_path(), config.sqlite_synchronous});
+  SqliteOptions lite_options;
+  lite_options.path = config.db_path();
+  lite_options.synchronous = config.sqlite_synchronous;
+  lite_options.cache_mib = config.sqlite_cache_mib;
+  auto lite = SqliteDatabase::Open(lite_options);
   if (!lite.ok()) return lite.status();
   return std::unique_ptr<Database>(std::move(lite).value());
 }

@@ -28,6 +28,7 @@ struct Config {
   int64_t deletion_grace_ms = 0;              // DELETION_GRACE_MINUTES (cancel window)
   std::vector<std::string> expected_consumers = {"analytics_consumer", "categorization_consumer"};
   std::string sqlite_synchronous = "FULL";    // LASTCALL_SQLITE_SYNCHRONOUS: FULL or NORMAL
+  int sqlite_cache_mib = 64;                  // LASTCALL_SQLITE_CACHE_MIB: the writer's page cache
   std::optional<std::string> database_url;   // LASTCALL_DATABASE_URL: PostgreSQL instead of SQLite
                                               // (may hold a password: never logged)
   int http_threads = 2;                       // LASTCALL_HTTP_THREADS
