@@ -8,8 +8,9 @@ servers are killed with SIGKILL and restarted on their store.
 
 The NATS servers run the configuration of deploy/nats (nats-1.conf .. nats-3.conf and
 accounts.conf, with its accounts and subject permissions; the nodes connect as user `lastcall`),
-with only the addresses, ports and store folders rewritten for loopback: the example deployment is
-what this test proves works.
+with only the addresses, ports and store folders rewritten for loopback, and PostgreSQL runs the
+settings of deploy/postgresql/lastcall.conf but memory, address and disk durability: the example
+deployment is what this test proves works.
 
 At the end the checks of tests/crash/workload.py (shared with the crash harness) must find no
 violation: every deletion that got a 202 finished exactly once, nothing else was touched, every
@@ -37,6 +38,28 @@ from workload import harness, pg_service
 
 ROOT = os.path.abspath(os.path.join(workload.HERE, "..", ".."))
 DEPLOY_NATS = os.path.join(ROOT, "deploy", "nats")
+DEPLOY_POSTGRES_CONF = os.path.join(ROOT, "deploy", "postgresql", "lastcall.conf")
+# Settings of deploy/postgresql/lastcall.conf a throwaway server on a test machine replaces: its
+# own loopback address, and memory and disk durability sized for a real server (the test server
+# runs with fsync off, as every test server here).
+POSTGRES_TEST_OVERRIDES = {"listen_addresses", "shared_buffers", "effective_cache_size", "fsync",
+                           "full_page_writes"}
+
+
+def deploy_postgres_settings():
+    """The settings of deploy/postgresql/lastcall.conf, but POSTGRES_TEST_OVERRIDES."""
+    out = {}
+    with open(DEPLOY_POSTGRES_CONF) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            name, sep, value = line.partition("=")
+            if not sep:
+                raise AssertionError("%s: cannot read %r" % (DEPLOY_POSTGRES_CONF, line))
+            if name.strip() not in POSTGRES_TEST_OVERRIDES:
+                out[name.strip()] = value.strip()
+    return out
 STREAM = "LASTCALL_EVENTS"  # the names deploy/nats/accounts.conf grants
 SUBJECT_PREFIX = "lastcall.events"
 
@@ -144,7 +167,7 @@ class MultiNodeRun(workload.Workload):
     @classmethod
     def add_arguments(cls, p):
         p.add_argument("--nodes", type=int, default=3)
-        p.add_argument("--nats-kills", type=int, default=2,
+        p.add_argument("--nats-kills", type=int, default=3,
                        help="at least this many NATS servers SIGKILLed and restarted")
         p.add_argument("--down-max-s", type=float, default=2.0,
                        help="a killed process stays down up to this long")
@@ -158,7 +181,8 @@ class MultiNodeRun(workload.Workload):
 
     def start_services(self):
         self.started = time.monotonic()
-        self.pg = pg_service.ThrowawayPostgres().start(owner_pid=os.getpid())
+        self.pg = pg_service.ThrowawayPostgres(settings=deploy_postgres_settings()).start(
+            owner_pid=os.getpid())
         url = self.pg.create_database()
         self.nats = NatsCluster()
         self.nats.start_all()
@@ -254,5 +278,5 @@ class MultiNodeRun(workload.Workload):
 
 if __name__ == "__main__":
     os.environ.pop("LASTCALL_TEST_SERVICES", None)  # this test starts its own engines
-    sys.exit(workload.main(MultiNodeRun, __doc__.split("\n\n")[0], kills=3,
+    sys.exit(workload.main(MultiNodeRun, __doc__.split("\n\n")[0], kills=4, users=5,
                            kill_min_s=2.0, kill_max_s=4.0, timeout_minutes=0.1))
