@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "blobs/s3/s3_blob_store.h"
+#include "bus/nats/nats_bus.h"
 #include "common/ids.h"
 #include "domain/consumer_name.h"
 
@@ -216,17 +217,12 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
   }
   if (auto v = getenv("LASTCALL_NATS_URL")) {
     std::string s = Trim(*v);
-    size_t start = 0;
-    while (start <= s.size()) {
-      size_t comma = s.find(',', start);
-      if (comma == std::string::npos) comma = s.size();
-      std::string one = Trim(s.substr(start, comma - start));
+    for (const std::string& one : SplitNatsUrls(s)) {
       bool scheme_ok = one.rfind("nats://", 0) == 0 || one.rfind("tls://", 0) == 0;
       if (!scheme_ok || one.size() <= one.find("://") + 3) {
         return Bad("LASTCALL_NATS_URL",
                    "must be nats://host:port (or tls://), several separated by commas");
       }
-      start = comma + 1;
     }
     c.nats_url = s;
   }

@@ -660,10 +660,13 @@ class Api::Impl {
           auto acct = FindAccount(tx, file->user_id, file->account_id);
           if (!acct.ok()) return acct.status();
           if (!*acct) return Status::Unprocessable("unknown_account", "accountId is not a known account");
-          LASTCALL_RETURN_IF_ERROR(InsertFile(tx, *file));
-          LASTCALL_RETURN_IF_ERROR(InsertTransactions(tx, *rows));
+          // The account's row lock first: the inserts below check their foreign key with a
+          // shared lock on that row, and two nodes each holding it shared while asking for it
+          // exclusively deadlock (found by the multi-node test on PostgreSQL).
           LASTCALL_RETURN_IF_ERROR(
               AddToAccount(tx, file->account_id, sum, static_cast<int64_t>(rows->size()), max_date));
+          LASTCALL_RETURN_IF_ERROR(InsertFile(tx, *file));
+          LASTCALL_RETURN_IF_ERROR(InsertTransactions(tx, *rows));
           LASTCALL_RETURN_IF_ERROR(outbox_.Append(tx, e, now));
           return std::make_pair(201, FileJson(*file));
         },

@@ -9,533 +9,60 @@ files (FNV-1a-64 of the file id, modulo 100, as src/consumers/faults.cc), and a 
 COORDINATION_TIMEOUT_MINUTES lets the coordinations of silent consumers reach their deadline.
 
 After the last restart the harness waits for the work to settle and checks, through the API and by
-reading the SQLite database and the blob folder directly:
-  - every deletion that got a 202 (or whose answer a kill lost) finished exactly once: the file,
-    its transactions and its blob are gone, one tombstone, one file.deleted event in the outbox,
-    the analytics archive written once (unless analytics was made to fail), one coordination, and
-    it ended `completed` (`timed_out` when a consumer was silent);
-  - every other file is untouched: row, status, transactions and blob as imported;
-  - every account's balance, count and last date equal a recomputation from its remaining
-    transactions, and what the imports minus the deletions predict;
-  - no coordination waits past its deadline, none is left unfinished, every deletion's own
-    verification says `verified` (no residue), no dead letter, no blob without its file, no
-    blob_gc row left.
+reading the SQLite database and the blob folder directly, the invariants listed in
+tests/crash/workload.py (shared with the multi-node test tests/crash/multinode.py): every deletion
+that got a 202 finished exactly once, everything else is untouched, every derived value equals a
+recomputation, nothing waits past its deadline and no deadline fired twice.
 It prints the figures and exits 1 when a violation was found (0 otherwise).
 
 Usage: crash_harness.py [--files-per-user N] [--kills N] ... (see --help). CTest runs the short
 defaults (label "crash"); `make crash` runs a longer one. Python 3 standard library only.
 """
 
-import argparse
-import hashlib
-import http.client
-import json
-import os
-import queue
-import random
-import sqlite3
 import sys
-import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-import harness  # noqa: E402  (tests/integration/harness.py: Server, Client)
+import workload
 
 
-def fault_bucket(file_id):
-    """src/consumers/faults.cc FaultBucket: FNV-1a-64 of the id's bytes, modulo 100."""
-    h = 1469598103934665603
-    for c in file_id.encode():
-        h ^= c
-        h = (h * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return h % 100
+class CrashRun(workload.Workload):
+    """One node on the embedded default (SQLite, in-process bus, blob folder), SIGKILLed at random
+    moments and restarted on the same data folder."""
 
+    name = "crash"
 
-def parse_faults(spec):
-    out = {}
-    for entry in filter(None, (e.strip() for e in spec.split(","))):
-        name, _, rest = entry.partition("=")
-        mode, _, pct = rest.partition(":")
-        out[name] = (mode, int(pct))
-    return out
+    @classmethod
+    def add_arguments(cls, p):
+        pass
 
-
-def fault_of(faults, consumer, file_id):
-    mode, pct = faults.get(consumer, (None, 0))
-    return mode if fault_bucket(file_id) < pct else None
-
-
-class Lost(Exception):
-    """The server went away before answering (a kill): the outcome of the request is unknown."""
-
-
-def call(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except (OSError, http.client.HTTPException) as e:
-        raise Lost(str(e))
-
-
-class Upload(object):
-    def __init__(self, user, account_id, name, rows):
-        self.user = user
-        self.account_id = account_id
-        self.name = name
-        self.rows = rows  # [(date, description, cents)]
-        self.content = harness.make_csv(
-            [(d, desc, "%s%d.%02d" % ("-" if c < 0 else "", abs(c) // 100, abs(c) % 100), "USD", "")
-             for d, desc, c in rows])
-        self.sha256 = hashlib.sha256(self.content).hexdigest()
-        self.file_id = None
-        self.delete = False          # chosen for deletion
-        self.coordination_id = None  # from a 202
-        self.requested = False       # a DELETE was accepted (202, or a lost answer later proven)
-
-    @property
-    def units(self):
-        return sum(c for _, _, c in self.rows) * 100
-
-
-class Run(object):
-    def __init__(self, args):
-        self.args = args
-        self.rng = random.Random(args.seed)
-        self.faults = parse_faults(args.faults)
-        self.server = harness.Server({
-            "COORDINATION_TIMEOUT_MINUTES": str(args.timeout_minutes),
-            "LASTCALL_TEST_CONSUMER_FAULTS": args.faults,
-            "LASTCALL_LOG_LEVEL": "warn",
-        })
-        self.users = ["crash-user-%d" % i for i in range(args.users)]
-        self.clients = {}
-        self.accounts = {}  # account id -> user
-        self.uploads = []
-        self.lock = threading.Lock()
-        self.kills = 0
-        self.violations = []
-        self.stats = {"lost_uploads": 0, "lost_deletes": 0, "retried_deletes": 0, "202": 0}
-        self.work_done = threading.Event()
-
-    def violation(self, text):
-        with self.lock:
-            self.violations.append(text)
-        print("VIOLATION: " + text, flush=True)
-
-    # -- setup
-
-    def start(self):
+    def start_services(self):
+        self.server = workload.harness.Server(self.server_env())
+        self.nodes = [self.server]
+        self.store = workload.SqliteStore(self.server.db_path)
+        self.blobs = workload.FolderBlobs(self.server.blob_dir)
         self.server.start()
-        for u in self.users:
-            self.clients[u] = harness.Client(self.server, self.server.py_token(u, ttl_seconds=86400))
-            for n in range(self.args.accounts_per_user):
-                acc = self.clients[u].create_account(name="Account %d" % n)
-                self.accounts[acc["accountId"]] = u
-        accounts_of = {u: [a for a, owner in self.accounts.items() if owner == u] for u in self.users}
-        for u in self.users:
-            for i in range(self.args.files_per_user):
-                n = self.rng.randint(self.args.min_rows, self.args.max_rows)
-                rows = []
-                for r in range(n):
-                    cents = self.rng.randint(-50000, 50000)
-                    date = "2024-%02d-%02d" % (self.rng.randint(1, 12), self.rng.randint(1, 28))
-                    rows.append((date, "%s file %d row %d" % (u, i, r), cents))
-                up = Upload(u, self.rng.choice(accounts_of[u]), "%s-%04d.csv" % (u, i), rows)
-                up.delete = self.rng.random() < self.args.delete_fraction
-                self.uploads.append(up)
 
-    # -- the workers
-
-    def pause(self):
-        """Spreads the imports over the kill phase, so kills land while work is in flight."""
-        span = self.args.kills * (self.args.kill_min_s + self.args.kill_max_s) / 2.0
-        per_worker = max(1.0, len(self.uploads) / float(self.args.workers))
-        time.sleep(random.uniform(0, 2.0 * span / per_worker))
-
-    def importer(self, todo, to_delete):
-        while True:
-            self.pause()
-            try:
-                up = todo.get_nowait()
-            except queue.Empty:
-                return
-            client = self.clients[up.user]
-            try:
-                r = call(client.upload, up.account_id, up.name, up.content)
-            except Lost:
-                # A kill may have lost the answer after the commit: reconciled from the store.
-                with self.lock:
-                    self.stats["lost_uploads"] += 1
-                continue
-            if r.status != 201:
-                self.violation("upload %s answered %r" % (up.name, r))
-                continue
-            up.file_id = r.body["fileId"]
-            if up.delete:
-                to_delete.put(up)
-
-    def deleter(self, to_delete):
-        while True:
-            try:
-                up = to_delete.get(timeout=0.2)
-            except queue.Empty:
-                if self.imports_done.is_set() and to_delete.empty():
-                    return
-                continue
-            self.request_deletion(up)
-
-    def request_deletion(self, up):
-        """DELETE until a definite answer: 202 (accepted), or 404 after a lost answer (it was
-        accepted and has already finished)."""
-        client = self.clients[up.user]
-        lost = False
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                r = call(client.delete, "/files/" + up.file_id)
-            except Lost:
-                lost = True
-                with self.lock:
-                    self.stats["lost_deletes"] += 1
-                time.sleep(0.05)
-                continue
-            if r.status == 202:
-                cid = r.body.get("coordinationId")
-                if up.coordination_id and cid != up.coordination_id:
-                    self.violation("file %s: a second 202 named coordination %s, the first %s"
-                                   % (up.file_id, cid, up.coordination_id))
-                up.coordination_id = cid
-                up.requested = True
-                with self.lock:
-                    self.stats["202"] += 1
-                if lost:
-                    with self.lock:
-                        self.stats["retried_deletes"] += 1
-                return
-            if r.status == 404 and (lost or up.requested):
-                up.requested = True  # an earlier attempt committed; its deletion already finished
-                return
-            if r.status >= 500:
-                time.sleep(0.05)
-                lost = True
-                continue
-            self.violation("DELETE /files/%s answered %r" % (up.file_id, r))
-            return
-        self.violation("DELETE /files/%s: no definite answer within 60 s" % up.file_id)
-
-    def killer(self):
+    def chaos(self):
         """Kills the server at random moments until the work is done and enough kills happened."""
-        try:
-            while not (self.work_done.is_set() and self.kills >= self.args.kills):
-                time.sleep(self.rng.uniform(self.args.kill_min_s, self.args.kill_max_s))
-                self.server.kill()
-                self.kills += 1
-                self.server.start()
-        except AssertionError as e:  # the server did not come back after a kill
-            self.violation("restart after kill %d failed: %s" % (self.kills, e))
-            self.work_done.set()
+        while not (self.work_done.is_set() and self.kills >= self.args.kills):
+            time.sleep(self.rng.uniform(self.args.kill_min_s, self.args.kill_max_s))
+            self.server.kill()
+            self.kills += 1
+            self.server.start()
 
-    # -- the run
-
-    def run(self):
-        started = time.monotonic()
-        self.start()
-        todo = queue.Queue()
-        for up in self.uploads:
-            todo.put(up)
-        to_delete = queue.Queue()
-        self.imports_done = threading.Event()
-        killer = threading.Thread(target=self.killer, daemon=True)
-        killer.start()
-        importers = [threading.Thread(target=self.importer, args=(todo, to_delete), daemon=True)
-                     for _ in range(self.args.workers)]
-        deleters = [threading.Thread(target=self.deleter, args=(to_delete,), daemon=True)
-                    for _ in range(self.args.workers)]
-        for t in importers + deleters:
-            t.start()
-        for t in importers:
-            t.join()
-        self.imports_done.set()
-        for t in deleters:
-            t.join()
-        self.work_done.set()
-        killer.join()
+    def final_recovery(self):
         # The last restart: one more crash, so the final state is a recovery.
         self.server.kill()
         self.kills += 1
         self.server.start()
-        self.reconcile_uploads()
-        self.settle()
-        self.check_api()
-        self.server.stop()
-        self.check_store()
-        elapsed = time.monotonic() - started
-        requested = [u for u in self.uploads if u.requested]
-        print(json.dumps({
-            "deletionsRequested": len(requested),
-            "deletionsAnswered202": self.stats["202"],
-            "deleteAnswersLostToKills": self.stats["lost_deletes"],
-            "uploadAnswersLostToKills": self.stats["lost_uploads"],
-            "filesImported": sum(1 for u in self.uploads if u.file_id),
-            "filesKept": sum(1 for u in self.uploads if u.file_id and not u.requested),
-            "killsSurvived": self.kills,
-            "timedOutBySilentConsumer": sum(
-                1 for u in requested if fault_of(self.faults, "categorization_consumer", u.file_id)),
-            "analyticsFailed": sum(
-                1 for u in requested if fault_of(self.faults, "analytics_consumer", u.file_id)),
-            "violations": len(self.violations),
-            "seconds": round(elapsed, 1),
-        }, indent=2))
+
+    def summary(self, figures):
         print("deletions requested: %d, kills survived: %d, violations found: %d"
-              % (len(requested), self.kills, len(self.violations)))
-        return len(self.violations) == 0
+              % (figures["deletionsRequested"], self.kills, len(self.violations)))
 
-    def db(self):
-        conn = sqlite3.connect("file:%s?mode=ro" % self.server.db_path, uri=True, timeout=10)
-        conn.row_factory = sqlite3.Row
-        return conn
-
-    def reconcile_uploads(self):
-        """Uploads whose answer a kill lost: the store says whether they were imported."""
-        conn = self.db()
-        try:
-            for up in self.uploads:
-                if up.file_id:
-                    continue
-                rows = conn.execute("SELECT id FROM files WHERE user_id = ? AND name = ?",
-                                    (up.user, up.name)).fetchall()
-                if len(rows) > 1:
-                    self.violation("upload %s was imported %d times" % (up.name, len(rows)))
-                if rows:
-                    up.file_id = rows[0]["id"]
-                    up.delete = False  # kept: checked as untouched
-        finally:
-            conn.close()
-
-    def settle(self):
-        """Waits until no coordination is waiting or deleting and every blob is removed; a
-        waiting coordination more than the grace past its deadline is a violation."""
-        limit = time.monotonic() + self.args.timeout_minutes * 60 + self.args.settle_s
-        up_since = time.monotonic()
-        reported = set()
-        while True:
-            conn = self.db()
-            try:
-                now_ms = int(time.time() * 1000)
-                busy = conn.execute("SELECT COUNT(*) FROM coordinations WHERE status != 'completed'"
-                                    ).fetchone()[0]
-                gc = conn.execute("SELECT COUNT(*) FROM blob_gc").fetchone()[0]
-                # The verified-deletion check runs after each blob's removal: wait for it too.
-                busy += conn.execute("SELECT COUNT(*) FROM coordinations WHERE status = 'completed' "
-                                     "AND verification IS NULL").fetchone()[0]
-                if time.monotonic() - up_since > self.args.grace_s:
-                    for r in conn.execute(
-                            "SELECT id, deadline_at FROM coordinations WHERE status = 'waiting' "
-                            "AND deadline_at < ?", (now_ms - int(self.args.grace_s * 1000),)):
-                        if r["id"] not in reported:
-                            reported.add(r["id"])
-                            self.violation("coordination %s still waiting %.1f s past its deadline"
-                                           % (r["id"], (now_ms - r["deadline_at"]) / 1000.0))
-            finally:
-                conn.close()
-            if busy == 0 and gc == 0:
-                return
-            if time.monotonic() > limit:
-                self.violation("work did not settle: %d coordinations unfinished, %d blobs queued"
-                               % (busy, gc))
-                return
-            time.sleep(0.1)
-
-    # -- checks
-
-    def check_api(self):
-        expected = {a: [0, 0, None] for a in self.accounts}
-        for up in self.uploads:
-            if not up.file_id:
-                continue
-            client = self.clients[up.user]
-            r = client.get("/files/" + up.file_id)
-            if up.requested:
-                if r.status != 404:
-                    self.violation("GET deleted file %s answered %r" % (up.file_id, r))
-                if up.coordination_id:
-                    c = client.get("/coordinations/" + up.coordination_id)
-                    if c.status != 200 or c.body.get("status") != "completed":
-                        self.violation("coordination %s via the API: %r" % (up.coordination_id, c))
-                continue
-            if r.status != 200 or r.body.get("status") != "active" or \
-                    r.body.get("transactionCount") != len(up.rows):
-                self.violation("kept file %s via the API: %r" % (up.file_id, r))
-            e = expected[up.account_id]
-            e[0] += up.units
-            e[1] += len(up.rows)
-            last = max(d for d, _, _ in up.rows)
-            e[2] = last if e[2] is None or last > e[2] else e[2]
-        for account_id, user in self.accounts.items():
-            acc = self.clients[user].account(account_id)
-            units, count, last = expected[account_id]
-            want = (harness.money_str(harness.money(units) / 10000), count, last)
-            got = (acc["balance"], acc["transactionCount"], acc["lastTransactionDate"])
-            if got != want:
-                self.violation("account %s via the API: %r, imports minus deletions give %r"
-                               % (account_id, got, want))
-
-    def check_store(self):
-        conn = self.db()
-        try:
-            self._check_store(conn)
-        finally:
-            conn.close()
-
-    def _check_store(self, conn):
-        q = lambda sql, *p: conn.execute(sql, p).fetchall()  # noqa: E731
-        one = lambda sql, *p: conn.execute(sql, p).fetchone()[0]  # noqa: E731
-        deleted_events = {}
-        for r in q("SELECT data FROM outbox WHERE type = 'file.deleted'"):
-            fid = json.loads(r["data"]).get("fileId")
-            deleted_events[fid] = deleted_events.get(fid, 0) + 1
-        blobs_on_disk = set()
-        for root, _, names in os.walk(self.server.blob_dir):
-            for n in names:
-                blobs_on_disk.add(n)
-        referenced = {r["blob_key"] for r in q("SELECT blob_key FROM files")}
-        for orphan in sorted(blobs_on_disk - referenced):
-            self.violation("blob %s on disk without its file" % orphan)
-        for up in self.uploads:
-            if not up.file_id:
-                if one("SELECT COUNT(*) FROM files WHERE user_id = ? AND name = ?", up.user, up.name):
-                    self.violation("upload %s is stored but the harness never saw it" % up.name)
-                continue
-            fid = up.file_id
-            if up.requested:
-                self.check_deleted(q, one, up, deleted_events.get(fid, 0))
-            else:
-                self.check_kept(q, one, up, blobs_on_disk, deleted_events.get(fid, 0))
-        # Derived values equal a recomputation from the remaining transactions.
-        for a in q("SELECT id, balance_units, transaction_count, last_transaction_date FROM accounts"):
-            s, n, last = conn.execute(
-                "SELECT COALESCE(SUM(amount_units), 0), COUNT(*), MAX(date) FROM transactions "
-                "WHERE account_id = ?", (a["id"],)).fetchone()
-            if (a["balance_units"], a["transaction_count"], a["last_transaction_date"]) != (s, n, last):
-                self.violation("account %s stores %r, its transactions give %r"
-                               % (a["id"], tuple(a)[1:], (s, n, last)))
-        for what, sql in (
-                ("unfinished coordinations", "SELECT COUNT(*) FROM coordinations WHERE status != 'completed'"),
-                ("dead letters", "SELECT COUNT(*) FROM dead_letters"),
-                ("deletions whose verification found residue",
-                 "SELECT COUNT(*) FROM coordinations WHERE verification IS NOT 'verified'"),
-                ("blob_gc rows", "SELECT COUNT(*) FROM blob_gc"),
-                ("transactions without a file",
-                 "SELECT COUNT(*) FROM transactions t WHERE NOT EXISTS "
-                 "(SELECT 1 FROM files f WHERE f.id = t.file_id)")):
-            n = one(sql)
-            if n:
-                self.violation("%d %s" % (n, what))
-
-    def check_deleted(self, q, one, up, n_events):
-        fid = up.file_id
-        if one("SELECT COUNT(*) FROM files WHERE id = ?", fid):
-            self.violation("deleted file %s still has its row" % fid)
-        if one("SELECT COUNT(*) FROM transactions WHERE file_id = ?", fid):
-            self.violation("deleted file %s still has transactions" % fid)
-        tomb = q("SELECT coordination_id, transactions_deleted, sha256 FROM tombstones WHERE file_id = ?", fid)
-        coords = q("SELECT id, status, outcome, missing_consumers, transactions_deleted "
-                   "FROM coordinations WHERE file_id = ?", fid)
-        if len(coords) != 1:
-            self.violation("deleted file %s has %d coordinations" % (fid, len(coords)))
-            return
-        c = coords[0]
-        if up.coordination_id and c["id"] != up.coordination_id:
-            self.violation("file %s: coordination %s, the 202 named %s" % (fid, c["id"], up.coordination_id))
-        if c["status"] != "completed" or c["transactions_deleted"] != len(up.rows):
-            self.violation("coordination %s of %s: status %s, %s transactions deleted (want %d)"
-                           % (c["id"], fid, c["status"], c["transactions_deleted"], len(up.rows)))
-        silent = fault_of(self.faults, "categorization_consumer", fid) == "silent" or \
-            fault_of(self.faults, "analytics_consumer", fid) == "silent"
-        if silent and c["outcome"] != "timed_out":
-            self.violation("coordination %s had a silent consumer but ended %s" % (c["id"], c["outcome"]))
-        if len(tomb) != 1 or tomb[0]["coordination_id"] != c["id"] or \
-                tomb[0]["transactions_deleted"] != len(up.rows) or tomb[0]["sha256"] != up.sha256:
-            self.violation("deleted file %s: tombstones %r" % (fid, [tuple(t) for t in tomb]))
-        if n_events != 1:
-            self.violation("deleted file %s: %d file.deleted events" % (fid, n_events))
-        archive = q("SELECT coordination_id, COALESCE(SUM(total_units), 0) AS u, "
-                    "COALESCE(SUM(count), 0) AS n FROM analytics_archive WHERE file_id = ? "
-                    "GROUP BY coordination_id", fid)
-        analytics = fault_of(self.faults, "analytics_consumer", fid)
-        want = [] if analytics else [(c["id"], up.units, len(up.rows))]
-        if [tuple(a) for a in archive] != want:
-            self.violation("deleted file %s: analytics archive %r, want %r (analytics fault: %s)"
-                           % (fid, [tuple(a) for a in archive], want, analytics))
-        analytics_completion = q("SELECT status FROM coordination_completions WHERE "
-                                 "coordination_id = ? AND consumer = 'analytics_consumer'", c["id"])
-        if analytics == "fail" and analytics_completion and analytics_completion[0]["status"] != "failed":
-            self.violation("coordination %s: analytics was made to fail but reported %s"
-                           % (c["id"], analytics_completion[0]["status"]))
-
-    def check_kept(self, q, one, up, blobs_on_disk, n_events):
-        fid = up.file_id
-        f = q("SELECT status, transaction_count, sha256, blob_key, coordination_id FROM files WHERE id = ?", fid)
-        if len(f) != 1:
-            self.violation("kept file %s is gone" % fid)
-            return
-        f = f[0]
-        if f["status"] != "active" or f["coordination_id"] is not None or \
-                f["transaction_count"] != len(up.rows) or f["sha256"] != up.sha256:
-            self.violation("kept file %s changed: %r" % (fid, tuple(f)))
-        rows = [(r["date"], r["description"], r["amount_units"]) for r in
-                q("SELECT date, description, amount_units FROM transactions WHERE file_id = ? "
-                  "ORDER BY row_no", fid)]
-        if rows != [(d, desc, c * 100) for d, desc, c in up.rows]:
-            self.violation("kept file %s: its transactions changed" % fid)
-        if f["blob_key"] not in blobs_on_disk:
-            self.violation("kept file %s lost its blob" % fid)
-        else:
-            path = os.path.join(self.server.blob_dir, f["blob_key"][:2], f["blob_key"])
-            with open(path, "rb") as fh:
-                if hashlib.sha256(fh.read()).hexdigest() != up.sha256:
-                    self.violation("kept file %s: its blob changed" % fid)
-        if n_events or one("SELECT COUNT(*) FROM tombstones WHERE file_id = ?", fid) or \
-                one("SELECT COUNT(*) FROM coordinations WHERE file_id = ?", fid):
-            self.violation("kept file %s has a deletion trace" % fid)
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--users", type=int, default=4)
-    p.add_argument("--accounts-per-user", type=int, default=2)
-    p.add_argument("--files-per-user", type=int, default=20)
-    p.add_argument("--min-rows", type=int, default=1)
-    p.add_argument("--max-rows", type=int, default=40)
-    p.add_argument("--delete-fraction", type=float, default=0.7)
-    p.add_argument("--kills", type=int, default=20, help="at least this many SIGKILLs")
-    p.add_argument("--kill-min-s", type=float, default=0.3)
-    p.add_argument("--kill-max-s", type=float, default=1.5)
-    p.add_argument("--workers", type=int, default=3, help="importing and deleting threads each")
-    p.add_argument("--timeout-minutes", type=float, default=0.05,
-                   help="COORDINATION_TIMEOUT_MINUTES (silent consumers wait this long)")
-    p.add_argument("--faults", default="analytics_consumer=fail:20,categorization_consumer=silent:15",
-                   help="LASTCALL_TEST_CONSUMER_FAULTS")
-    p.add_argument("--grace-s", type=float, default=10.0,
-                   help="a waiting coordination this far past its deadline is a violation")
-    p.add_argument("--settle-s", type=float, default=60.0)
-    p.add_argument("--seed", type=int, default=None)
-    args = p.parse_args(argv)
-    if args.seed is None:
-        args.seed = random.randrange(1 << 30)
-    print("crash harness: seed %d (rerun with --seed %d)" % (args.seed, args.seed), flush=True)
-    run = Run(args)
-    try:
-        ok = run.run()
-    except BaseException:
-        print(run.server.output_tail(), file=sys.stderr)
-        raise
-    finally:
-        if run.violations or os.environ.get("LASTCALL_KEEP_DATA"):
-            os.environ["LASTCALL_KEEP_DATA"] = "1"
-        run.server.cleanup()
-    return 0 if ok else 1
+    def cleanup(self):
+        self.server.cleanup()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(workload.main(CrashRun, __doc__.split("\n\n")[0], kills=20))

@@ -64,10 +64,12 @@ def _run(argv, **kw):
 
 class ThrowawayPostgres(object):
     """One server. durable=False (tests) turns fsync off; the benchmark keeps PostgreSQL's
-    defaults (fsync on, synchronous_commit on)."""
+    defaults (fsync on, synchronous_commit on). settings: more postgresql.conf settings (name ->
+    value as written in a configuration file), applied after this class's own."""
 
-    def __init__(self, durable=False, directory=None, port=None):
+    def __init__(self, durable=False, directory=None, port=None, settings=None):
         self.durable = durable
+        self.settings = dict(settings or {})
         self.dir = directory
         self.port = port
         self.bindir = _bindir()
@@ -97,6 +99,8 @@ class ThrowawayPostgres(object):
         with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as f:
             for k, v in settings.items():
                 f.write("%s = '%s'\n" % (k, v))
+            for k, v in self.settings.items():
+                f.write("%s = %s\n" % (k, v))
         last = None
         for _ in range(START_ATTEMPTS):  # the free port may be taken between choosing and binding
             self.port = _free_port()

@@ -1,8 +1,11 @@
 #include "app/config.h"
+#include "bus/nats/nats_bus.h"
 
 #include <gtest/gtest.h>
 
 #include <map>
+#include <string>
+#include <vector>
 
 namespace lastcall {
 namespace {
@@ -131,6 +134,11 @@ TEST(ConfigTest, ScaleOutBackendsAreOptInAndValidated) {
   EXPECT_EQ(c->nats_stream, "LC_STAGING");
   EXPECT_EQ(c->nats_subject_prefix, "staging.events");
   EXPECT_EQ(c->aws_secret_access_key, "SK");
+  // The bus connects to each server of the list (cnats takes one URL per server).
+  EXPECT_EQ(SplitNatsUrls(" nats://lc:pw@n1:4222 , nats://n2:4222"),
+            (std::vector<std::string>{"nats://lc:pw@n1:4222", "nats://n2:4222"}));
+  EXPECT_EQ(SplitNatsUrls("nats://n1:4222"), (std::vector<std::string>{"nats://n1:4222"}));
+  EXPECT_EQ(SplitNatsUrls("nats://n1:4222,"), (std::vector<std::string>{"nats://n1:4222", ""}));
   const std::vector<std::pair<std::map<std::string, std::string>, std::string>> bad = {
       {{{"LASTCALL_NATS_URL", "http://n1:4222"}}, "LASTCALL_NATS_URL"},
       {{{"LASTCALL_NATS_URL", "nats://n1:4222,"}}, "LASTCALL_NATS_URL"},

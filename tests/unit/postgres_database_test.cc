@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <latch>
 #include <thread>
 
 #include "coordination/coordination_repo.h"
@@ -172,6 +173,51 @@ TEST_F(PostgresDatabaseTest, AFailingUnitRollsBackAloneAndTheOthersOfItsBatchCom
   EXPECT_EQ(Count("SELECT COUNT(*) FROM v"), 2);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM v WHERE id = 2"), 0);
   EXPECT_EQ(after_commit, (std::vector<std::string>{"first", "last"}));
+}
+
+TEST_F(PostgresDatabaseTest, AUnitThatLosesADeadlockWithAnotherNodeRunsAgainAndSucceeds) {
+  // Two nodes' batches lock two rows in opposite orders (each unit in its own savepoint, but the
+  // locks of a batch's earlier units last until its COMMIT): PostgreSQL breaks the deadlock by
+  // failing one unit. That unit is not the client's failure: it must run again after its batch
+  // committed, and every unit reports success. (The multi-node test found this as a 503 upload.)
+  Exec("CREATE TABLE acc (id TEXT PRIMARY KEY, n BIGINT NOT NULL)");
+  Exec("INSERT INTO acc (id, n) VALUES ('a', 0), ('b', 0)");
+  auto other = OpenDb();
+  ASSERT_TRUE(other);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::latch both_hold_their_first_row(2);
+  std::vector<std::promise<Status>> done(4);
+  auto add = [](const std::string& id, int64_t by) {
+    return [id, by](SqlTx& tx) -> Status {
+      auto r = tx.Exec("UPDATE acc SET n = n + ? WHERE id = ?", {by, id});
+      return r.ok() ? Status::Ok() : r.status();
+    };
+  };
+  Database* nodes[2] = {db_.get(), other.get()};
+  const char* first[2] = {"a", "b"};
+  const char* second[2] = {"b", "a"};
+  for (int i = 0; i < 2; ++i) {
+    // Hold the writer so that the next two units share one transaction.
+    nodes[i]->Write([released](SqlTx&) { released.wait(); return Status::Ok(); }, [](Status) {});
+    auto lock_first = add(first[i], 1);
+    nodes[i]->Write(
+        [&, lock_first](SqlTx& tx) -> Status {
+          Status st = lock_first(tx);
+          both_hold_their_first_row.arrive_and_wait();
+          return st;
+        },
+        [&, i](Status s) { done[2 * i].set_value(s); });
+    nodes[i]->Write(add(second[i], 10), [&, i](Status s) { done[2 * i + 1].set_value(s); });
+  }
+  release.set_value();
+  for (auto& d : done) {
+    Status st = d.get_future().get();
+    EXPECT_TRUE(st.ok()) << st.ToString();
+  }
+  EXPECT_EQ(Count("SELECT n FROM acc WHERE id = 'a'"), 11);
+  EXPECT_EQ(Count("SELECT n FROM acc WHERE id = 'b'"), 11);
+  other->Close();
 }
 
 TEST_F(PostgresDatabaseTest, ReadIsOneReadOnlySnapshot) {

@@ -35,14 +35,10 @@ std::vector<int64_t> RedeliveryBackoffMs(const NatsBusOptions& o) {
   return backoff;
 }
 
-// The URL without user information, for logs.
+// The URL list without user information, for logs.
 std::string Redacted(const std::string& url) {
   std::string out;
-  size_t start = 0;
-  while (start <= url.size()) {
-    size_t comma = url.find(',', start);
-    if (comma == std::string::npos) comma = url.size();
-    std::string one = url.substr(start, comma - start);
+  for (std::string one : SplitNatsUrls(url)) {
     size_t scheme = one.find("://");
     size_t at = one.rfind('@');
     if (at != std::string::npos && (scheme == std::string::npos || at > scheme)) {
@@ -50,9 +46,25 @@ std::string Redacted(const std::string& url) {
     }
     if (!out.empty()) out += ",";
     out += one;
-    start = comma + 1;
   }
   return out;
+}
+
+// The user and password of the first URL that carries them ("nats://user:pw@host:port"), or
+// false when none does.
+bool FirstUserInfo(const std::vector<std::string>& urls, std::string* user, std::string* password) {
+  for (const auto& one : urls) {
+    size_t scheme = one.find("://");
+    size_t begin = scheme == std::string::npos ? 0 : scheme + 3;
+    size_t at = one.rfind('@');
+    if (at == std::string::npos || at < begin) continue;
+    std::string info = one.substr(begin, at - begin);
+    size_t colon = info.find(':');
+    *user = info.substr(0, colon);
+    *password = colon == std::string::npos ? "" : info.substr(colon + 1);
+    return true;
+  }
+  return false;
 }
 
 // Tokens of a subject may not hold spaces, '*', '>' or be empty.
@@ -76,6 +88,21 @@ std::vector<std::string> SplitDots(const std::string& s) {
 }
 
 }  // namespace
+
+std::vector<std::string> SplitNatsUrls(const std::string& list) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t comma = list.find(',', start);
+    if (comma == std::string::npos) comma = list.size();
+    std::string one = list.substr(start, comma - start);
+    size_t b = one.find_first_not_of(" \t");
+    size_t e = one.find_last_not_of(" \t");
+    out.push_back(b == std::string::npos ? std::string() : one.substr(b, e - b + 1));
+    start = comma + 1;
+  }
+  return out;
+}
 
 std::string NatsBus::SubjectFor(const std::string& prefix, const std::string& type) {
   std::string subject = prefix;
@@ -188,7 +215,20 @@ Status NatsBus::Start() {
   }
   natsOptions* opts = nullptr;
   natsStatus s = natsOptions_Create(&opts);
-  if (s == NATS_OK) s = natsOptions_SetURL(opts, options_.url.c_str());
+  // A comma list is a cluster's seed servers: cnats takes them as a server list (its
+  // natsOptions_SetURL takes exactly one URL, and would read "a,b" as one server with a mangled
+  // user name). Servers the cluster announces later join the pool without credentials in their
+  // URLs, so the first URL's user and password are also given for those.
+  std::vector<std::string> servers = SplitNatsUrls(options_.url);
+  std::vector<const char*> server_ptrs;
+  for (const auto& one : servers) server_ptrs.push_back(one.c_str());
+  if (s == NATS_OK) {
+    s = natsOptions_SetServers(opts, server_ptrs.data(), static_cast<int>(server_ptrs.size()));
+  }
+  std::string user, password;
+  if (s == NATS_OK && FirstUserInfo(servers, &user, &password)) {
+    s = natsOptions_SetUserInfo(opts, user.c_str(), password.c_str());
+  }
   if (s == NATS_OK) s = natsOptions_SetName(opts, "lastcall");
   if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 5000);
   // Reconnect for ever: a NATS outage delays events (the outbox keeps them), it never ends the

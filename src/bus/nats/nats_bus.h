@@ -68,6 +68,10 @@ struct NatsBusOptions {
   int64_t fetch_wait_ms = 500;                  // one pull's wait (bounds Stop's latency)
 };
 
+// The servers of a LASTCALL_NATS_URL value: split at commas, each trimmed of spaces; an empty
+// item stays (an empty string), so a caller can refuse "a,,b". A single URL gives one item.
+std::vector<std::string> SplitNatsUrls(const std::string& list);
+
 class NatsBus : public EventBus, public EventReplayer {
  public:
   NatsBus(Database& db, Clock& clock, IdGenerator& ids, Metrics& metrics, NatsBusOptions options);

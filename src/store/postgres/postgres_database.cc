@@ -150,8 +150,20 @@ class PgConnection {
   Status Simple(std::string_view sql) {
     PgResult res(PQexec(conn_, std::string(sql).c_str()));
     ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return PgFailure(res.get(), conn_, sql);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+      NoteFailure(res.get());
+      return PgFailure(res.get(), conn_, sql);
+    }
     return Status::Ok();
+  }
+
+  // Whether a statement failed, since the last call, because the server broke a deadlock or a
+  // serialization conflict (SQLSTATE 40P01, 40001): the unit of work that ran it succeeds when
+  // run again in a new transaction, once the other side has committed. Clears the flag.
+  bool TakeConflict() {
+    bool c = conflict_;
+    conflict_ = false;
+    return c;
   }
 
   // Runs sql with params; utility statements go through the simple protocol, the rest are
@@ -207,11 +219,22 @@ class PgConnection {
 
   Result<PgResult> Check(PgResult res, std::string_view sql) {
     ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return PgFailure(res.get(), conn_, sql);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+      NoteFailure(res.get());
+      return PgFailure(res.get(), conn_, sql);
+    }
     return res;
   }
 
+  void NoteFailure(const PGresult* res) {
+    const char* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+    if (state && (std::strcmp(state, "40P01") == 0 || std::strcmp(state, "40001") == 0)) {
+      conflict_ = true;
+    }
+  }
+
   PGconn* conn_ = nullptr;
+  bool conflict_ = false;  // see TakeConflict
   std::unordered_map<std::string, std::string> prepared_;  // sql + type signature -> name
   int64_t next_statement_ = 0;
 };
@@ -319,7 +342,8 @@ void PostgresDatabase::Write(WriteFn fn, WriteDone done) {
 }
 
 Status PostgresDatabase::RunBatch(std::vector<Job>& batch, std::vector<Status>& results,
-                                  std::vector<std::vector<std::function<void()>>>& after) {
+                                  std::vector<std::vector<std::function<void()>>>& after,
+                                  std::vector<bool>& conflicts) {
   if (!writer_->healthy() && !writer_->Reset()) {
     return Status::Unavailable("the connection to PostgreSQL is lost and reconnecting failed");
   }
@@ -330,6 +354,7 @@ Status PostgresDatabase::RunBatch(std::vector<Job>& batch, std::vector<Status>& 
   }
   for (size_t i = 0; i < batch.size(); ++i) {
     PostgresTx tx(writer_.get(), true);
+    (void)writer_->TakeConflict();
     Status st;
     try {
       st = batch[i].fn(tx);
@@ -346,6 +371,10 @@ Status PostgresDatabase::RunBatch(std::vector<Job>& batch, std::vector<Status>& 
       return ended;
     }
     if (st.ok()) after[i] = tx.TakeAfterCommit();
+    // A unit that lost a deadlock holds nothing now (rolled back to its savepoint), but the
+    // locks this transaction's earlier units took are what the other side waits for: running it
+    // again here would deadlock again. It runs again in the next transaction instead.
+    conflicts[i] = !st.ok() && writer_->TakeConflict();
     results[i] = st;
   }
   Status commit = writer_->Simple("COMMIT");
@@ -369,7 +398,8 @@ void PostgresDatabase::WriterLoop() {
     }
     std::vector<Status> results(batch.size());
     std::vector<std::vector<std::function<void()>>> after(batch.size());
-    Status st = RunBatch(batch, results, after);
+    std::vector<bool> conflicts(batch.size(), false);
+    Status st = RunBatch(batch, results, after, conflicts);
     if (!st.ok()) {
       log::Error("group commit failed", {{"error", st.message()}, {"units", batch.size()}});
       for (auto& j : batch) j.done(st);
@@ -379,9 +409,22 @@ void PostgresDatabase::WriterLoop() {
       continue;
     }
     failures = 0;
+    std::vector<Job> again;
     for (size_t i = 0; i < batch.size(); ++i) {
+      if (conflicts[i] && batch[i].attempts + 1 < kConflictAttempts) {
+        ++batch[i].attempts;
+        again.push_back(std::move(batch[i]));
+        continue;
+      }
       for (auto& fn : after[i]) fn();
       batch[i].done(results[i]);
+    }
+    if (!again.empty()) {
+      log::Warn("units of work lost a deadlock or serialization conflict with another node; "
+                "running them again",
+                {{"units", again.size()}});
+      std::lock_guard<std::mutex> l(mu_);
+      for (auto it = again.rbegin(); it != again.rend(); ++it) queue_.push_front(std::move(*it));
     }
   }
 }

@@ -47,13 +47,18 @@ class PostgresDatabase : public Database {
   struct Job {
     WriteFn fn;
     WriteDone done;
+    int attempts = 0;  // runs that lost a deadlock or serialization conflict
   };
+  // A unit that keeps losing conflicts is reported (kUnavailable) after this many runs.
+  static constexpr int kConflictAttempts = 5;
   explicit PostgresDatabase(PostgresOptions options);
   void WriterLoop();
-  // Runs one batch on the writer connection; fills results and after-commit work. Returns the
-  // status of the transaction as a whole (BEGIN/COMMIT).
+  // Runs one batch on the writer connection; fills results, after-commit work and which units
+  // lost a deadlock or serialization conflict (they run again in the next batch instead of being
+  // reported). Returns the status of the transaction as a whole (BEGIN/COMMIT).
   Status RunBatch(std::vector<Job>& batch, std::vector<Status>& results,
-                  std::vector<std::vector<std::function<void()>>>& after);
+                  std::vector<std::vector<std::function<void()>>>& after,
+                  std::vector<bool>& conflicts);
   Result<std::unique_ptr<PgConnection>> TakeReader();
   void ReturnReader(std::unique_ptr<PgConnection> c);
 
