@@ -2,6 +2,12 @@
 // connection and commits many queued units of work in one transaction (group commit), each unit in
 // its own savepoint so that one unit's failure does not undo the others. Reads run on the calling
 // thread on pooled read-only connections, which WAL lets proceed while the writer commits.
+// Checkpoints (copying the WAL back into the database file, with its fsync) run on a checkpointer
+// thread with a connection of its own, so the writer never waits on them: the writer's automatic
+// checkpoints are off, and each commit that leaves the WAL past checkpoint_pages wakes the
+// checkpointer for a passive checkpoint. Past wal_cap_pages (the checkpointer has not caught up, so
+// the WAL cannot restart from its beginning) the writer runs one passive checkpoint itself before
+// its next batch, which bounds the WAL as SQLite's automatic checkpoints did.
 #pragma once
 
 #include <condition_variable>
@@ -24,6 +30,8 @@ struct SqliteOptions {
   std::string path;                  // database file
   std::string synchronous = "FULL";  // FULL (durable on power loss) or NORMAL
   int max_batch = 512;               // units of work per commit at most
+  int checkpoint_pages = 1024;       // WAL frames (4 KiB pages) that wake the checkpointer
+  int wal_cap_pages = 16384;         // WAL frames past which the writer checkpoints itself
 };
 
 class SqliteDatabase : public Database {
@@ -44,6 +52,10 @@ class SqliteDatabase : public Database {
   };
   explicit SqliteDatabase(SqliteOptions options);
   void WriterLoop();
+  void CheckpointerLoop();
+  // sqlite3_wal_hook of the writer connection: runs on the writer thread after each commit with
+  // the number of frames in the WAL; wakes the checkpointer past checkpoint_pages.
+  static int OnWalCommit(void* self, sqlite3* db, const char* name, int wal_pages);
   std::unique_ptr<SqliteConnection> TakeReader();
   void ReturnReader(std::unique_ptr<SqliteConnection> c);
 
@@ -55,6 +67,14 @@ class SqliteDatabase : public Database {
   std::deque<Job> queue_;        // guarded by mu_
   bool closing_ = false;         // guarded by mu_
   std::thread writer_thread_;
+  int wal_pages_ = 0;            // frames in the WAL after the last commit; writer thread only
+
+  std::unique_ptr<SqliteConnection> checkpointer_;  // used by checkpointer_thread_ only
+  std::mutex ckpt_mu_;
+  std::condition_variable ckpt_cv_;
+  bool ckpt_wanted_ = false;     // guarded by ckpt_mu_
+  bool ckpt_closing_ = false;    // guarded by ckpt_mu_
+  std::thread checkpointer_thread_;
 
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<SqliteConnection>> readers_;  // guarded by readers_mu_
