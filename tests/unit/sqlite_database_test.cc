@@ -114,6 +114,7 @@ TEST_F(SqliteDatabaseTest, CheckpointsCopyTheWalIntoTheDatabaseWhileItRuns) {
 TEST_F(SqliteDatabaseTest, WalStaysBoundedUnderContinuousWrites) {
   SqliteOptions options;
   options.checkpoint_pages = 16;
+  options.restart_pages = 32;
   options.wal_cap_pages = 64;  // 256 KiB
   Open(options);
   // 2,000 units of 4 KB each: 8 MB through the WAL, which must start over rather than grow.

@@ -232,7 +232,7 @@ void SqliteDatabase::Close() {
 int SqliteDatabase::OnWalCommit(void* self, sqlite3* /*db*/, const char* /*name*/, int wal_pages) {
   auto* d = static_cast<SqliteDatabase*>(self);
   d->wal_pages_ = wal_pages;
-  if (wal_pages >= d->options_.checkpoint_pages) {
+  if (wal_pages >= d->options_.checkpoint_pages && !d->tail_wanted_.load()) {
     {
       std::lock_guard<std::mutex> l(d->ckpt_mu_);
       d->ckpt_wanted_ = true;
@@ -257,6 +257,8 @@ void SqliteDatabase::CheckpointerLoop() {
                                        &log_frames, &copied);
     if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
       log::Warn("wal checkpoint failed", {{"error", std::string(sqlite3_errmsg(checkpointer_->db()))}});
+    } else if (rc == SQLITE_OK && log_frames >= options_.restart_pages) {
+      tail_wanted_.store(true);  // the writer copies the tail, then starts the WAL over
     }
   }
 }
@@ -287,13 +289,15 @@ void SqliteDatabase::WriterLoop() {
         queue_.pop_front();
       }
     }
-    if (wal_pages_ >= options_.wal_cap_pages) {
-      // The checkpointer has not kept up (or never finds the WAL fully copied between two of
-      // our commits, so it cannot restart): copy the rest here, so that the next write starts
-      // the WAL over. SQLITE_BUSY (the checkpointer is at work) leaves it to the next batch.
+    if (tail_wanted_.load() || wal_pages_ >= options_.wal_cap_pages) {
+      // Copy what the checkpointer has not (little, after its pass), so that the next write finds
+      // the WAL fully copied and starts it over. SQLITE_BUSY (the checkpointer is at work)
+      // leaves it to the next batch; a reader of an older snapshot may leave the WAL uncopied,
+      // and the next round tries again.
       int log_frames = 0, copied = 0;
-      (void)sqlite3_wal_checkpoint_v2(writer_->db(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-                                      &copied);
+      int rc = sqlite3_wal_checkpoint_v2(writer_->db(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                         &log_frames, &copied);
+      if (rc == SQLITE_OK) tail_wanted_.store(false);
     }
     std::vector<Status> results(batch.size());
     std::vector<std::vector<std::function<void()>>> after(batch.size());

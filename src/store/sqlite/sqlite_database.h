@@ -5,11 +5,15 @@
 // Checkpoints (copying the WAL back into the database file, with its fsync) run on a checkpointer
 // thread with a connection of its own, so the writer never waits on them: the writer's automatic
 // checkpoints are off, and each commit that leaves the WAL past checkpoint_pages wakes the
-// checkpointer for a passive checkpoint. Past wal_cap_pages (the checkpointer has not caught up, so
-// the WAL cannot restart from its beginning) the writer runs one passive checkpoint itself before
-// its next batch, which bounds the WAL as SQLite's automatic checkpoints did.
+// checkpointer for a passive checkpoint (the bulk of the copying and the fsync). The WAL starts
+// over from its beginning only when a write begins while all of it is copied, which a busy writer
+// never leaves time for; so once the checkpointer has copied a WAL of restart_pages frames or more,
+// the writer copies the few frames committed since with a checkpoint of its own before its next
+// batch, and its next write starts the WAL over. The writer does the same whenever the WAL reaches
+// wal_cap_pages, whatever the checkpointer did.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -31,7 +35,8 @@ struct SqliteOptions {
   std::string synchronous = "FULL";  // FULL (durable on power loss) or NORMAL
   int max_batch = 512;               // units of work per commit at most
   int checkpoint_pages = 1024;       // WAL frames (4 KiB pages) that wake the checkpointer
-  int wal_cap_pages = 16384;         // WAL frames past which the writer checkpoints itself
+  int restart_pages = 4096;          // WAL frames after which the writer copies the tail to restart
+  int wal_cap_pages = 16384;         // WAL frames past which the writer checkpoints regardless
 };
 
 class SqliteDatabase : public Database {
@@ -68,6 +73,9 @@ class SqliteDatabase : public Database {
   bool closing_ = false;         // guarded by mu_
   std::thread writer_thread_;
   int wal_pages_ = 0;            // frames in the WAL after the last commit; writer thread only
+  // Set by the checkpointer after copying a WAL of restart_pages or more; the writer clears it
+  // when it has copied the tail. The checkpointer is not woken again meanwhile.
+  std::atomic<bool> tail_wanted_{false};
 
   std::unique_ptr<SqliteConnection> checkpointer_;  // used by checkpointer_thread_ only
   std::mutex ckpt_mu_;
