@@ -92,17 +92,15 @@ pid_t StartAttached(const std::string& command) {
   return pid;
 }
 
-// Names of the server's threads in start order (src/app/app.cc: the main thread runs HTTP I/O; the
-// SQLite writer, the bus dispatcher and the coordination driver start next; then the other HTTP
-// I/O threads).
-std::string ThreadLabel(size_t k) {
-  switch (k) {
-    case 0: return "main (HTTP I/O)";
-    case 1: return "SQLite writer";
-    case 2: return "bus dispatcher";
-    case 3: return "coordination driver";
-    default: return "HTTP I/O";
-  }
+// The label of the server's k-th thread (in start order) whose name (/proc/.../comm) is comm.
+// The server names its own threads (src/store/sqlite, src/bus, src/coordination); the first is
+// the main thread, which runs HTTP I/O; the other unnamed ones are HTTP I/O (and webhook) threads.
+std::string ThreadLabel(size_t k, const std::string& comm) {
+  if (comm == "sqlite-writer") return "SQLite writer";
+  if (comm == "sqlite-ckpt") return "SQLite checkpointer";
+  if (comm == "bus-dispatch") return "bus dispatcher";
+  if (comm == "coord-driver") return "coordination driver";
+  return k == 0 ? "main (HTTP I/O)" : "HTTP I/O";
 }
 
 // Starts `perf record <args>` on a process; returns its pid (or -1).
@@ -277,7 +275,10 @@ json DeletePhase(const Options& o, const std::string& label, ServerProcess& serv
       if (tid == threads1[k].first) before = cpu;
     }
     double used = threads1[k].second - before;
-    per_thread.push_back({{"thread", ThreadLabel(k)},
+    std::string comm = ReadFileOr("/proc/" + std::to_string(server.pid()) + "/task/" +
+                                      std::to_string(threads1[k].first) + "/comm", "");
+    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    per_thread.push_back({{"thread", ThreadLabel(k, comm)},
                           {"cpuSeconds", used},
                           {"busyShare", busy_s > 0 ? used / busy_s : 0}});
   }

@@ -1,4 +1,5 @@
 #include "common/ids.h"
+#include "common/request_id.h"
 
 #include <openssl/rand.h>
 
@@ -6,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <random>
 
 namespace lastcall {
 namespace {
@@ -35,6 +37,25 @@ std::string Format(const unsigned char* b) {
 std::string RandomIdGenerator::NewUuid() {
   unsigned char b[16];
   FillRandom(b, sizeof b);
+  b[6] = (b[6] & 0x0f) | 0x40;  // version 4
+  b[8] = (b[8] & 0x3f) | 0x80;  // variant 10
+  return Format(b);
+}
+
+// common/request_id.h: defined here to share the CSPRNG and the UUID formatting.
+std::string NewRequestId() {
+  thread_local std::mt19937_64 rng = [] {
+    unsigned char seed[8];
+    FillRandom(seed, sizeof seed);
+    uint64_t v = 0;
+    for (unsigned char c : seed) v = (v << 8) | c;
+    return std::mt19937_64(v);
+  }();
+  unsigned char b[16];
+  for (int half = 0; half < 2; ++half) {
+    uint64_t v = rng();
+    for (int i = 0; i < 8; ++i) b[half * 8 + i] = static_cast<unsigned char>(v >> (8 * i));
+  }
   b[6] = (b[6] & 0x0f) | 0x40;  // version 4
   b[8] = (b[8] & 0x3f) | 0x80;  // variant 10
   return Format(b);

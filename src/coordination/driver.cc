@@ -1,5 +1,6 @@
 #include "coordination/driver.h"
 
+#include <pthread.h>
 #include <algorithm>
 #include <future>
 
@@ -685,6 +686,7 @@ bool CoordinationDriver::VerifyDeletions() {
 }
 
 void CoordinationDriver::Loop() {
+  pthread_setname_np(pthread_self(), "coord-driver");  // for ps, perf and the benchmark
   int64_t error_backoff_ms = 0;
   for (;;) {
     {

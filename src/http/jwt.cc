@@ -21,6 +21,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #include <array>
 #include <climits>
@@ -61,8 +62,23 @@ int DecodeChar(char c) {
   return -1;
 }
 
-// HMAC-SHA256 of data under key into *out. False only when OpenSSL fails.
-bool HmacSha256(std::string_view key, std::string_view data, Digest* out) {
+// One thread's HMAC-SHA256 context, keyed once. OpenSSL 3's one-shot HMAC() fetches the
+// algorithm and derives the key's pads on every call; here that happens once per thread and
+// secret, and each MAC re-initializes from the stored pads. The copy of the key is wiped on exit.
+struct KeyedHmac {
+  EVP_MAC* mac = nullptr;
+  EVP_MAC_CTX* ctx = nullptr;
+  std::string key;  // the secret ctx is keyed with
+  ~KeyedHmac() {
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
+    OPENSSL_cleanse(key.data(), key.size());
+  }
+};
+
+// HMAC-SHA256 of data under key into *out, one-shot (also for an empty key). False only when
+// OpenSSL fails.
+bool OneShotHmacSha256(std::string_view key, std::string_view data, Digest* out) {
   if (key.size() > static_cast<size_t>(INT_MAX)) return false;
   // OpenSSL wants a non-null key pointer even for an empty key.
   static const unsigned char kEmpty = 0;
@@ -75,6 +91,40 @@ bool HmacSha256(std::string_view key, std::string_view data, Digest* out) {
   const unsigned char* mac = HMAC(EVP_sha256(), key_bytes, static_cast<int>(key.size()), data_bytes,
                                   data.size(), out->data(), &len);
   return mac != nullptr && len == kSha256Bytes;
+}
+
+// HMAC-SHA256 of data under key into *out, with the calling thread's keyed context (rekeyed when
+// the secret changes). False only when OpenSSL fails.
+bool HmacSha256(std::string_view key, std::string_view data, Digest* out) {
+  if (key.empty()) return OneShotHmacSha256(key, data, out);
+  thread_local KeyedHmac k;
+  if (k.ctx == nullptr || k.key != key) {
+    if (k.mac == nullptr) k.mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    if (k.mac == nullptr) return false;
+    EVP_MAC_CTX_free(k.ctx);
+    OPENSSL_cleanse(k.key.data(), k.key.size());
+    k.key.clear();
+    k.ctx = EVP_MAC_CTX_new(k.mac);
+    if (k.ctx == nullptr) return false;
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                           OSSL_PARAM_construct_end()};
+    if (EVP_MAC_init(k.ctx, reinterpret_cast<const unsigned char*>(key.data()), key.size(),
+                     params) != 1) {
+      EVP_MAC_CTX_free(k.ctx);
+      k.ctx = nullptr;
+      return false;
+    }
+    k.key = std::string(key);
+  } else if (EVP_MAC_init(k.ctx, nullptr, 0, nullptr) != 1) {  // same key: restart from its pads
+    return false;
+  }
+  size_t len = 0;
+  if (EVP_MAC_update(k.ctx, reinterpret_cast<const unsigned char*>(data.data()), data.size()) != 1 ||
+      EVP_MAC_final(k.ctx, out->data(), &len, out->size()) != 1) {
+    return false;
+  }
+  return len == kSha256Bytes;
 }
 
 // floor(a / b) for b > 0.

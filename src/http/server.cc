@@ -12,7 +12,7 @@
 #include <mutex>
 #include <optional>
 
-#include "common/ids.h"
+#include "common/request_id.h"
 #include "common/log.h"
 
 namespace lastcall {
@@ -272,7 +272,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session> 
     keep_alive_ = msg.keep_alive();
     HttpRequest req;
     req.method = std::string(msg.method_string());
-    req.request_id = RandomIdGenerator().NewUuid();
+    req.request_id = NewRequestId();
     if (Status st = ParseRequestTarget(std::string_view(msg.target().data(), msg.target().size()),
                                        &req.path, &req.query);
         !st.ok()) {
@@ -292,7 +292,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session> 
 
   void SendFinal(HttpResponse r, std::string request_id = {}) {
     keep_alive_ = false;
-    if (request_id.empty()) request_id = RandomIdGenerator().NewUuid();
+    if (request_id.empty()) request_id = NewRequestId();
     Send(std::move(r), request_id);
   }
 

@@ -1,10 +1,12 @@
 #include "common/ids.h"
+#include "common/request_id.h"
 
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <set>
 #include <thread>
+#include <vector>
 
 namespace lastcall {
 namespace {
@@ -34,6 +36,28 @@ TEST(IdsTest, Version7SortsByTimeAndIsUnique) {
   std::set<std::string> seen;
   for (int i = 0; i < 1000; ++i) seen.insert(ids.NewTimeOrderedUuid());
   EXPECT_EQ(seen.size(), 1000u);  // 74 random bits within one millisecond
+}
+
+TEST(IdsTest, RequestIdsAreWellFormedAndDistinctAcrossThreads) {
+  std::vector<std::set<std::string>> per_thread(4);
+  std::vector<std::thread> threads;
+  for (auto& seen : per_thread) {
+    threads.emplace_back([&seen] {
+      for (int i = 0; i < 1000; ++i) seen.insert(NewRequestId());
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> all;
+  for (const auto& seen : per_thread) {
+    EXPECT_EQ(seen.size(), 1000u);
+    for (const auto& id : seen) {
+      ASSERT_TRUE(IsUuid(id)) << id;
+      EXPECT_EQ(id[14], '4') << id;
+      EXPECT_NE(std::string("89ab").find(id[19]), std::string::npos) << id;
+      all.insert(id);
+    }
+  }
+  EXPECT_EQ(all.size(), 4000u);  // each thread's generator is seeded apart from the others
 }
 
 }  // namespace

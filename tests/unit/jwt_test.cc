@@ -172,6 +172,22 @@ TEST(JwtTest, RejectsBadSignature) {
   ExpectUnauthorized(VerifyJwt(forged, kSecret, kNow), "bad signature");
 }
 
+// Regression guard for the per-thread keyed MAC context: a change of secret must rekey it.
+TEST(JwtTest, VerifiesUnderWhicheverSecretIsGivenWhenSecretsAlternate) {
+  const std::string a = SignJwt("user-a", "", 3600, "secret-a", kNow);
+  const std::string b = SignJwt("user-b", "", 3600, "secret-b", kNow);
+  for (int round = 0; round < 3; ++round) {
+    auto va = VerifyJwt(a, "secret-a", kNow);
+    ASSERT_TRUE(va.ok()) << va.status().ToString();
+    EXPECT_EQ(va->sub, "user-a");
+    ExpectUnauthorized(VerifyJwt(a, "secret-b", kNow), "bad signature");
+    auto vb = VerifyJwt(b, "secret-b", kNow);
+    ASSERT_TRUE(vb.ok()) << vb.status().ToString();
+    EXPECT_EQ(vb->sub, "user-b");
+    ExpectUnauthorized(VerifyJwt(b, "secret-a", kNow), "bad signature");
+  }
+}
+
 TEST(JwtTest, RejectsAlgNone) {
   const std::string token =
       Base64UrlEncode(R"({"alg":"none"})") + "." + Base64UrlEncode(ValidPayload()) + ".";

@@ -2,8 +2,18 @@
 // connection and commits many queued units of work in one transaction (group commit), each unit in
 // its own savepoint so that one unit's failure does not undo the others. Reads run on the calling
 // thread on pooled read-only connections, which WAL lets proceed while the writer commits.
+// Checkpoints (copying the WAL back into the database file, with its fsync) run on a checkpointer
+// thread with a connection of its own, so the writer never waits on them: the writer's automatic
+// checkpoints are off, and each commit that leaves the WAL past checkpoint_pages wakes the
+// checkpointer for a passive checkpoint (the bulk of the copying and the fsync). The WAL starts
+// over from its beginning only when a write begins while all of it is copied, which a busy writer
+// never leaves time for; so once the checkpointer has copied a WAL of restart_pages frames or more,
+// the writer copies the few frames committed since with a checkpoint of its own before its next
+// batch, and its next write starts the WAL over. The writer does the same whenever the WAL reaches
+// wal_cap_pages, whatever the checkpointer did.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -28,6 +38,9 @@ struct SqliteOptions {
   // at least 1 MiB. Bounds the store's memory: a cache fills up to its size with the pages its
   // connection touched, and the database (tombstones, coordinations, timelines) keeps growing.
   int cache_mib = 64;
+  int checkpoint_pages = 1024;       // WAL frames (4 KiB pages) that wake the checkpointer
+  int restart_pages = 4096;          // WAL frames after which the writer copies the tail to restart
+  int wal_cap_pages = 16384;         // WAL frames past which the writer checkpoints regardless
 };
 
 class SqliteDatabase : public Database {
@@ -48,6 +61,10 @@ class SqliteDatabase : public Database {
   };
   explicit SqliteDatabase(SqliteOptions options);
   void WriterLoop();
+  void CheckpointerLoop();
+  // sqlite3_wal_hook of the writer connection: runs on the writer thread after each commit with
+  // the number of frames in the WAL; wakes the checkpointer past checkpoint_pages.
+  static int OnWalCommit(void* self, sqlite3* db, const char* name, int wal_pages);
   std::unique_ptr<SqliteConnection> TakeReader();
   void ReturnReader(std::unique_ptr<SqliteConnection> c);
 
@@ -59,6 +76,17 @@ class SqliteDatabase : public Database {
   std::deque<Job> queue_;        // guarded by mu_
   bool closing_ = false;         // guarded by mu_
   std::thread writer_thread_;
+  int wal_pages_ = 0;            // frames in the WAL after the last commit; writer thread only
+  // Set by the checkpointer after copying a WAL of restart_pages or more; the writer clears it
+  // when it has copied the tail. The checkpointer is not woken again meanwhile.
+  std::atomic<bool> tail_wanted_{false};
+
+  std::unique_ptr<SqliteConnection> checkpointer_;  // used by checkpointer_thread_ only
+  std::mutex ckpt_mu_;
+  std::condition_variable ckpt_cv_;
+  bool ckpt_wanted_ = false;     // guarded by ckpt_mu_
+  bool ckpt_closing_ = false;    // guarded by ckpt_mu_
+  std::thread checkpointer_thread_;
 
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<SqliteConnection>> readers_;  // guarded by readers_mu_
