@@ -226,7 +226,7 @@ class VetoTest(Assertions, unittest.TestCase):
         self.assertError(self.op.post(path, {"reason": ""}), 400, "invalid_request")
         self.assertError(self.op.post(path, {"reason": 5}), 400, "invalid_request")
         self.assertError(self.op.post(path, {"why": "x"}), 400, "invalid_request")
-        self.assertError(self.op.request("POST", path, body=b"[1]"), 400, "invalid_request")
+        self.assertError(self.op.request("POST", path, body=b"[1]"), 400, "invalid_json")
         self.assertError(self.op.get(path), 405, "method_not_allowed")
         self.assertEqual(self.user.coordination(cid)["status"], "vetoed")
         # The plain consumer still answers (counted: the override resumes the wait).
