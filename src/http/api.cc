@@ -931,7 +931,7 @@ class Api::Impl {
     for (const auto& [k, v] : req.query) {
       if (k == "status") {
         auto s = ParseCoordinationStatus(v);
-        if (!s) return fail("status must be waiting, held, deleting, completed or cancelled");
+        if (!s) return fail("status must be waiting, held, deleting, completed, cancelled or vetoed");
         f.status = s;
       } else if (k == "outcome") {
         auto o = ParseOutcome(v);
