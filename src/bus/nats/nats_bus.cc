@@ -226,9 +226,11 @@ Status NatsBus::EnsureTopology() {
   natsStatus s = js_GetStreamInfo(&si, js_, options_.stream.c_str(), nullptr, &jerr);
   if (si) jsStreamInfo_Destroy(si);
   si = nullptr;
+  bool created = false;
   if (s == NATS_NOT_FOUND) {
     s = js_AddStream(&si, js_, &sc, nullptr, &jerr);
-    if (s == NATS_OK) log::Info("NATS stream created", {{"stream", options_.stream}});
+    created = s == NATS_OK;
+    if (created) log::Info("NATS stream created", {{"stream", options_.stream}});
   } else if (s == NATS_OK) {
     s = js_UpdateStream(&si, js_, &sc, nullptr, &jerr);
   }
@@ -236,6 +238,21 @@ Status NatsBus::EnsureTopology() {
   if (s != NATS_OK) {
     return Status::Unavailable("cannot create or update the NATS stream " + options_.stream + ": " +
                                NatsError(s, jerr));
+  }
+  if (created) {
+    // A new stream holds none of the events relayed before (a first start, or a server that lost
+    // its store). Every relayed event not yet settled goes again, from the oldest: put back
+    // together, the relay publishes them in outbox order. (Republishing each after
+    // republish_after_ms instead would let an event the relay was publishing when the server
+    // died overtake the older ones.) The relay and the recheck publish under topology_mu_, so
+    // none of them publishes into the new stream before this put-back.
+    Status back = db_.WriteSync([](SqlTx& tx) -> Status {
+      auto r = tx.Exec(
+          "UPDATE outbox SET relayed_at = NULL WHERE settled_at IS NULL AND relayed_at IS NOT NULL",
+          {});
+      return r.ok() ? Status::Ok() : r.status();
+    });
+    if (!back.ok()) return back;
   }
   // Crash redelivery: after ack_wait, then ever longer. MaxDeliver must exceed the list.
   std::vector<int64_t> backoff;
@@ -418,6 +435,7 @@ Result<bool> NatsBus::HoldRelayLease() {
 
 Status NatsBus::RelayOnce(int* published) {
   *published = 0;
+  std::lock_guard<std::mutex> topology(topology_mu_);  // see EnsureTopology's put-back
   std::vector<CloudEvent> claimed;
   Status st = db_.WriteSync([&](SqlTx& tx) -> Status {
     claimed.clear();
@@ -446,6 +464,7 @@ Status NatsBus::RelayOnce(int* published) {
 Status NatsBus::RecheckOnce(int* republished, int* settled) {
   *republished = 0;
   *settled = 0;
+  std::lock_guard<std::mutex> topology(topology_mu_);  // see EnsureTopology's put-back
   for (;;) {
     std::vector<CloudEvent> again;
     int rows_seen = 0;

@@ -131,7 +131,8 @@ class NatsBus : public EventBus, public EventReplayer {
   std::vector<Target> targets_;  // fixed after Start
   __natsConnection* conn_ = nullptr;
   __jsCtx* js_ = nullptr;        // thread-safe (cnats): shared by the relay and the targets
-  std::mutex topology_mu_;       // one EnsureTopology at a time
+  std::mutex topology_mu_;       // one EnsureTopology at a time; held while the relay and the
+                                 // recheck publish, so a recreated stream is refilled in order
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
