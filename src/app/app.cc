@@ -16,6 +16,7 @@
 #include "blobs/s3/s3_blob_store.h"
 #include "bus/in_process_bus.h"
 #include "bus/nats/nats_bus.h"
+#include "bus/retention.h"
 #include "common/log.h"
 #include "consumers/analytics_consumer.h"
 #include "consumers/categorization_consumer.h"
@@ -66,7 +67,11 @@ Result<std::unique_ptr<Database>> OpenDatabase(const Config& config) {
     log::Info("database: PostgreSQL", {{"url", RedactDatabaseUrl(*config.database_url)}});
     return std::unique_ptr<Database>(std::move(pg).value());
   }
-  auto lite = SqliteDatabase::Open({config.db_path(), config.sqlite_synchronous});
+  SqliteOptions lite_options;
+  lite_options.path = config.db_path();
+  lite_options.synchronous = config.sqlite_synchronous;
+  lite_options.cache_mib = config.sqlite_cache_mib;
+  auto lite = SqliteDatabase::Open(lite_options);
   if (!lite.ok()) return lite.status();
   return std::unique_ptr<Database>(std::move(lite).value());
 }
@@ -300,6 +305,12 @@ int RunServe(const Config& config) {
   }
   driver.Start();
   webhooks.Start();
+  RetentionOptions ro;
+  ro.retention_ms = config.outbox_retention_ms;
+  ro.interval_ms = config.prune_interval_ms;
+  ro.batch = config.prune_batch;
+  Pruner pruner(**db, bus, clock, metrics, ro);
+  pruner.Start();
 
   ApiConfig api_config{*secret, config.max_upload_bytes, config.event_publishing,
                        !config.metrics_address.has_value(),
@@ -346,6 +357,7 @@ int RunServe(const Config& config) {
   if (!started.ok()) {
     Status st = started;
     log::Error("cannot start the HTTP server", {{"error", st.message()}});
+    pruner.Stop();
     webhooks.Stop();
     driver.Stop();
     bus.Stop();
@@ -389,6 +401,7 @@ int RunServe(const Config& config) {
   io.run();
   for (auto& t : threads) t.join();
 
+  pruner.Stop();
   webhooks.Stop();
   driver.Stop();
   bus.Stop();

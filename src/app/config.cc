@@ -297,7 +297,13 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
     int64_t* out;
   };
   int64_t attempts = c.webhook_max_attempts, workers = c.webhook_workers;
-  for (const IntVar& iv : {IntVar{"LASTCALL_WEBHOOK_MAX_ATTEMPTS", 1, 100, &attempts},
+  int64_t retention_s = c.outbox_retention_ms / 1000, prune_interval_s = c.prune_interval_ms / 1000;
+  int64_t prune_batch = c.prune_batch, cache_mib = c.sqlite_cache_mib;
+  for (const IntVar& iv : {IntVar{"LASTCALL_OUTBOX_RETENTION_SECONDS", 0, 366 * 86400, &retention_s},
+                           IntVar{"LASTCALL_PRUNE_INTERVAL_SECONDS", 1, 86400, &prune_interval_s},
+                           IntVar{"LASTCALL_PRUNE_BATCH", 1, 10000, &prune_batch},
+                           IntVar{"LASTCALL_SQLITE_CACHE_MIB", 1, 4096, &cache_mib},
+                           IntVar{"LASTCALL_WEBHOOK_MAX_ATTEMPTS", 1, 100, &attempts},
                            IntVar{"LASTCALL_WEBHOOK_BACKOFF_BASE_MS", 1, 3600000, &c.webhook_backoff_base_ms},
                            IntVar{"LASTCALL_WEBHOOK_BACKOFF_CAP_MS", 1, 86400000, &c.webhook_backoff_cap_ms},
                            IntVar{"LASTCALL_WEBHOOK_TIMEOUT_MS", 10, 600000, &c.webhook_timeout_ms},
@@ -309,6 +315,10 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
                               std::to_string(iv.hi) + ", got \"" + *v + "\"");
     }
   }
+  c.outbox_retention_ms = retention_s * 1000;
+  c.prune_interval_ms = prune_interval_s * 1000;
+  c.prune_batch = static_cast<int>(prune_batch);
+  c.sqlite_cache_mib = static_cast<int>(cache_mib);
   c.webhook_max_attempts = static_cast<int>(attempts);
   c.webhook_workers = static_cast<int>(workers);
   if (c.webhook_backoff_cap_ms < c.webhook_backoff_base_ms) {

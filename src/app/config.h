@@ -28,6 +28,7 @@ struct Config {
   int64_t deletion_grace_ms = 0;              // DELETION_GRACE_MINUTES (cancel window)
   std::vector<std::string> expected_consumers = {"analytics_consumer", "categorization_consumer"};
   std::string sqlite_synchronous = "FULL";    // LASTCALL_SQLITE_SYNCHRONOUS: FULL or NORMAL
+  int sqlite_cache_mib = 64;                  // LASTCALL_SQLITE_CACHE_MIB: the writer's page cache
   std::optional<std::string> database_url;   // LASTCALL_DATABASE_URL: PostgreSQL instead of SQLite
                                               // (may hold a password: never logged)
   int http_threads = 2;                       // LASTCALL_HTTP_THREADS
@@ -56,6 +57,10 @@ struct Config {
   int64_t webhook_backoff_cap_ms = 60000;     // LASTCALL_WEBHOOK_BACKOFF_CAP_MS
   int64_t webhook_timeout_ms = 10000;         // LASTCALL_WEBHOOK_TIMEOUT_MS
   int webhook_workers = 4;                    // LASTCALL_WEBHOOK_WORKERS
+  // Retention of the bus's bookkeeping (bus/retention.h).
+  int64_t outbox_retention_ms = 60000;        // LASTCALL_OUTBOX_RETENTION_SECONDS
+  int64_t prune_interval_ms = 5000;           // LASTCALL_PRUNE_INTERVAL_SECONDS
+  int prune_batch = 500;                      // LASTCALL_PRUNE_BATCH
 
   std::string db_path() const { return data_dir + "/lastcall.db"; }
   std::string blob_dir() const { return data_dir + "/blobs"; }

@@ -56,11 +56,22 @@ Status ReplayInTx(SqlTx& tx, const std::string& target, EventHandler* handler, c
 
 Status RecordDeadLetter(SqlTx& tx, IdGenerator& ids, const std::string& target,
                         const std::string& event_id, int64_t event_seq, int attempts,
-                        const std::string& error, WallMillis now) {
+                        const std::string& error, WallMillis now,
+                        const std::optional<std::string>& delivery_id) {
+  // The dead letter keeps a copy of its event: the outbox row may be pruned before a replay.
+  auto event = tx.QueryOne("SELECT type, source, subject, time, data FROM outbox WHERE id = ?",
+                           {event_id});
+  if (!event.ok()) return event.status();
+  auto col = [&](size_t i) -> SqlValue {
+    return *event ? SqlValue((*event)->Text(i)) : SqlValue(SqlNull{});
+  };
   auto ins = tx.Exec(
-      "INSERT INTO dead_letters (id, target, event_id, event_seq, attempts, error, created_at) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?)",
-      {ids.NewUuid(), target, event_id, event_seq, static_cast<int64_t>(attempts), error, now});
+      "INSERT INTO dead_letters (id, target, event_id, event_seq, attempts, error, created_at, "
+      "delivery_id, event_type, event_source, event_subject, event_time, event_data) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      {ids.NewUuid(), target, event_id, event_seq, static_cast<int64_t>(attempts), error, now,
+       delivery_id ? SqlValue(*delivery_id) : SqlValue(SqlNull{}), col(0), col(1), col(2), col(3),
+       col(4)});
   return ins.ok() ? Status::Ok() : ins.status();
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <string>
 
@@ -39,10 +40,13 @@ Result<DeliveryOutcome> DeliverInTx(SqlTx& tx, const std::string& target, EventH
 Status ReplayInTx(SqlTx& tx, const std::string& target, EventHandler* handler, const CloudEvent& e,
                   WallMillis now);
 
-// Records that target gave up on event (event_seq its outbox position) after attempts tries.
+// Records that target gave up on event (event_seq its outbox position) after attempts tries,
+// with a copy of the event from the outbox (a replay needs it after the outbox row is pruned).
+// delivery_id: the webhook delivery that gave up, for a webhook consumer.
 Status RecordDeadLetter(SqlTx& tx, IdGenerator& ids, const std::string& target,
                         const std::string& event_id, int64_t event_seq, int attempts,
-                        const std::string& error, WallMillis now);
+                        const std::string& error, WallMillis now,
+                        const std::optional<std::string>& delivery_id = std::nullopt);
 
 // Exponential backoff with full jitter: a delay in [0, min(cap, base * 2^(attempt-1))] ms.
 int64_t RetryDelayMs(int attempt, int64_t base_ms, int64_t cap_ms, std::mt19937_64& rng);

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/status.h"
 #include "domain/events.h"
 #include "metrics/metrics.h"
@@ -38,6 +39,12 @@ class EventHandler {
  public:
   virtual ~EventHandler() = default;
   virtual Status Handle(const CloudEvent& event, SqlTx& tx) = 0;
+};
+
+// An outbox row, by its position and event id.
+struct OutboxEventRef {
+  int64_t seq = 0;
+  std::string id;
 };
 
 struct Rule {
@@ -74,6 +81,18 @@ class EventBus {
   // How many events in the outbox target has yet to handle, read in tx (the
   // lastcall_outbox_backlog gauge). Thread-safe.
   virtual Result<int64_t> Backlog(SqlTx& tx, const std::string& target) = 0;
+
+  // Retention (bus/retention.h). Up to limit outbox events, oldest first, that no target will
+  // ever be handed again and that finished before finished_before (in-process: created before it
+  // and passed by every registered target's cursor; NATS: settled, i.e. every target recorded
+  // it, before it). Their outbox rows and processed records may then be deleted. Read in tx (a
+  // write unit). Thread: the writer's; safe while the bus delivers.
+  virtual Result<std::vector<OutboxEventRef>> Finished(SqlTx& tx, WallMillis finished_before,
+                                                       int limit) = 0;
+  // How long after an event finished the bus may still hand a copy of it to a target (NATS: a
+  // redelivery of a message whose ack was lost), so its processed record must stay at least that
+  // long. 0: never (the in-process bus reads only past its cursors).
+  virtual int64_t RedeliveryHorizonMs() const { return 0; }
 };
 
 }  // namespace lastcall

@@ -1,6 +1,7 @@
 #include "bus/in_process_bus.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <future>
 
 #include "bus/delivery.h"
@@ -100,6 +101,31 @@ Result<int64_t> InProcessBus::Backlog(SqlTx& tx, const std::string& target) {
       {target});
   if (!r.ok()) return r.status();
   return (*r)->Int(0);
+}
+
+Result<std::vector<OutboxEventRef>> InProcessBus::Finished(SqlTx& tx, WallMillis finished_before,
+                                                           int limit) {
+  std::vector<OutboxEventRef> out;
+  if (targets_.empty()) return out;
+  auto cursors = tx.QueryAll("SELECT target, last_seq FROM delivery_cursors");
+  if (!cursors.ok()) return cursors.status();
+  int64_t passed = INT64_MAX;
+  for (const Target& t : targets_) {
+    auto it = std::find_if(cursors->begin(), cursors->end(),
+                           [&](const SqlRow& r) { return r.Text(0) == t.name; });
+    if (it == cursors->end()) return out;
+    passed = std::min(passed, it->Int(1));
+  }
+  Status st = tx.Query(std::string("SELECT seq, id FROM outbox WHERE seq <= ? AND created_at < ? "
+                                   "ORDER BY seq LIMIT ?") +
+                           std::string(SkipLockedRowsClause(tx)),
+                       {passed, finished_before, static_cast<int64_t>(limit)},
+                       [&](const SqlRow& r) {
+                         out.push_back({r.Int(0), r.Text(1)});
+                         return true;
+                       });
+  if (!st.ok()) return st;
+  return out;
 }
 
 uint64_t InProcessBus::failures() const {

@@ -46,6 +46,11 @@ class InProcessBus : public EventBus, public EventReplayer {
   void Stop() override;
   // Every outbox event after the target's cursor (matching or not: the cursor moves past both).
   Result<int64_t> Backlog(SqlTx& tx, const std::string& target) override;
+  // The events every registered target's cursor has passed (handled, skipped as unmatched or
+  // dead-lettered): this bus reads only past its cursors, so none is read again. Nothing while
+  // some registered target has no cursor yet (it will read the outbox from its start).
+  Result<std::vector<OutboxEventRef>> Finished(SqlTx& tx, WallMillis finished_before,
+                                               int limit) override;
 
   // A dead letter's replay (EventReplayer). Handlers are fixed after Start, so this may run on
   // the writer thread while the dispatcher delivers.

@@ -7,7 +7,9 @@ namespace {
 
 constexpr char kColumns[] =
     "d.id, d.target, d.event_id, d.event_seq, d.attempts, d.error, d.created_at, d.delivery_id, "
-    "d.replayed_at, o.id, o.type, o.source, o.subject, o.time, o.data";
+    "d.replayed_at, COALESCE(d.event_type, o.type), COALESCE(d.event_source, o.source), "
+    "COALESCE(d.event_subject, o.subject), COALESCE(d.event_time, o.time), "
+    "COALESCE(d.event_data, o.data)";
 
 DeadLetter FromRow(const SqlRow& r) {
   DeadLetter d;
@@ -22,12 +24,12 @@ DeadLetter FromRow(const SqlRow& r) {
   d.replayed_at = r.OptInt(8);
   if (!r.IsNull(9)) {
     CloudEvent e;
-    e.id = r.Text(9);
-    e.type = r.Text(10);
-    e.source = r.Text(11);
-    e.subject = r.Text(12);
-    e.time = r.Text(13);
-    e.data = nlohmann::json::parse(r.Text(14), nullptr, false);
+    e.id = d.event_id;
+    e.type = r.Text(9);
+    e.source = r.Text(10);
+    e.subject = r.Text(11);
+    e.time = r.Text(12);
+    e.data = nlohmann::json::parse(r.Text(13), nullptr, false);
     if (e.data.is_discarded()) e.data = nlohmann::json::object();
     e.seq = d.event_seq;
     d.event = std::move(e);

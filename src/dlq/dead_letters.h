@@ -1,6 +1,8 @@
 // One dead letter queue for every target: in-process consumers (the bus's dead_letters rows) and
-// webhook consumers (rows that name their delivery). Listing joins the event from the outbox;
-// a replay runs inside one write unit.
+// webhook consumers (rows that name their delivery). Each dead letter carries a copy of its event
+// (since schema version 12; older rows read it from the outbox while the outbox holds it), so it
+// can be shown and replayed after retention pruned the event's outbox row. A replay runs inside
+// one write unit.
 #pragma once
 
 #include <optional>
@@ -24,7 +26,8 @@ struct DeadLetter {
   WallMillis created_at = 0;
   std::optional<std::string> delivery_id;  // set for webhook consumers
   std::optional<WallMillis> replayed_at;
-  std::optional<CloudEvent> event;  // nullopt if the outbox no longer holds it
+  std::optional<CloudEvent> event;  // nullopt only for a dead letter older than schema version
+                                    // 12 whose outbox row is gone
 
   const char* kind() const { return delivery_id ? "webhook" : "in_process"; }
 };

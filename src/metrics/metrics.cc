@@ -89,6 +89,7 @@ std::string Metrics::Render(Database& db, WallMillis now) {
   delivery_failures.Render(&out);
   dead_letters.Render(&out);
   dead_letter_replays.Render(&out);
+  rows_pruned.Render(&out);
   proceed_rules.Render(&out);
   webhook_deliveries.Render(&out);
   webhook_retries.Render(&out);

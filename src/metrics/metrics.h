@@ -87,6 +87,10 @@ class Metrics {
       {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}};
   CounterFamily dead_letter_replays{"lastcall_dead_letter_replays_total",
                                     "Dead letters replayed by an operator, by target.", {"target"}};
+  CounterFamily rows_pruned{"lastcall_rows_pruned_total",
+                            "Rows removed by retention, by table (outbox, processed, "
+                            "delivery_attempts).",
+                            {"table"}};
   CounterFamily http_requests{"lastcall_http_requests_total", "HTTP requests answered.",
                               {"method", "route", "status"}};
   HistogramFamily http_duration{"lastcall_http_request_duration_seconds",

@@ -307,6 +307,26 @@ const std::vector<Migration>& Migrations() {
            "ALTER TABLE coordinations ADD COLUMN override_reason TEXT",
            "ALTER TABLE coordinations ADD COLUMN overridden_at BIGINT",
        }},
+      {12,
+       "retention of the outbox, processed records and delivery attempts",
+       {
+           // A dead letter carries its event (the outbox row may be pruned before an operator
+           // replays it); rows recorded before this version are filled from the outbox.
+           "ALTER TABLE dead_letters ADD COLUMN event_type TEXT",
+           "ALTER TABLE dead_letters ADD COLUMN event_source TEXT",
+           "ALTER TABLE dead_letters ADD COLUMN event_subject TEXT",
+           "ALTER TABLE dead_letters ADD COLUMN event_time TEXT",
+           "ALTER TABLE dead_letters ADD COLUMN event_data TEXT",
+           R"(UPDATE dead_letters SET
+                event_type = (SELECT o.type FROM outbox o WHERE o.id = dead_letters.event_id),
+                event_source = (SELECT o.source FROM outbox o WHERE o.id = dead_letters.event_id),
+                event_subject = (SELECT o.subject FROM outbox o WHERE o.id = dead_letters.event_id),
+                event_time = (SELECT o.time FROM outbox o WHERE o.id = dead_letters.event_id),
+                event_data = (SELECT o.data FROM outbox o WHERE o.id = dead_letters.event_id))",
+           // Pruning removes an event's records by its id.
+           "CREATE INDEX processed_by_event ON processed(event_id)",
+           "CREATE INDEX delivery_attempts_by_event ON delivery_attempts(event_id)",
+       }},
   };
   return kMigrations;
 }

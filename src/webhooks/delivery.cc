@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "bus/delivery.h"
 #include "common/log.h"
 #include "consumers/consumer.h"
 #include "coordination/coordinator.h"
@@ -271,11 +272,8 @@ Status DeliveryWorker::Record(const WebhookDelivery& d, const WebhookConsumer& c
         {now, summary, static_cast<int64_t>(error.empty() ? 0 : 1), consumer.name});
     if (!health.ok()) return health.status();
     if (status == kDeliveryDead) {
-      auto dl = tx.Exec(
-          "INSERT INTO dead_letters (id, target, event_id, event_seq, attempts, error, "
-          "created_at, delivery_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-          {ids_.NewUuid(), consumer.name, d.event_id, d.event_seq, attempts, error, now, d.id});
-      if (!dl.ok()) return dl.status();
+      LASTCALL_RETURN_IF_ERROR(RecordDeadLetter(tx, ids_, consumer.name, d.event_id, d.event_seq,
+                                                static_cast<int>(attempts), error, now, d.id));
     }
     bool completion = false;
     if (status == kDeliveryDelivered && d.coordination_id) {

@@ -15,9 +15,11 @@ maximum, for --minutes (10 by default). Not part of `make test`; run with `make 
 4. At the end it waits for the coordinations to finish and checks: no error (any answer other
    than 201/202, or no answer), resident memory after the warm-up (--warmup-minutes, 1 by
    default) stays within 10% ((max - min) / min <= 0.10), nothing left unfinished. Exit status 1
-   if a check fails. The size of lastcall.db (with its WAL) is printed beside the memory: the
-   store keeps every outbox row, processed record, tombstone and timeline entry, and SQLite's
-   page cache (64 MiB for the writer, 8 MiB per reader) fills with it.
+   if a check fails. The size of lastcall.db (with its WAL) and the rows of outbox and processed
+   are printed beside the memory: retention prunes the bus's bookkeeping
+   (LASTCALL_OUTBOX_RETENTION_SECONDS, --retention-seconds, the service's default 60), while
+   tombstones, coordinations and their timelines are kept; at the end the pages of each table
+   (SQLite's dbstat) show what the database holds.
 
 Python 3 standard library only; reuses tests/integration/harness.py.
 """
@@ -141,10 +143,13 @@ def main(argv=None):
     p.add_argument("--timeout-minutes", type=float, default=None, help="COORDINATION_TIMEOUT_MINUTES")
     p.add_argument("--grace-s", type=float, default=10.0,
                    help="a coordination waiting this long past its deadline is a failure")
+    p.add_argument("--retention-seconds", type=int, default=60,
+                   help="LASTCALL_OUTBOX_RETENTION_SECONDS (the service's default)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     args = p.parse_args(argv)
 
-    env = {"LASTCALL_LOG_LEVEL": "warn"}
+    env = {"LASTCALL_LOG_LEVEL": "warn",
+           "LASTCALL_OUTBOX_RETENTION_SECONDS": str(args.retention_seconds)}
     if args.silent_percent:
         env["LASTCALL_TEST_CONSUMER_FAULTS"] = "categorization_consumer=silent:%d" % args.silent_percent
     if args.timeout_minutes:
@@ -193,7 +198,8 @@ def main(argv=None):
         samples = []
         next_sample = t_start + args.sample_s
         k = 0
-        print("minute  rss_MiB  db_MiB   ops  errors  p50_ms  p95_ms  p99_ms  max_ms", flush=True)
+        print("minute  rss_MiB  db_MiB  outbox  processed   ops  errors  p50_ms  p95_ms  p99_ms  max_ms",
+              flush=True)
         while True:
             scheduled = t_start + k * interval
             if scheduled - t_start >= duration:
@@ -210,14 +216,16 @@ def main(argv=None):
                     minute = [r for r in results if r[0] == idx]
                 lats = sorted(r[1] for r in minute)
                 errs = sum(1 for r in minute if r[2])
+                rows = bookkeeping_rows(server)
                 samples.append({"minute": idx + 1, "rssKiB": rss, "dbMiB": round(db_mib(server), 1),
+                                "outboxRows": rows[0], "processedRows": rows[1],
                                 "ops": len(minute), "errors": errs,
                                 "p50ms": ms(percentile(lats, 50)), "p95ms": ms(percentile(lats, 95)),
                                 "p99ms": ms(percentile(lats, 99)), "maxms": ms(lats[-1] if lats else None)})
                 s = samples[-1]
-                print("%6d  %7.1f  %6.1f  %4d  %6d  %6s  %6s  %6s  %6s" % (
-                    s["minute"], rss / 1024.0, s["dbMiB"], s["ops"], errs, s["p50ms"], s["p95ms"], s["p99ms"],
-                    s["maxms"]), flush=True)
+                print("%6d  %7.1f  %6.1f  %6d  %9d  %4d  %6d  %6s  %6s  %6s  %6s" % (
+                    s["minute"], rss / 1024.0, s["dbMiB"], rows[0], rows[1], s["ops"], errs, s["p50ms"],
+                    s["p95ms"], s["p99ms"], s["maxms"]), flush=True)
                 next_sample += args.sample_s
             if scheduled > now:
                 time.sleep(min(scheduled - now, max(0.0, next_sample - now)))
@@ -251,6 +259,7 @@ def main(argv=None):
             "warmupMinutes": args.warmup_minutes,
             "rssGrowthAfterWarmup": round(growth, 4),
             "perMinute": samples,
+            "tableKiB": table_kib(server),
         }
         if all_errs:
             failures.append("%d errors, first: %s" % (len(all_errs), all_errs[0]))
@@ -281,6 +290,29 @@ def overdue(server, grace_s):
     try:
         return conn.execute("SELECT COUNT(*) FROM coordinations WHERE status = 'waiting' AND "
                             "deadline_at < ?", (int((time.time() - grace_s) * 1000),)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def bookkeeping_rows(server):
+    conn = sqlite3.connect("file:%s?mode=ro" % server.db_path, uri=True, timeout=10)
+    try:
+        return tuple(conn.execute("SELECT COUNT(*) FROM %s" % t).fetchone()[0]
+                     for t in ("outbox", "processed"))
+    finally:
+        conn.close()
+
+
+def table_kib(server):
+    """KiB of pages per table and index (SQLite's dbstat), largest first; free pages as 'free'."""
+    conn = sqlite3.connect("file:%s?mode=ro" % server.db_path, uri=True, timeout=10)
+    try:
+        rows = conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name "
+                            "ORDER BY SUM(pgsize) DESC").fetchall()
+        out = {name: round(size / 1024.0) for name, size in rows}
+        out["free"] = round(conn.execute("PRAGMA freelist_count").fetchone()[0] *
+                            conn.execute("PRAGMA page_size").fetchone()[0] / 1024.0)
+        return out
     finally:
         conn.close()
 

@@ -588,6 +588,9 @@ class Server(object):
         if self.secret_in_env:
             env["LASTCALL_JWT_SECRET"] = self.secret
         env.update(services_env(self.namespace))
+        # Tests read the outbox and processed records after the fact: keep them for a day unless a
+        # test (or the caller's environment) chooses the retention (test_retention, the soak).
+        env.setdefault("LASTCALL_OUTBOX_RETENTION_SECONDS", "86400")
         env.update(self.extra_env if extra_env is None else extra_env)
         return env
 

@@ -77,6 +77,7 @@ FAMILIES = {
     "lastcall_webhook_retries_total": ("counter", {"consumer"}),
     "lastcall_webhook_delivery_seconds": ("histogram", {"consumer"}),
     "lastcall_dead_letter_replays_total": ("counter", {"target"}),
+    "lastcall_rows_pruned_total": ("counter", {"table"}),
     "lastcall_http_requests_total": ("counter", {"method", "route", "status"}),
     "lastcall_http_request_duration_seconds": ("histogram", {"route"}),
     "lastcall_coordinations_cancelled_total": ("counter", set()),

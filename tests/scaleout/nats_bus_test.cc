@@ -3,6 +3,7 @@
 // after a failed handler, redelivery of what a dead node held, dead letters after MaxDeliver,
 // deduplication of a repeated relay, and the outbox publishing again what a NATS server lost.
 #include "bus/nats/nats_bus.h"
+#include "bus/retention.h"
 
 #include <gtest/gtest.h>
 #include <nats/nats.h>
@@ -337,6 +338,63 @@ TEST_F(NatsBusTest, TheOutboxPublishesAgainWhatANatsServerLost) {
   EXPECT_EQ(Seen("a"), want);
   EXPECT_EQ(Seen("b"), want);
   ASSERT_TRUE(Within(5000, [&] { return Count("SELECT COUNT(*) FROM outbox WHERE settled_at IS NULL") == 0; }));
+}
+
+TEST_F(NatsBusTest, ACopyOfAPrunedEventThatTheStreamStillHoldsIsNotAppliedAgain) {
+  NatsBus* bus = StartNode(&a_, &b_, Options());
+  std::string id = Publish("t.two", 7);
+  ASSERT_TRUE(Within(10000, [&] { return Seen("a").size() == 1 && Seen("b").size() == 1; }));
+  ASSERT_TRUE(Within(5000, [&] { return Count("SELECT COUNT(*) FROM outbox WHERE settled_at IS NULL") == 0; }));
+  // Inside the redelivery horizon nothing goes; past it the row and its records go together.
+  auto prune = [&](WallMillis now) {
+    PruneCounts counts;
+    EXPECT_TRUE(db_->WriteSync([&](SqlTx& tx) -> Status {
+                     auto r = PruneOnce(tx, *bus, now, {.retention_ms = 0});
+                     if (!r.ok()) return r.status();
+                     counts = *r;
+                     return Status::Ok();
+                   }).ok());
+    return counts;
+  };
+  EXPECT_EQ(prune(clock_.Now()).outbox, 0);
+  PruneCounts past = prune(clock_.Now() + bus->RedeliveryHorizonMs() + 1000);
+  EXPECT_EQ(past.outbox, 1);
+  EXPECT_EQ(past.processed, 2);
+  // The stream receives a copy after its duplicate window (a republish that raced settling):
+  // both targets get it, find no outbox row, and ack it without running their handlers.
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  CloudEvent copy{id, "/src", "t.two", "s", "t", {{"n", 7}}};
+  std::string body = ToJson(copy).dump();
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, nats_.url().c_str()), NATS_OK);
+  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MsgId = id.c_str();
+  jsPubAck* ack = nullptr;
+  ASSERT_EQ(js_Publish(&ack, js, "lastcall.events.t.two", body.data(), static_cast<int>(body.size()),
+                       &po, nullptr),
+            NATS_OK);
+  ASSERT_NE(ack, nullptr);
+  EXPECT_FALSE(ack->Duplicate);
+  jsPubAck_Destroy(ack);
+  uint64_t last = static_cast<uint64_t>(StreamMessages());
+  auto settled = [&](const char* consumer) {
+    jsConsumerInfo* ci = nullptr;
+    bool done = js_GetConsumerInfo(&ci, js, "LASTCALL_EVENTS", consumer, nullptr, nullptr) == NATS_OK &&
+                ci->NumPending == 0 && ci->NumAckPending == 0 && ci->Delivered.Stream == last;
+    if (ci) jsConsumerInfo_Destroy(ci);
+    return done;
+  };
+  ASSERT_TRUE(Within(10000, [&] { return settled("a") && settled("b"); }));
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  EXPECT_EQ(Seen("a"), std::vector<int64_t>{7});
+  EXPECT_EQ(Seen("b"), std::vector<int64_t>{7});
+  EXPECT_EQ(a_.calls(), 1);
+  EXPECT_EQ(b_.calls(), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed"), 0);
 }
 
 }  // namespace

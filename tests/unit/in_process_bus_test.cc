@@ -9,6 +9,9 @@
 #include <mutex>
 #include <thread>
 
+#include "bus/nats/nats_bus.h"
+#include "bus/retention.h"
+#include "dlq/dead_letters.h"
 #include "store/schema.h"
 #include "test_util.h"
 #include "store/sqlite/sqlite_database.h"
@@ -87,6 +90,24 @@ class InProcessBusTest : public ::testing::Test {
   void Publish(const std::string& type, int n, const std::string& source = "/src") {
     CloudEvent e{ids_.NewUuid(), source, type, "s", "t", {{"n", n}}};
     ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) { return outbox_->Append(tx, e, 0); }).ok());
+  }
+  // With the bus stopped: forgets every cursor (as a broker redelivers everything) and starts a
+  // bus with a fresh handler for "a" only; expects the one event a handled before to be skipped
+  // by its processed record, not handled again.
+  void RedeliverTheOutboxToAFreshA() {
+    ASSERT_TRUE(db_->WriteSync([](SqlTx& tx) {
+                     auto r = tx.Exec("DELETE FROM delivery_cursors");
+                     return r.ok() ? Status::Ok() : r.status();
+                   }).ok());
+    RecordingHandler fresh_a{"a"};
+    bus_ = std::make_unique<InProcessBus>(*db_, clock_, ids_, metrics_);
+    bus_->AddTarget("a", &fresh_a);
+    bus_->AddRule({"all-to-a", {{"t.one"}, {}}, {"a"}});
+    ASSERT_TRUE(bus_->Start().ok());
+    ASSERT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) FROM delivery_cursors") == 1; }));
+    bus_->Stop();  // before fresh_a goes
+    EXPECT_TRUE(fresh_a.seen().empty());
+    EXPECT_EQ(Count("SELECT COUNT(*) FROM effects WHERE target = 'a'"), 1);
   }
   int64_t Count(const std::string& sql, const SqlParams& params = {}) {
     return testing::CountRows(*db_, sql, params);
@@ -197,18 +218,138 @@ TEST_F(InProcessBusTest, AnEventAlreadyRecordedAsProcessedIsNotHandledAgain) {
   Publish("t.one", 1);
   ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 1; }));
   bus_->Stop();
+  RedeliverTheOutboxToAFreshA();
+}
+
+// Retention (bus/retention.h) over the in-process bus.
+
+Result<PruneCounts> Prune(Database& db, EventBus& bus, Metrics& metrics, int64_t retention_ms) {
+  SystemClock clock;
+  Pruner pruner(db, bus, clock, metrics, {.retention_ms = retention_ms, .interval_ms = 1000, .batch = 500});
+  return pruner.RunOnce();
+}
+
+TEST_F(InProcessBusTest, RetentionPrunesOnlyEventsEveryTargetHasPassed) {
+  // b (wanting t.two only) keeps failing its first event, so its cursor stays before it.
+  b_.FailNext(1000);
+  StartBus({.batch = 256, .max_attempts = 1000, .backoff_base_ms = 5, .backoff_cap_ms = 10});
+  Publish("t.one", 1);
+  Publish("t.one", 2);
+  Publish("t.two", 3);
+  Publish("t.one", 4);
+  ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 4 && b_.calls() >= 2; }));
+  // b has moved past 1 and 2 (not its events) but not 3: only 1 and 2 are finished for everyone.
+  auto first = Prune(*db_, *bus_, metrics_, 0);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->outbox, 2);
+  EXPECT_EQ(first->processed, 2);  // a's records of 1 and 2
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox"), 2);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed WHERE target = 'a'"), 2);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM delivery_attempts WHERE target = 'b'"), 1);
+  // b recovers and handles 3: now everything is finished, and its attempts go with the event.
+  b_.FailNext(0);
+  ASSERT_TRUE(Eventually([&] { return b_.seen().size() == 1; }));
+  auto second = Prune(*db_, *bus_, metrics_, 0);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->outbox, 2);
+  EXPECT_EQ(second->processed, 3);  // a: 3 and 4; b: 3
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM delivery_attempts"), 0);
+  // Nothing was handled twice, and pruning changed no effect.
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM effects WHERE target = 'a'"), 4);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM effects WHERE target = 'b' AND event_id NOT LIKE '%-partial'"), 1);
+  // New events after pruning are delivered as before (outbox positions are never reused).
+  Publish("t.two", 5);
+  ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 5 && b_.seen().size() == 2; }));
+  EXPECT_EQ(a_.seen().back(), 5);
+  std::string text = metrics_.Render(*db_, clock_.Now());
+  EXPECT_NE(text.find("lastcall_rows_pruned_total{table=\"outbox\"} 4"), std::string::npos) << text;
+  EXPECT_NE(text.find("lastcall_rows_pruned_total{table=\"processed\"} 5"), std::string::npos);
+}
+
+TEST_F(InProcessBusTest, RetentionWaitsForTheRetentionTimeAndForEveryRegisteredTarget) {
+  StartBus();
+  CloudEvent e{ids_.NewUuid(), "/src", "t.two", "s", "t", {{"n", 1}}};
+  ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) { return outbox_->Append(tx, e, clock_.Now()); }).ok());
+  ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 1 && b_.seen().size() == 1; }));
+  // Finished, but younger than the retention time: kept.
+  auto young = Prune(*db_, *bus_, metrics_, 3600 * 1000);
+  ASSERT_TRUE(young.ok());
+  EXPECT_EQ(young->outbox, 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed"), 2);
+  // A target registered later (no cursor yet: it reads the outbox from its start) holds it too.
+  bus_->Stop();
+  RecordingHandler c{"c"};
+  InProcessBus later(*db_, clock_, ids_, metrics_);
+  later.AddTarget("a", &a_);
+  later.AddTarget("b", &b_);
+  later.AddTarget("c", &c);
+  auto held = Prune(*db_, later, metrics_, 0);
+  ASSERT_TRUE(held.ok());
+  EXPECT_EQ(held->outbox, 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox"), 1);
+}
+
+TEST_F(InProcessBusTest, AnEventRedeliveredInsideTheRetentionWindowIsNotAppliedTwice) {
+  StartBus();
+  Publish("t.one", 1);
+  ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 1; }));
+  bus_->Stop();
+  // The retention a NATS bus imposes covers its redeliveries: duplicate window, AckWait and every
+  // BackOff step (34 minutes with the defaults), whatever is configured lower.
+  NatsBusOptions no;
+  NatsBus nats(*db_, clock_, ids_, metrics_, no);
+  EXPECT_EQ(nats.RedeliveryHorizonMs(),
+            no.duplicate_window_ms + no.ack_wait_ms + no.ack_wait_ms * (1 + 2 + 4 + 8 + 16 + 16 + 16));
+  SystemClock clock;
+  Pruner pruner(*db_, *bus_, clock, metrics_, {.retention_ms = 0});
+  EXPECT_EQ(pruner.effective_retention_ms(), 0);
+  Pruner nats_pruner(*db_, nats, clock, metrics_, {.retention_ms = 1000});
+  EXPECT_EQ(nats_pruner.effective_retention_ms(), nats.RedeliveryHorizonMs());
+  // A round inside the window keeps the event and its record.
   ASSERT_TRUE(db_->WriteSync([](SqlTx& tx) {
-                   auto r = tx.Exec("DELETE FROM delivery_cursors");
+                   auto r = tx.Exec("UPDATE outbox SET created_at = ?", {SystemClock().Now()});
                    return r.ok() ? Status::Ok() : r.status();
                  }).ok());
-  RecordingHandler fresh_a{"a"};
-  bus_ = std::make_unique<InProcessBus>(*db_, clock_, ids_, metrics_);
-  bus_->AddTarget("a", &fresh_a);
-  bus_->AddRule({"all-to-a", {{"t.one"}, {}}, {"a"}});
-  ASSERT_TRUE(bus_->Start().ok());
-  ASSERT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) FROM delivery_cursors") == 1; }));
-  EXPECT_TRUE(fresh_a.seen().empty());
-  EXPECT_EQ(Count("SELECT COUNT(*) FROM effects WHERE target = 'a'"), 1);
+  auto inside = Prune(*db_, *bus_, metrics_, 3600 * 1000);
+  ASSERT_TRUE(inside.ok());
+  EXPECT_EQ(inside->outbox, 0);
+  // The redelivery (the cursor lost, as a broker would redeliver): skipped by its record.
+  RedeliverTheOutboxToAFreshA();
+}
+
+TEST_F(InProcessBusTest, ADeadLetterIsReplayedOnceAfterItsEventWasPruned) {
+  a_.FailNext(3);
+  StartBus({.batch = 256, .max_attempts = 3, .backoff_base_ms = 5, .backoff_cap_ms = 10});
+  Publish("t.one", 7);
+  ASSERT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) FROM dead_letters") == 1; }));
+  ASSERT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) FROM delivery_cursors WHERE target = 'a' AND last_seq = 1") == 1; }));
+  auto pruned = Prune(*db_, *bus_, metrics_, 0);
+  ASSERT_TRUE(pruned.ok());
+  ASSERT_EQ(pruned->outbox, 1);
+  std::string id;
+  ASSERT_TRUE(db_->Read([&](SqlTx& tx) {
+                   bool more = false;
+                   auto list = ListDeadLetters(tx, {}, &more);
+                   if (!list.ok()) return list.status();
+                   EXPECT_EQ(list->size(), 1u);
+                   EXPECT_TRUE(list->at(0).event.has_value());  // the dead letter's own copy
+                   if (list->at(0).event) {
+                     EXPECT_EQ(list->at(0).event->type, "t.one");
+                     EXPECT_EQ(list->at(0).event->data.value("n", -1), 7);
+                   }
+                   id = list->at(0).id;
+                   return Status::Ok();
+                 }).ok());
+  auto replay = [&] {
+    return db_->WriteSync([&](SqlTx& tx) { return ReplayDeadLetter(tx, id, clock_.Now(), *bus_); });
+  };
+  ASSERT_TRUE(replay().ok());
+  EXPECT_EQ(a_.seen(), std::vector<int>{7});
+  Status again = replay();
+  EXPECT_EQ(again.code(), Code::kConflict);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM effects WHERE target = 'a' AND event_id NOT LIKE '%-partial'"), 1);
 }
 
 }  // namespace

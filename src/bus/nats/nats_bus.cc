@@ -24,6 +24,17 @@ std::string NatsError(natsStatus s, jsErrCode jerr = static_cast<jsErrCode>(0)) 
   return text;
 }
 
+// A durable consumer's BackOff, in milliseconds: the redeliveries of a message that was not acked
+// (a node died holding it, or its ack was lost) come after ack_wait, then ever longer. MaxDeliver
+// must exceed the list.
+std::vector<int64_t> RedeliveryBackoffMs(const NatsBusOptions& o) {
+  std::vector<int64_t> backoff;
+  for (int i = 0; i + 1 < o.max_deliver && i < 10; ++i) {
+    backoff.push_back(o.ack_wait_ms * (int64_t{1} << std::min(i, 4)));
+  }
+  return backoff;
+}
+
 // The URL without user information, for logs.
 std::string Redacted(const std::string& url) {
   std::string out;
@@ -254,11 +265,8 @@ Status NatsBus::EnsureTopology() {
     });
     if (!back.ok()) return back;
   }
-  // Crash redelivery: after ack_wait, then ever longer. MaxDeliver must exceed the list.
-  std::vector<int64_t> backoff;
-  for (int i = 0; i + 1 < options_.max_deliver && i < 10; ++i) {
-    backoff.push_back(options_.ack_wait_ms * kNanosPerMilli * (int64_t{1} << std::min(i, 4)));
-  }
+  std::vector<int64_t> backoff = RedeliveryBackoffMs(options_);
+  for (int64_t& b : backoff) b *= kNanosPerMilli;
   for (const auto& t : targets_) {
     jsConsumerConfig cc;
     jsConsumerConfig_Init(&cc);
@@ -354,6 +362,29 @@ Result<int64_t> NatsBus::Backlog(SqlTx& tx, const std::string& target) {
     if (!*done) ++n;
   }
   return n;
+}
+
+Result<std::vector<OutboxEventRef>> NatsBus::Finished(SqlTx& tx, WallMillis finished_before,
+                                                      int limit) {
+  std::vector<OutboxEventRef> out;
+  Status st = tx.Query(std::string("SELECT seq, id FROM outbox WHERE settled_at IS NOT NULL AND "
+                                   "settled_at < ? ORDER BY settled_at LIMIT ?") +
+                           std::string(SkipLockedRowsClause(tx)),
+                       {finished_before, static_cast<int64_t>(limit)}, [&](const SqlRow& r) {
+                         out.push_back({r.Int(0), r.Text(1)});
+                         return true;
+                       });
+  if (!st.ok()) return st;
+  return out;
+}
+
+int64_t NatsBus::RedeliveryHorizonMs() const {
+  // The last redelivery of the last copy published (a settled row is never published again):
+  // the stream drops a repeated Nats-Msg-Id within the duplicate window, and an unacked copy
+  // comes back at most max_deliver times, after ack_wait and each BackOff step.
+  int64_t horizon = options_.duplicate_window_ms + options_.ack_wait_ms;
+  for (int64_t b : RedeliveryBackoffMs(options_)) horizon += b;
+  return horizon;
 }
 
 Status NatsBus::Publish(const CloudEvent& e) {
@@ -670,6 +701,16 @@ void NatsBus::HandleMessage(Target& t, void* raw) {
                             {t.name, e.id});
     if (!dead.ok()) return dead.status();
     if (*dead) {
+      outcome.duplicate = true;
+      return Status::Ok();
+    }
+    // A copy of an event whose outbox row is gone: retention prunes a row only after every
+    // target recorded it (settled), together with its processed records, so this target has
+    // handled it already. The stream may hold such a copy until its max age.
+    auto kept = tx.QueryOne("SELECT 1 FROM outbox WHERE id = ?", {e.id});
+    if (!kept.ok()) return kept.status();
+    if (!*kept) {
+      log::Info("delivery of a pruned event ignored", {{"target", t.name}, {"eventId", e.id}});
       outcome.duplicate = true;
       return Status::Ok();
     }

@@ -24,7 +24,8 @@
 // write unit with processed(target, event id) (DeliverInTx); the message is acked after the
 // commit, nak'ed with a jittered delay when the handler failed, and dead-lettered (dead_letters,
 // then acked) when it failed on its last delivery. A copy of an event already dead-lettered for
-// the target is acked without running the handler, like one already processed.
+// the target is acked without running the handler, like one already processed, and so is a copy
+// of an event whose outbox row retention pruned (bus/retention.h: only settled rows go).
 //
 // Start creates or updates the stream and the consumers (idempotent; every node does it) and
 // fails when NATS cannot be reached. Later, a consumer or stream that disappeared (a server that
@@ -83,6 +84,13 @@ class NatsBus : public EventBus, public EventReplayer {
   // The outbox events not settled whose rules select target and that target has not recorded
   // (processed or dead-lettered).
   Result<int64_t> Backlog(SqlTx& tx, const std::string& target) override;
+  // Settled events (every target recorded them as processed or dead-lettered), oldest settled
+  // first. A copy that reaches a target after its row was pruned is acked as a duplicate.
+  Result<std::vector<OutboxEventRef>> Finished(SqlTx& tx, WallMillis finished_before,
+                                               int limit) override;
+  // The duplicate window plus AckWait and every BackOff step: the latest a copy of a settled
+  // event can still be delivered while its stream message is pending redelivery.
+  int64_t RedeliveryHorizonMs() const override;
 
   // One relay round and one re-check round, as the relay thread runs them (for tests and
   // tools). *published / *republished count the events handed to NATS. Thread-safe.

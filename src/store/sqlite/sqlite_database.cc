@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <unordered_map>
 
 #include "common/log.h"
@@ -17,7 +18,8 @@ class SqliteConnection {
   }
 
   static Result<std::unique_ptr<SqliteConnection>> Open(const std::string& path, bool readonly,
-                                                        const std::string& synchronous) {
+                                                        const std::string& synchronous,
+                                                        int64_t cache_kib) {
     auto c = std::unique_ptr<SqliteConnection>(new SqliteConnection());
     int flags = readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     flags |= SQLITE_OPEN_NOMUTEX;
@@ -27,9 +29,10 @@ class SqliteConnection {
     }
     sqlite3_busy_timeout(c->db_, 10000);
     sqlite3_extended_result_codes(c->db_, 1);
-    // Page cache: SQLite's default (2 MiB) makes every deletion of a large table's rows a series
-    // of read syscalls for pages it just evicted. The writer gets 64 MiB, each reader 8 MiB.
-    LASTCALL_RETURN_IF_ERROR(c->Simple(readonly ? "PRAGMA cache_size=-8192" : "PRAGMA cache_size=-65536"));
+    // Page cache (SqliteOptions::cache_mib): it holds every page the connection touched until it
+    // is full, so it is most of the process's memory; pages it evicted are read back from the
+    // kernel's file cache.
+    LASTCALL_RETURN_IF_ERROR(c->Simple("PRAGMA cache_size=-" + std::to_string(cache_kib)));
     LASTCALL_RETURN_IF_ERROR(c->Simple("PRAGMA temp_store=MEMORY"));
     if (!readonly) {
       LASTCALL_RETURN_IF_ERROR(c->Simple("PRAGMA journal_mode=WAL"));
@@ -169,7 +172,8 @@ Result<std::unique_ptr<SqliteDatabase>> SqliteDatabase::Open(const SqliteOptions
     return Status::Invalid("invalid_config", "synchronous must be FULL or NORMAL");
   }
   auto db = std::unique_ptr<SqliteDatabase>(new SqliteDatabase(options));
-  auto w = SqliteConnection::Open(options.path, false, options.synchronous);
+  auto w = SqliteConnection::Open(options.path, false, options.synchronous,
+                                  int64_t{options.cache_mib} * 1024);
   if (!w.ok()) return w.status();
   db->writer_ = std::move(w).value();
   db->writer_thread_ = std::thread([p = db.get()] { p->WriterLoop(); });
@@ -269,7 +273,8 @@ std::unique_ptr<SqliteConnection> SqliteDatabase::TakeReader() {
       return c;
     }
   }
-  auto c = SqliteConnection::Open(options_.path, true, options_.synchronous);
+  auto c = SqliteConnection::Open(options_.path, true, options_.synchronous,
+                                  std::max<int64_t>(1024, int64_t{options_.cache_mib} * 1024 / 8));
   if (!c.ok()) return nullptr;
   return std::move(c).value();
 }

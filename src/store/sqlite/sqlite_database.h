@@ -24,6 +24,10 @@ struct SqliteOptions {
   std::string path;                  // database file
   std::string synchronous = "FULL";  // FULL (durable on power loss) or NORMAL
   int max_batch = 512;               // units of work per commit at most
+  // The writer connection's page cache; each read connection (up to 16) gets an eighth of it,
+  // at least 1 MiB. Bounds the store's memory: a cache fills up to its size with the pages its
+  // connection touched, and the database (tombstones, coordinations, timelines) keeps growing.
+  int cache_mib = 64;
 };
 
 class SqliteDatabase : public Database {

@@ -1,0 +1,126 @@
+#include "bus/retention.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+#include <variant>
+
+#include "common/log.h"
+
+namespace lastcall {
+namespace {
+
+// "(?, ?, ...)" with n placeholders.
+std::string Placeholders(size_t n) {
+  std::string out = "(";
+  for (size_t i = 0; i < n; ++i) out += i == 0 ? "?" : ", ?";
+  return out + ")";
+}
+
+}  // namespace
+
+Result<PruneCounts> PruneOnce(SqlTx& tx, EventBus& bus, WallMillis now,
+                              const RetentionOptions& options) {
+  PruneCounts counts;
+  int64_t keep = std::max(options.retention_ms, bus.RedeliveryHorizonMs());
+  auto finished = bus.Finished(tx, now - keep, options.batch);
+  if (!finished.ok()) return finished.status();
+  counts.events = static_cast<int64_t>(finished->size());
+  if (!finished->empty()) {
+    SqlParams seqs, ids;
+    seqs.reserve(finished->size());
+    ids.reserve(finished->size());
+    for (const auto& e : *finished) {
+      seqs.emplace_back(std::in_place_type<int64_t>, e.seq);
+      ids.emplace_back(std::in_place_type<std::string>, e.id);
+    }
+    std::string in = Placeholders(finished->size());
+    auto processed = tx.Exec("DELETE FROM processed WHERE event_id IN " + in, ids);
+    if (!processed.ok()) return processed.status();
+    counts.processed = *processed;
+    auto attempts = tx.Exec("DELETE FROM delivery_attempts WHERE event_id IN " + in, ids);
+    if (!attempts.ok()) return attempts.status();
+    counts.delivery_attempts = *attempts;
+    auto outbox = tx.Exec("DELETE FROM outbox WHERE seq IN " + in, seqs);
+    if (!outbox.ok()) return outbox.status();
+    counts.outbox = *outbox;
+  }
+  // Attempts of deliveries that finished otherwise (handled or dead-lettered for their target),
+  // whatever the outbox row's fate.
+  auto done = tx.Exec(
+      "DELETE FROM delivery_attempts WHERE EXISTS (SELECT 1 FROM processed p WHERE p.target = "
+      "delivery_attempts.target AND p.event_id = delivery_attempts.event_id) OR EXISTS (SELECT 1 "
+      "FROM dead_letters d WHERE d.target = delivery_attempts.target AND d.event_id = "
+      "delivery_attempts.event_id)");
+  if (!done.ok()) return done.status();
+  counts.delivery_attempts += *done;
+  return counts;
+}
+
+Pruner::Pruner(Database& db, EventBus& bus, Clock& clock, Metrics& metrics,
+               RetentionOptions options)
+    : db_(db), bus_(bus), clock_(clock), metrics_(metrics), options_(options) {
+  metrics_.rows_pruned.Inc({"outbox"}, 0);
+  metrics_.rows_pruned.Inc({"processed"}, 0);
+  metrics_.rows_pruned.Inc({"delivery_attempts"}, 0);
+}
+
+Pruner::~Pruner() { Stop(); }
+
+int64_t Pruner::effective_retention_ms() const {
+  return std::max(options_.retention_ms, bus_.RedeliveryHorizonMs());
+}
+
+void Pruner::Start() {
+  log::Info("retention pruning started", {{"retentionMs", effective_retention_ms()},
+                                          {"intervalMs", options_.interval_ms},
+                                          {"batch", options_.batch}});
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Pruner::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+Result<PruneCounts> Pruner::RunOnce() {
+  PruneCounts counts;
+  Status st = db_.WriteSync([&](SqlTx& tx) -> Status {
+    auto r = PruneOnce(tx, bus_, clock_.Now(), options_);
+    if (!r.ok()) return r.status();
+    counts = *r;
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  // Counted after the commit only (WriteSync returns ok once the unit is durable).
+  metrics_.rows_pruned.Inc({"outbox"}, static_cast<double>(counts.outbox));
+  metrics_.rows_pruned.Inc({"processed"}, static_cast<double>(counts.processed));
+  metrics_.rows_pruned.Inc({"delivery_attempts"}, static_cast<double>(counts.delivery_attempts));
+  return counts;
+}
+
+void Pruner::Loop() {
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopping_) return;
+    }
+    auto r = RunOnce();
+    int64_t wait = options_.interval_ms;
+    if (!r.ok()) {
+      log::Warn("retention pruning failed (retried)", {{"error", r.status().ToString()}});
+    } else if (r->events >= options_.batch) {
+      wait = 0;  // more is due: the next batch at once (other units still interleave)
+    }
+    std::unique_lock<std::mutex> l(mu_);
+    if (wait > 0) {
+      cv_.wait_for(l, std::chrono::milliseconds(wait), [&] { return stopping_; });
+    }
+  }
+}
+
+}  // namespace lastcall
