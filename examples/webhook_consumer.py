@@ -13,7 +13,9 @@ each one before trusting it, does its work, and reports completion:
   2. work: for file.delete_requested, the last look at the file before it goes (here: one JSON
      line in --record, if given).
   3. report: POST /coordinations/{coordinationId}/completions with our consumer token, or, with
-     --complete-in-answer, the completion as the 2xx answer's body.
+     --complete-in-answer, the completion as the 2xx answer's body. With --veto REASON it answers
+     {"status": "veto", "reason": REASON} instead (the consumer must be registered with
+     "canVeto": true): the deletion stops, the file stays, and only an operator can override it.
 
 Usage (the secret and token come from POST /consumers, once):
   LASTCALL_WEBHOOK_SECRET=whsec_... LASTCALL_CONSUMER_TOKEN=lcc_... \\
@@ -107,6 +109,7 @@ class Consumer(object):
         self.complete_in_answer = args.complete_in_answer
         self.fail_first = args.fail_first
         self.status = args.status
+        self.veto = args.veto
         self.record = args.record
         self.lock = threading.Lock()
         self.received = 0
@@ -129,8 +132,14 @@ class Consumer(object):
         finally:
             conn.close()
 
+    def answer_body(self, detail):
+        """What this consumer says about a deletion: its completion, or its veto with a reason."""
+        if self.veto:
+            return {"status": "veto", "reason": self.veto, "detail": detail}
+        return {"status": self.status, "detail": detail}
+
     def report(self, coordination_id, detail):
-        body = {"consumer": self.name, "status": self.status, "detail": detail}
+        body = dict(self.answer_body(detail), consumer=self.name)
         for attempt in range(5):
             try:
                 status, answer = self.call("POST", "/coordinations/%s/completions" % coordination_id, body)
@@ -206,7 +215,7 @@ def make_handler(consumer):
             coordination_id = event.get("data", {}).get("coordinationId")
             detail = consumer.work(event)
             if consumer.complete_in_answer:
-                return self.answer(200, {"status": consumer.status, "detail": detail})
+                return self.answer(200, consumer.answer_body(detail))
             self.answer(200, {})
             threading.Thread(target=consumer.report, args=(coordination_id, detail), daemon=True).start()
 
@@ -225,6 +234,8 @@ def main(argv=None):
                    help="report the completion in the 2xx answer instead of the API")
     p.add_argument("--status", default="completed", choices=["completed", "failed"],
                    help="what to report (failed: the work could not be done)")
+    p.add_argument("--veto", metavar="REASON",
+                   help="veto every deletion with this reason (needs \"canVeto\": true)")
     p.add_argument("--heartbeat", type=float, default=0, help="heartbeat every N seconds (0: never)")
     p.add_argument("--fail-first", type=int, default=0, help="answer 503 to the first N webhooks (tests)")
     p.add_argument("--record", help="append what happened to this file, as JSON lines (tests)")

@@ -109,6 +109,7 @@ std::vector<Rule> ServiceRules() {
        {{kFileDeleteRequested}, {kApiSource}},
        {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer}},
       {"file-deletion-cancels", {{kFileDeleteCancelled}, {kCoordinatorSource}}, {kAnalyticsConsumer}},
+      {"file-deletion-vetoes", {{kFileDeleteVetoed}, {kCoordinatorSource}}, {kAnalyticsConsumer}},
       {"consumer-completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}},
       // Webhook consumers: the target records one delivery per expected webhook consumer.
       {"webhook-consumers", {{kFileDeleteRequested}, {kApiSource}}, {kWebhookTarget}},
@@ -257,6 +258,11 @@ int RunServe(const Config& config) {
   cc.test_deletion_delay_ms = config.test_deletion_delay_ms;
   cc.optional_grace_ms = config.optional_grace_ms;
   cc.more_consumers = [](SqlTx& tx, WallMillis now) { return HealthyConsumerPolicies(tx, now); };
+  cc.may_veto = [](SqlTx& tx, const std::string& name) -> Result<bool> {
+    auto c = FindWebhookConsumer(tx, name);
+    if (!c.ok()) return c.status();
+    return *c && (*c)->can_veto;
+  };
   CoordinationDriver driver(**db, *blobs, outbox, clock, ids, metrics, cc);
   ConsumerFaults faults(config.test_consumer_faults);
   if (!faults.empty()) {

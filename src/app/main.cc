@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
   lastcall::ListOptions list_options;
   std::string status, outcome, consumer;
   auto* list = coordinations->add_subcommand("list", "List coordinations, newest first");
-  list->add_option("--status", status, "waiting, held, deleting, completed or cancelled");
+  list->add_option("--status", status, "waiting, held, deleting, completed, cancelled or vetoed");
   list->add_option("--outcome", outcome, "all_completed or timed_out");
   list->add_option("--consumer", consumer,
                    "only those that expect this consumer and have no completion from it (with "

@@ -59,13 +59,25 @@ Status AnalyticsConsumer::Handle(const CloudEvent& event, SqlTx& tx) {
                          [&] { return Archive(event, tx); },
                          faults_.For(kAnalyticsConsumer, event.data.value("fileId", std::string())));
   }
-  if (event.type == kFileDeleteCancelled) return OnCancelled(event, tx);
+  if (event.type == kFileDeleteCancelled || event.type == kFileDeleteVetoed) {
+    return OnCancelled(event, tx);
+  }
   return Status::Ok();
 }
 
 Status AnalyticsConsumer::OnCancelled(const CloudEvent& event, SqlTx& tx) {
   std::string file_id = event.data.value("fileId", std::string());
   std::string coordination_id = event.data.value("coordinationId", std::string());
+  if (event.type == kFileDeleteVetoed) {
+    // An operator may have overridden the veto before this event arrived: then this deletion
+    // goes on (the file is deletion_requested by it again, or gone) and the archive stands.
+    auto file = FindFileById(tx, file_id);
+    if (!file.ok()) return file.status();
+    if (!*file) return Status::Ok();
+    if ((*file)->status != kFileActive && (*file)->coordination_id == coordination_id) {
+      return Status::Ok();
+    }
+  }
   // Exactly what this coordination archived goes back: into the file's own contribution and the
   // monthly totals; the archived summary is dropped (the file was not deleted after all).
   auto rows = tx.QueryAll(
@@ -128,15 +140,20 @@ Status AnalyticsConsumer::OnUploaded(const CloudEvent& event, SqlTx& tx) {
 }
 
 WorkResult AnalyticsConsumer::Archive(const CloudEvent& event, SqlTx& tx) {
-  std::string file_id = event.data.value("fileId", std::string());
-  std::string coordination_id = event.data.value("coordinationId", std::string());
+  auto n = ArchiveFileContribution(tx, event.data.value("fileId", std::string()),
+                                   event.data.value("coordinationId", std::string()), clock_.Now());
+  if (!n.ok()) return n.status();
+  return nlohmann::json{{"archivedBuckets", *n}};
+}
+
+Result<int64_t> ArchiveFileContribution(SqlTx& tx, const std::string& file_id,
+                                        const std::string& coordination_id, WallMillis now) {
   auto rows = tx.QueryAll(
       std::string("SELECT user_id, month, category, total_units, count FROM analytics_file_totals "
                   "WHERE file_id = ? ORDER BY month, category") +
           std::string(LockRowsClause(tx)),
       {file_id});
   if (!rows.ok()) return rows.status();
-  WallMillis now = clock_.Now();
   for (const SqlRow& r : *rows) {
     auto ins = tx.Exec(
         "INSERT INTO analytics_archive (user_id, file_id, coordination_id, month, category, "
@@ -144,12 +161,11 @@ WorkResult AnalyticsConsumer::Archive(const CloudEvent& event, SqlTx& tx) {
         "ON CONFLICT (file_id, month, category) DO NOTHING",
         {r.Text(0), file_id, coordination_id, r.Text(1), r.Text(2), r.Int(3), r.Int(4), now});
     if (!ins.ok()) return ins.status();
-    Status st = AddToMonthly(tx, r.Text(0), r.Text(1), r.Text(2), -r.Int(3), -r.Int(4));
-    if (!st.ok()) return st;
+    LASTCALL_RETURN_IF_ERROR(AddToMonthly(tx, r.Text(0), r.Text(1), r.Text(2), -r.Int(3), -r.Int(4)));
   }
   auto del = tx.Exec("DELETE FROM analytics_file_totals WHERE file_id = ?", {file_id});
   if (!del.ok()) return del.status();
-  return nlohmann::json{{"archivedBuckets", rows->size()}};
+  return static_cast<int64_t>(rows->size());
 }
 
 }  // namespace lastcall

@@ -4,6 +4,9 @@
 //  - file.delete_requested: saves the file's contribution as an archived summary that outlives the
 //    file (per month and category; no transaction-level data), removes it from the totals, then
 //    completes (also when there was nothing to archive).
+//  - file.delete_cancelled and file.delete_vetoed: puts back exactly what that coordination
+//    archived (the file stays). A veto whose deletion an operator already let proceed again (the
+//    file is deletion_requested by that coordination again, or gone) leaves the archive as it is.
 #pragma once
 
 #include "consumers/consumer.h"
@@ -26,6 +29,12 @@ class AnalyticsConsumer : public EventHandler {
   IdGenerator& ids_;
   ConsumerFaults faults_;
 };
+
+// Archives the file's contribution under coordination_id and takes it out of the monthly totals
+// (what file.delete_requested does): also for a vetoed deletion an operator let proceed, whose
+// archive the veto had put back. Returns the number of buckets archived.
+Result<int64_t> ArchiveFileContribution(SqlTx& tx, const std::string& file_id,
+                                        const std::string& coordination_id, WallMillis now);
 
 // Takes a file's contribution out of the monthly totals without archiving it: for the synchronous
 // deletion (ENABLE_EVENT_PUBLISHING=false), where no consumer gets a last look, so the totals do not

@@ -69,6 +69,20 @@ void ParseProceeded(const std::string& s, Coordination* c) {
   }
 }
 
+// The veto and override columns (NULL when there is none).
+SqlValue VetoBy(const Coordination& c) { return c.veto ? SqlValue(c.veto->consumer) : SqlNull{}; }
+SqlValue VetoReason(const Coordination& c) { return c.veto ? SqlValue(c.veto->reason) : SqlNull{}; }
+SqlValue VetoAt(const Coordination& c) { return c.veto ? SqlValue(c.veto->at) : SqlNull{}; }
+SqlValue OverrideBy(const Coordination& c) {
+  return c.overridden ? SqlValue(c.overridden->by) : SqlNull{};
+}
+SqlValue OverrideReason(const Coordination& c) {
+  return c.overridden ? SqlValue(c.overridden->reason) : SqlNull{};
+}
+SqlValue OverrideAt(const Coordination& c) {
+  return c.overridden ? SqlValue(c.overridden->at) : SqlNull{};
+}
+
 }  // namespace
 
 Result<bool> ClaimCoordination(SqlTx& tx, const std::string& id, ClaimMode mode) {
@@ -117,7 +131,8 @@ Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::strin
       "SELECT id, user_id, file_id, account_id, transaction_count, expected_consumers, status, "
       "outcome, missing_consumers, started_at, deadline_at, completed_at, transactions_deleted, "
       "not_before_at, due_at, hold_reason, cancelled_at, verification, residue, verified_at, "
-      "consumer_policies, proceeded_by FROM coordinations WHERE id = ?",
+      "consumer_policies, proceeded_by, vetoed_by, veto_reason, vetoed_at, overridden_by, "
+      "override_reason, overridden_at FROM coordinations WHERE id = ?",
       {id});
   if (!row.ok()) return row.status();
   if (!*row) return std::optional<Coordination>();
@@ -147,6 +162,8 @@ Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::strin
   c.verified_at = r.OptInt(19);
   if (!r.IsNull(20)) ParsePolicies(r.Text(20), &c);
   if (!r.IsNull(21)) ParseProceeded(r.Text(21), &c);
+  if (!r.IsNull(22)) c.veto = Coordination::Veto{r.Text(22), r.Text(23), r.Int(24)};
+  if (!r.IsNull(25)) c.overridden = Coordination::Override{r.Text(25), r.Text(26), r.Int(27)};
   auto comps = LoadCompletions(tx, id);
   if (!comps.ok()) return comps.status();
   c.completions = std::move(comps).value();
@@ -158,14 +175,16 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c) {
       "INSERT INTO coordinations (id, user_id, file_id, account_id, transaction_count, "
       "expected_consumers, status, outcome, missing_consumers, started_at, deadline_at, "
       "completed_at, transactions_deleted, not_before_at, due_at, hold_reason, cancelled_at, "
-      "consumer_policies, proceeded_by) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      "consumer_policies, proceeded_by, vetoed_by, veto_reason, vetoed_at, overridden_by, "
+      "override_reason, overridden_at) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       {c.id, c.user_id, c.file_id, c.account_id, c.transaction_count, JoinJson(c.expected),
        std::string(ToString(c.status)),
        c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
        JoinJson(c.missing), c.started_at, c.deadline_at, OptInt(c.completed_at),
        OptInt(c.transactions_deleted), c.not_before, OptInt(c.due_at), OptText(c.hold_reason),
-       OptInt(c.cancelled_at), PoliciesJson(c), ProceededJson(c)});
+       OptInt(c.cancelled_at), PoliciesJson(c), ProceededJson(c), VetoBy(c), VetoReason(c),
+       VetoAt(c), OverrideBy(c), OverrideReason(c), OverrideAt(c)});
   if (!r.ok()) return r.status();
   for (const auto& comp : c.completions) LASTCALL_RETURN_IF_ERROR(UpsertCompletion(tx, c.id, comp));
   return Status::Ok();
@@ -174,12 +193,14 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c) {
 Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c) {
   auto r = tx.Exec(
       "UPDATE coordinations SET status = ?, outcome = ?, missing_consumers = ?, completed_at = ?, "
-      "transactions_deleted = ?, due_at = ?, hold_reason = ?, cancelled_at = ?, proceeded_by = ? "
-      "WHERE id = ?",
+      "transactions_deleted = ?, due_at = ?, hold_reason = ?, cancelled_at = ?, proceeded_by = ?, "
+      "vetoed_by = ?, veto_reason = ?, vetoed_at = ?, overridden_by = ?, override_reason = ?, "
+      "overridden_at = ? WHERE id = ?",
       {std::string(ToString(c.status)),
        c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
        JoinJson(c.missing), OptInt(c.completed_at), OptInt(c.transactions_deleted), OptInt(c.due_at),
-       OptText(c.hold_reason), OptInt(c.cancelled_at), ProceededJson(c), c.id});
+       OptText(c.hold_reason), OptInt(c.cancelled_at), ProceededJson(c), VetoBy(c), VetoReason(c),
+       VetoAt(c), OverrideBy(c), OverrideReason(c), OverrideAt(c), c.id});
   if (!r.ok()) return r.status();
   if (*r != 1) return Status::Internal("coordination " + c.id + " vanished during an update");
   return Status::Ok();

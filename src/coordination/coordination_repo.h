@@ -30,7 +30,7 @@ Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::strin
 Result<std::vector<Completion>> LoadCompletions(SqlTx& tx, const std::string& coordination_id);
 Status InsertCoordination(SqlTx& tx, const Coordination& c);
 // Updates the decision columns: status, outcome, missing consumers, completed_at,
-// transactions_deleted, due_at, hold_reason, cancelled_at and proceeded_by.
+// transactions_deleted, due_at, hold_reason, cancelled_at, proceeded_by, the veto and the override.
 Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c);
 // Inserts a completion; an existing one for the same (coordination, consumer) stays as it is,
 // except that its expected flag is set to c.expected.

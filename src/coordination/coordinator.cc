@@ -11,6 +11,7 @@ const char* ToString(CoordinationStatus s) {
     case CoordinationStatus::kCompleted: return "completed";
     case CoordinationStatus::kHeld: return "held";
     case CoordinationStatus::kCancelled: return "cancelled";
+    case CoordinationStatus::kVetoed: return "vetoed";
   }
   return "waiting";
 }
@@ -29,6 +30,7 @@ const char* ToString(ConsumerStatus s) {
     case ConsumerStatus::kPending: return "pending";
     case ConsumerStatus::kCompleted: return "completed";
     case ConsumerStatus::kFailed: return "failed";
+    case ConsumerStatus::kVetoed: return "vetoed";
   }
   return "pending";
 }
@@ -39,6 +41,7 @@ std::optional<CoordinationStatus> ParseCoordinationStatus(const std::string& s) 
   if (s == "completed") return CoordinationStatus::kCompleted;
   if (s == "held") return CoordinationStatus::kHeld;
   if (s == "cancelled") return CoordinationStatus::kCancelled;
+  if (s == "vetoed") return CoordinationStatus::kVetoed;
   return std::nullopt;
 }
 
@@ -53,6 +56,7 @@ std::optional<ConsumerStatus> ParseConsumerStatus(const std::string& s) {
   if (s == "pending") return ConsumerStatus::kPending;
   if (s == "completed") return ConsumerStatus::kCompleted;
   if (s == "failed") return ConsumerStatus::kFailed;
+  if (s == "vetoed") return ConsumerStatus::kVetoed;
   return std::nullopt;
 }
 
@@ -163,6 +167,7 @@ Decision DecideCancel(const std::optional<Coordination>& existing, WallMillis no
   switch (c.status) {
     case CoordinationStatus::kWaiting:
     case CoordinationStatus::kHeld:
+    case CoordinationStatus::kVetoed:
       c.status = CoordinationStatus::kCancelled;
       c.cancelled_at = now;
       c.hold_reason.reset();
@@ -219,6 +224,84 @@ Decision DecideHold(const std::optional<Coordination>& existing, const Input& in
   d.actions.push_back({ActionKind::kRelease, "every hold released"});
   d.changed = true;
   MaybeProceed(c, now, d);
+  d.state = std::move(c);
+  return d;
+}
+
+// A consumer's veto: see the rules at Decide (coordinator.h).
+Decision DecideVeto(const std::optional<Coordination>& existing, const VetoReported& in,
+                    WallMillis now) {
+  Decision d;
+  d.state = existing;
+  auto refuse = [&](const char* code) {
+    d.actions.push_back({ActionKind::kRefuseVeto, code});
+    return d;
+  };
+  if (!existing || !IsExpected(*existing, in.completion.consumer)) return refuse("not_expected");
+  if (!in.may_veto) return refuse("veto_not_allowed");
+  Coordination c = *existing;
+  for (const auto& done : c.completions) {
+    if (done.consumer != in.completion.consumer) continue;
+    if (done.status == ConsumerStatus::kVetoed) {
+      d.actions.push_back({ActionKind::kIgnore, "duplicate veto"});
+      return d;
+    }
+    return refuse("already_reported");
+  }
+  switch (c.status) {
+    case CoordinationStatus::kDeleting:
+    case CoordinationStatus::kCompleted:
+      return refuse("deletion_started");
+    case CoordinationStatus::kCancelled:
+      return refuse("coordination_cancelled");
+    case CoordinationStatus::kWaiting:
+    case CoordinationStatus::kHeld:
+    case CoordinationStatus::kVetoed:
+      break;
+  }
+  Completion comp = in.completion;
+  comp.status = ConsumerStatus::kVetoed;
+  comp.expected = true;
+  c.completions.push_back(comp);
+  d.completion = comp;
+  d.actions.push_back({ActionKind::kRecordCompletion, "veto recorded"});
+  d.changed = true;
+  if (c.status != CoordinationStatus::kVetoed) {
+    c.status = CoordinationStatus::kVetoed;
+    c.veto = Coordination::Veto{comp.consumer, in.reason, now};
+    c.overridden.reset();
+    c.hold_reason.reset();
+    d.actions.push_back({ActionKind::kVeto, in.reason});
+  }
+  d.state = std::move(c);
+  return d;
+}
+
+// An operator's override of a veto: see the rules at Decide (coordinator.h).
+Decision DecideOverride(const std::optional<Coordination>& existing, const OverrideRequested& in,
+                        WallMillis now) {
+  Decision d;
+  d.state = existing;
+  if (!existing) {
+    d.actions.push_back({ActionKind::kIgnore, "override of an unknown coordination"});
+    return d;
+  }
+  if (existing->status != CoordinationStatus::kVetoed) {
+    d.actions.push_back({ActionKind::kRefuseOverride, "not_vetoed"});
+    return d;
+  }
+  Coordination c = *existing;
+  c.overridden = Coordination::Override{in.by, in.reason, now};
+  d.actions.push_back({ActionKind::kOverride, in.reason});
+  d.changed = true;
+  if (in.hold_reason) {
+    c.status = CoordinationStatus::kHeld;
+    c.hold_reason = in.hold_reason;
+    d.actions.push_back({ActionKind::kHold, *in.hold_reason});
+  } else {
+    c.status = CoordinationStatus::kWaiting;
+    MaybeProceed(c, now, d);
+  }
   d.state = std::move(c);
   return d;
 }
@@ -305,6 +388,10 @@ Decision Decide(const std::optional<Coordination>& existing, const std::vector<C
   } else if (std::holds_alternative<HoldPlaced>(input) ||
              std::holds_alternative<HoldReleased>(input)) {
     d = DecideHold(existing, input, now);
+  } else if (const auto* veto = std::get_if<VetoReported>(&input)) {
+    d = DecideVeto(existing, *veto, now);
+  } else if (const auto* ov = std::get_if<OverrideRequested>(&input)) {
+    d = DecideOverride(existing, *ov, now);
   } else {
     d = DecideInner(existing, early, input, now);
   }
@@ -374,7 +461,8 @@ Decision DecideInner(const std::optional<Coordination>& existing,
       return d;
     }
     comp.expected = IsExpected(c, comp.consumer);
-    if (c.status != CoordinationStatus::kWaiting && c.status != CoordinationStatus::kHeld) {
+    if (c.status != CoordinationStatus::kWaiting && c.status != CoordinationStatus::kHeld &&
+        c.status != CoordinationStatus::kVetoed) {
       // Kept for the record (never counted): the deletion was already decided.
       comp.expected = false;
       d.completion = comp;

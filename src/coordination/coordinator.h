@@ -13,17 +13,25 @@
 
 namespace lastcall {
 
-// stored: do not rename. kVetoed ("vetoed") is reserved for consumer vetoes (issue 8's canVeto).
+// stored: do not rename.
 //   waiting   consumers and the deadline are awaited (and the grace window, when configured)
 //   held      a legal hold covers the file: nothing makes it proceed until every hold is released
 //   deleting  the deletion was decided and is being carried out (cancel answers 409 from here on)
 //   completed the file's data is gone
 //   cancelled the owner cancelled it before the deletion began; the file is active again
-enum class CoordinationStatus { kWaiting, kDeleting, kCompleted, kHeld, kCancelled };
+//   vetoed    a consumer with the right to veto refused the deletion before it began; the file is
+//             active again. Only an operator's override (or the owner's cancel) moves it on.
+enum class CoordinationStatus { kWaiting, kDeleting, kCompleted, kHeld, kCancelled, kVetoed };
 // stored: do not rename.
 enum class Outcome { kNone, kAllCompleted, kTimedOut };
-// stored: do not rename.
-enum class ConsumerStatus { kPending, kCompleted, kFailed };
+// stored: do not rename. kVetoed: the consumer answered with a veto (its reason in the detail).
+// A veto is that consumer's answer: it counts as reported once an operator overrides it.
+enum class ConsumerStatus { kPending, kCompleted, kFailed, kVetoed };
+// A veto on the wire: the "status" of a consumer's answer (POST /coordinations/{id}/completions,
+// the webhook's answer, consumer.completion events). stored: do not rename.
+inline constexpr char kVetoStatus[] = "veto";
+// The longest veto reason accepted, in bytes.
+inline constexpr size_t kMaxVetoReason = 500;
 
 const char* ToString(CoordinationStatus s);
 const char* ToString(Outcome o);
@@ -97,6 +105,21 @@ struct Coordination {
   // The operator's reason of the hold that blocks it (status held); nullopt otherwise.
   std::optional<std::string> hold_reason;
   std::optional<WallMillis> cancelled_at;
+  // The veto that last stopped it (status vetoed, and kept after an override so the owner still
+  // sees why it waited), or nullopt when no consumer vetoed.
+  struct Veto {
+    std::string consumer;
+    std::string reason;  // the consumer's text, shown to the owner and the operator
+    WallMillis at = 0;
+  };
+  std::optional<Veto> veto;
+  // The operator's override of that veto, or nullopt. Cleared when a later veto stops it again.
+  struct Override {
+    std::string by;      // the operator's subject (JWT sub)
+    std::string reason;  // the operator's text ("" when none was given)
+    WallMillis at = 0;
+  };
+  std::optional<Override> overridden;
   // Verified deletion (recorded by the driver after the deletion, never by Decide): nullopt until
   // checked, then "verified" or "residue" (stored: do not rename) with residue_json naming what
   // was found where ({} when verified).
@@ -141,8 +164,23 @@ struct HoldPlaced {
 struct HoldReleased {
   std::optional<std::string> still_held;
 };
+// A consumer answered with a veto. completion.status is kVetoed and its detail carries the
+// reason; may_veto: the consumer was registered with the right to veto (canVeto), as the driver
+// looked it up when the veto arrived.
+struct VetoReported {
+  Completion completion;
+  std::string reason;
+  bool may_veto = false;
+};
+// An operator lets a vetoed coordination proceed. hold_reason: an active hold covering the file
+// (the hold still wins: the coordination becomes held, not waiting), or nullopt.
+struct OverrideRequested {
+  std::string by;
+  std::string reason;
+  std::optional<std::string> hold_reason;
+};
 using Input = std::variant<DeleteRequested, CompletionReported, Tick, DeletionDone, CancelRequested,
-                           HoldPlaced, HoldReleased>;
+                           HoldPlaced, HoldReleased, VetoReported, OverrideRequested>;
 
 // ---- decisions ----
 enum class ActionKind {
@@ -158,11 +196,15 @@ enum class ActionKind {
   kRefuseCancel,        // the deletion has begun (or finished): the cancel loses (409)
   kHold,                // status became held (a blocked deletion); reason = the hold's reason
   kRelease,             // the last hold was released: status waiting again
+  kVeto,                // status became vetoed: make the file active again, publish the veto
+  kRefuseVeto,          // the veto is refused; reason is the error code (see Decide)
+  kOverride,            // an operator overrode the veto: the file is deletion_requested again
+  kRefuseOverride,      // not vetoed: the override is refused (409); reason "not_vetoed"
 };
 
 struct Action {
   ActionKind kind;
-  std::string reason;  // for kIgnore and logs
+  std::string reason;  // for kIgnore and logs; the error code for kRefuseVeto / kRefuseOverride
 };
 
 struct Decision {
@@ -200,6 +242,22 @@ struct Decision {
 //    its consumers are done or its original deadline has passed (the deadline is not extended by
 //    the time held: consumers keep working during a hold); with still_held, stays held under the
 //    remaining hold's reason.
+//  - VetoReported (a consumer's veto), refused (kRefuseVeto, state unchanged) with the reason:
+//      "not_expected"           no such coordination, or the consumer is not expected in it
+//      "veto_not_allowed"       the consumer has no right to veto (may_veto false)
+//      "already_reported"       it already answered completed or failed (that answer stands)
+//      "deletion_started"       the deletion has begun or finished
+//      "coordination_cancelled" the owner cancelled it
+//    A second veto by the same consumer: kIgnore (idempotent). Otherwise, while waiting, held
+//    or vetoed, the veto is recorded as the consumer's answer (kRecordCompletion, status vetoed);
+//    waiting or held -> vetoed (kVeto; a hold is no longer what stops it). A veto while already
+//    vetoed (another consumer) is recorded and the first veto stands.
+//  - Completions are still recorded and counted while vetoed (an override may resume the wait).
+//  - OverrideRequested: vetoed -> waiting (kOverride), then proceeds at once when its consumers
+//    are done or its deadline has passed (the vetoing consumer counts as reported); with
+//    hold_reason, vetoed -> held instead (kOverride, kHold). Not vetoed: kRefuseOverride.
+//  - CancelRequested also cancels a vetoed coordination (the owner's final word: no override
+//    can follow).
 //  - due_at is recomputed on every change: waiting -> not_before when every expected consumer has
 //    answered, else max(deadline_at, not_before); any other status -> nullopt.
 // The critical/optional rule, on its own so that it reads (and is tested) in one place. For each

@@ -129,10 +129,14 @@ Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
       case ActionKind::kCancel:
       case ActionKind::kHold:
       case ActionKind::kRelease:
-        LASTCALL_RETURN_IF_ERROR(ApplyCancelOrHold(tx, d, a));
+      case ActionKind::kVeto:
+      case ActionKind::kOverride:
+        LASTCALL_RETURN_IF_ERROR(ApplyStopOrResume(tx, d, a));
         break;
       case ActionKind::kRefuseCancel:
-        break;  // the caller answers 409
+      case ActionKind::kRefuseVeto:
+      case ActionKind::kRefuseOverride:
+        break;  // the caller answers (409, 422, 404) or logs it
     }
   }
   if (d.changed && before) LASTCALL_RETURN_IF_ERROR(UpdateCoordinationDecision(tx, *d.state));
@@ -157,7 +161,7 @@ Status CoordinationDriver::AddConsumerPolicies(SqlTx& tx, WallMillis now, Delete
   return Status::Ok();
 }
 
-Status CoordinationDriver::ApplyCancelOrHold(SqlTx& tx, const Decision& d, const Action& a) {
+Status CoordinationDriver::ApplyStopOrResume(SqlTx& tx, const Decision& d, const Action& a) {
   const Coordination& c = *d.state;
   WallMillis now = clock_.Now();
   switch (a.kind) {
@@ -193,6 +197,57 @@ Status CoordinationDriver::ApplyCancelOrHold(SqlTx& tx, const Decision& d, const
       LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, c.id, now, "resumed", "{}"));
       tx.AfterCommit([this] { Wake(); });
       return Status::Ok();
+    case ActionKind::kVeto: {
+      // Like a cancel: the file is active again and consumers undo their anticipation.
+      auto reactivated = ReactivateFile(tx, c.file_id, c.id);
+      if (!reactivated.ok()) return reactivated.status();
+      LASTCALL_RETURN_IF_ERROR(AppendTimeline(
+          tx, c.id, now, "vetoed",
+          Json({{"consumer", c.veto->consumer}, {"reason", c.veto->reason},
+                {"fileActive", *reactivated}})));
+      CloudEvent e = MakeEvent(ids_, kCoordinatorSource, kFileDeleteVetoed, "files/" + c.file_id,
+                               now,
+                               {{"coordinationId", c.id},
+                                {"userId", c.user_id},
+                                {"fileId", c.file_id},
+                                {"accountId", c.account_id},
+                                {"consumer", c.veto->consumer},
+                                {"vetoedAt", FormatRfc3339(now)}});
+      LASTCALL_RETURN_IF_ERROR(outbox_.Append(tx, e, now));
+      tx.AfterCommit([this, id = c.id, file_id = c.file_id, consumer = c.veto->consumer] {
+        metrics_.vetoes.Inc({consumer});
+        log::Warn("deletion vetoed by a consumer; waiting for an operator's override or the "
+                  "owner's cancel",
+                  {{"coordinationId", id}, {"fileId", file_id}, {"consumer", consumer}});
+      });
+      return Status::Ok();
+    }
+    case ActionKind::kOverride: {
+      // The file goes back to deletion_requested under this coordination, unless it changed
+      // meanwhile (deleted, or under a newer coordination after another DELETE).
+      auto marked = MarkDeletionRequested(tx, c.file_id, c.id);
+      if (!marked.ok()) return marked.status();
+      if (!*marked) {
+        return Status::Conflict("file_changed", "file " + c.file_id +
+                                                    " is no longer the active file this "
+                                                    "coordination vetoed (deleted or requested "
+                                                    "again since)");
+      }
+      bool held = c.status == CoordinationStatus::kHeld;
+      LASTCALL_RETURN_IF_ERROR(AppendTimeline(
+          tx, c.id, now, "overridden",
+          Json({{"operator", c.overridden->by}, {"reason", c.overridden->reason},
+                {"vetoedBy", c.veto ? c.veto->consumer : std::string()}, {"held", held}})));
+      tx.AfterCommit([this, id = c.id, file_id = c.file_id, by = c.overridden->by,
+                      reason = c.overridden->reason, held] {
+        metrics_.veto_overrides.Inc({held ? "held" : "proceeding"});
+        log::Warn("veto overridden by an operator",
+                  {{"coordinationId", id}, {"fileId", file_id}, {"operator", by},
+                   {"reason", reason}, {"heldByLegalHold", held}});
+        Wake();
+      });
+      return Status::Ok();
+    }
     default:
       return Status::Ok();
   }
@@ -217,6 +272,82 @@ Result<Coordination> CoordinationDriver::Cancel(SqlTx& tx, const std::string& us
   }
   LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *loaded));
   return *d.state;
+}
+
+Result<Coordination> CoordinationDriver::Veto(SqlTx& tx, const std::string& consumer,
+                                              const std::string& coordination_id,
+                                              const std::string& reason, nlohmann::json detail,
+                                              bool* duplicate) {
+  if (duplicate) *duplicate = false;
+  if (auto claimed = ClaimCoordination(tx, coordination_id, ClaimMode::kWait); !claimed.ok()) {
+    return claimed.status();
+  }
+  auto loaded = LoadCoordination(tx, coordination_id);
+  if (!loaded.ok()) return loaded.status();
+  VetoReported in;
+  in.reason = reason;
+  in.completion.consumer = consumer;
+  in.completion.status = ConsumerStatus::kVetoed;
+  if (!detail.is_object()) detail = nlohmann::json::object();
+  detail["reason"] = reason;
+  in.completion.detail_json = detail.dump();
+  in.completion.at = clock_.Now();
+  in.completion.event_id = ids_.NewUuid();
+  if (config_.may_veto) {
+    auto may = config_.may_veto(tx, consumer);
+    if (!may.ok()) return may.status();
+    in.may_veto = *may;
+  }
+  Decision d = Decide(*loaded, {}, in, clock_.Now());
+  for (const Action& a : d.actions) {
+    if (a.kind != ActionKind::kRefuseVeto) continue;
+    const std::string what = "coordination " + coordination_id;
+    if (a.reason == "not_expected") return Status::NotFound(what + " not found");
+    if (a.reason == "veto_not_allowed") {
+      return Status::Unprocessable("veto_not_allowed",
+                                   "consumer " + consumer +
+                                       " was not registered with \"canVeto\": true and cannot veto");
+    }
+    if (a.reason == "already_reported") {
+      return Status::Conflict("already_reported",
+                              "consumer " + consumer + " already reported on " + what +
+                                  "; its first answer stands");
+    }
+    return Status::Conflict(a.reason, what + " is " + ToString((*loaded)->status) +
+                                          ": a veto is possible only before the deletion begins");
+  }
+  if (d.Has(ActionKind::kIgnore) && duplicate) *duplicate = true;
+  LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *loaded));
+  return *d.state;
+}
+
+Result<Coordination> CoordinationDriver::Override(SqlTx& tx, const std::string& operator_subject,
+                                                  const std::string& coordination_id,
+                                                  const std::string& reason) {
+  if (auto claimed = ClaimCoordination(tx, coordination_id, ClaimMode::kWait); !claimed.ok()) {
+    return claimed.status();
+  }
+  auto loaded = LoadCoordination(tx, coordination_id);
+  if (!loaded.ok()) return loaded.status();
+  if (!*loaded) return Status::NotFound("coordination " + coordination_id + " not found");
+  const Coordination& c = **loaded;
+  OverrideRequested in{operator_subject, reason, std::nullopt};
+  auto hold = ActiveHoldCovering(tx, c.user_id, c.account_id, c.file_id);
+  if (!hold.ok()) return hold.status();
+  if (*hold) in.hold_reason = (*hold)->reason;
+  Decision d = Decide(*loaded, {}, in, clock_.Now());
+  if (d.Has(ActionKind::kRefuseOverride)) {
+    return Status::Conflict("not_vetoed", "coordination " + coordination_id + " is " +
+                                              ToString(c.status) +
+                                              ": only a vetoed coordination can be overridden");
+  }
+  LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *loaded));
+  LASTCALL_RETURN_IF_ERROR(ProceedInline(tx, d));
+  // The inline deletion step may have finished it already: answer what is stored now.
+  auto now_state = LoadCoordination(tx, coordination_id);
+  if (!now_state.ok()) return now_state.status();
+  if (!*now_state) return Status::Internal("coordination " + coordination_id + " vanished");
+  return **now_state;
 }
 
 Result<int> CoordinationDriver::PlaceHold(SqlTx& tx, const Hold& h) {
@@ -359,9 +490,46 @@ Status CoordinationDriver::HandleDeleteRequested(const CloudEvent& e, SqlTx& tx)
   return ProceedInline(tx, decision);
 }
 
+Status CoordinationDriver::HandleVetoEvent(const CloudEvent& e, SqlTx& tx) {
+  const auto& d = e.data;
+  std::string id = DataString(d, "coordinationId");
+  std::string consumer = DataString(d, "consumer");
+  auto detail = d.find("detail");
+  std::string reason;
+  if (detail != d.end() && detail->is_object()) reason = DataString(*detail, "reason");
+  if (!IsUuid(id) || consumer.empty() || reason.empty() || reason.size() > kMaxVetoReason) {
+    log::Warn("malformed veto ignored", {{"eventId", e.id}});
+    return Status::Ok();
+  }
+  if (e.source != std::string(kConsumerSourcePrefix) + consumer) {
+    log::Warn("veto refused: source does not match consumer",
+              {{"eventId", e.id}, {"coordinationId", id}, {"consumer", consumer},
+               {"source", e.source}});
+    return Status::Ok();
+  }
+  auto sp = tx.Exec("SAVEPOINT veto_event");
+  if (!sp.ok()) return sp.status();
+  auto r = Veto(tx, consumer, id, reason, *detail, nullptr);
+  if (!r.ok()) {
+    Code code = r.status().code();
+    if (code != Code::kNotFound && code != Code::kUnprocessable && code != Code::kConflict) {
+      return r.status();  // the store: retried
+    }
+    // The consumer's mistake (or it lost a race with the deletion): logged and counted, the
+    // event is done. Nothing of the refused veto stays.
+    (void)tx.Exec("ROLLBACK TO veto_event");
+    log::Warn("veto refused", {{"eventId", e.id}, {"coordinationId", id}, {"consumer", consumer},
+                               {"error", r.status().ToString()}});
+    metrics_.vetoes_refused.Inc({code == Code::kNotFound ? "not_expected" : r.status().error()});
+  }
+  auto rel = tx.Exec("RELEASE veto_event");
+  return rel.ok() ? Status::Ok() : rel.status();
+}
+
 Status CoordinationDriver::HandleCompletion(const CloudEvent& e, SqlTx& tx) {
   const auto& d = e.data;
   auto str = [&](const char* k) { return DataString(d, k); };
+  if (str("status") == kVetoStatus) return HandleVetoEvent(e, tx);
   std::string id = str("coordinationId");
   std::string consumer = str("consumer");
   auto status = ParseConsumerStatus(str("status"));
@@ -439,10 +607,15 @@ Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordin
     // monthly totals: take it out with the rows (derived values move in the same transaction),
     // so no per-file data outlives the file. When it completed, it archived and removed that
     // contribution itself (anything found later is residue for the verification to report).
+    // After an overridden veto, the veto had the analytics consumer put its archive back: it is
+    // archived again here, as the consumer's completion had done.
     const Completion* analytics = c.CompletionOf(kAnalyticsConsumer);
     if (!analytics || analytics->status != ConsumerStatus::kCompleted) {
       auto contribution = RemoveFileContribution(tx, c.file_id);
       if (!contribution.ok()) return contribution.status();
+    } else if (c.overridden) {
+      auto archived = ArchiveFileContribution(tx, c.file_id, c.id, now);
+      if (!archived.ok()) return archived.status();
     }
     // Where its content was, for the verification after the blob's removal.
     auto key = tx.Exec("UPDATE coordinations SET blob_key = ? WHERE id = ?", {(*file)->blob_key, c.id});

@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "blobs/blob_store.h"
 #include "bus/event_bus.h"
 #include "common/clock.h"
@@ -40,6 +42,9 @@ struct CoordinatorConfig {
   // The further consumers a new coordination expects (the webhook consumers healthy at now),
   // read in the request's transaction. Unset: none.
   std::function<Result<std::vector<ConsumerPolicy>>(SqlTx&, WallMillis)> more_consumers;
+  // Whether a consumer was registered with the right to veto (canVeto), read in the veto's
+  // transaction. Unset: no consumer may veto.
+  std::function<Result<bool>(SqlTx&, const std::string&)> may_veto;
   int64_t test_deletion_delay_ms = 0;  // fault injection: pause before each deletion step
   int batch = 256;                     // coordinations per unit of work
 };
@@ -65,6 +70,27 @@ class CoordinationDriver : public EventHandler {
   // Cancelling a cancelled coordination answers it as it is.
   Result<Coordination> Cancel(SqlTx& tx, const std::string& user_id,
                               const std::string& coordination_id);
+  // Inside a unit of work: consumer's veto of a coordination, with its reason (1 to 500
+  // characters, the consumer's text) and detail (an object; its "reason" is set to reason).
+  // Returns the coordination after the veto (vetoed, the file active again, file.delete_vetoed
+  // appended); a second veto by the same consumer returns it unchanged with *duplicate set.
+  // Errors: kNotFound when it does not exist or the consumer is not expected in it;
+  // kUnprocessable "veto_not_allowed" without the right to veto; kConflict "deletion_started",
+  // "coordination_cancelled" or "already_reported" (it answered completed or failed before).
+  // Refusals are not counted here (the caller counts them in vetoes_refused). Decided in the
+  // writer's serial order (and under the coordination's claim on PostgreSQL), so a
+  // veto racing the deletion has one winner.
+  Result<Coordination> Veto(SqlTx& tx, const std::string& consumer, const std::string& coordination_id,
+                            const std::string& reason, nlohmann::json detail, bool* duplicate);
+  // Inside a unit of work: an operator's override of a vetoed coordination (audited: timeline,
+  // log, metric). Returns the new state: waiting, deleting or completed (it proceeds at once when
+  // its consumers are done or its deadline passed), or held when an active hold covers the file.
+  // Errors: kNotFound when it does not exist; kConflict "not_vetoed" when it is not vetoed, and
+  // "file_changed" when the file is no longer the active file it was (deleted since, or under
+  // another coordination after a new DELETE). Two overrides racing: exactly one wins, the other
+  // gets "not_vetoed".
+  Result<Coordination> Override(SqlTx& tx, const std::string& operator_subject,
+                                const std::string& coordination_id, const std::string& reason);
   // Inside the unit that stored hold h: every waiting coordination it covers becomes held.
   // Returns how many.
   Result<int> PlaceHold(SqlTx& tx, const Hold& h);
@@ -81,12 +107,16 @@ class CoordinationDriver : public EventHandler {
 
  private:
   Status Apply(SqlTx& tx, const Decision& d, const std::optional<Coordination>& before);
-  // The actions of cancels and holds (kCancel, kHold, kRelease), for Apply.
-  Status ApplyCancelOrHold(SqlTx& tx, const Decision& d, const Action& a);
+  // The actions of cancels, holds, vetoes and overrides (kCancel, kHold, kRelease, kVeto,
+  // kOverride), for Apply.
+  Status ApplyStopOrResume(SqlTx& tx, const Decision& d, const Action& a);
   // Each expected consumer's policy (the configured ones: critical until the deadline) plus the
   // further consumers of config_.more_consumers, and the optional grace.
   Status AddConsumerPolicies(SqlTx& tx, WallMillis now, DeleteRequested* req);
   Status HandleCompletion(const CloudEvent& e, SqlTx& tx);
+  // A consumer.completion with status "veto" (a webhook's answer): decided like Veto; a refused
+  // veto is logged and counted, not retried.
+  Status HandleVetoEvent(const CloudEvent& e, SqlTx& tx);
   Status HandleDeleteRequested(const CloudEvent& e, SqlTx& tx);
   // The deletion step of a coordination in status deleting (no-op otherwise), in tx. Claims the
   // coordination first; when another node holds it, does nothing and sets *skipped (if given).

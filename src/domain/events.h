@@ -20,6 +20,9 @@ inline constexpr char kConsumerCompletion[] = "consumer.completion";
 inline constexpr char kFileDeleted[] = "file.deleted";
 // The owner cancelled a pending deletion: consumers undo what they did in anticipation.
 inline constexpr char kFileDeleteCancelled[] = "file.delete_cancelled";
+// A consumer vetoed a pending deletion: the file stays, consumers undo what they did in
+// anticipation (as for a cancel). An operator's override may still let the deletion proceed.
+inline constexpr char kFileDeleteVetoed[] = "file.delete_vetoed";
 
 // Sources. A consumer's completions come from kConsumerSourcePrefix + its name.
 inline constexpr char kApiSource[] = "/lastcall/api";

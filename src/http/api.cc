@@ -82,6 +82,21 @@ json VerificationJson(const Coordination& c) {
           {"verifiedAt", c.verified_at ? json(FormatRfc3339(*c.verified_at)) : Null()}};
 }
 
+// null, or the veto that stopped the coordination: {"consumer", "reason", "vetoedAt"}.
+json VetoJson(const Coordination& c) {
+  if (!c.veto) return Null();
+  return {{"consumer", c.veto->consumer},
+          {"reason", c.veto->reason},
+          {"vetoedAt", FormatRfc3339(c.veto->at)}};
+}
+
+// null, or the operator's override of that veto: {"reason", "overriddenAt"} (the operator's
+// subject is on the timeline, for the audit).
+json OverrideJson(const Coordination& c) {
+  if (!c.overridden) return Null();
+  return {{"reason", c.overridden->reason}, {"overriddenAt", FormatRfc3339(c.overridden->at)}};
+}
+
 json CoordinationJson(const Coordination& c) {
   json consumers = json::array();
   for (const auto& name : c.expected) {
@@ -119,6 +134,8 @@ json CoordinationJson(const Coordination& c) {
           {"notBefore", FormatRfc3339(c.not_before)},
           {"holdReason", OrNull(c.hold_reason)},
           {"cancelledAt", c.cancelled_at ? json(FormatRfc3339(*c.cancelled_at)) : Null()},
+          {"veto", VetoJson(c)},
+          {"override", OverrideJson(c)},
           {"verification", VerificationJson(c)}};
 }
 
@@ -181,6 +198,15 @@ Result<std::string> RequiredString(const json& j, const char* field, size_t max_
                                                   std::to_string(max_len) + " characters");
   }
   return v;
+}
+
+// The "reason" field of a veto or an override: a string of 1 to kMaxVetoReason bytes of UTF-8
+// (shown to people). Errors: kInvalidArgument "invalid_request".
+Result<std::string> ReasonField(const json& j) {
+  auto r = RequiredString(j, "reason", kMaxVetoReason);
+  if (!r.ok()) return r.status();
+  if (!IsValidUtf8(*r)) return Status::Invalid("invalid_request", "field \"reason\" is not valid UTF-8");
+  return r;
 }
 
 // A listing's `limit` (1-500) or `cursor` ("<millis>.<uuid>", as the listing gave it out) query
@@ -405,6 +431,13 @@ class Api::Impl {
       if (p.size() == 1) return ListCoordinationsRoute(user, operator_role, req, respond);
       if (Status st = CheckId(p[1], "coordination"); !st.ok()) return fail(st);
       if (p.size() == 3 && p[2] == "cancel") return CancelRoute(user, p[1], respond);
+      if (p.size() == 3 && p[2] == "override") {
+        if (!operator_role) {
+          return fail(Status::Forbidden("overriding a veto is for operators (a token with role "
+                                        "operator)"));
+        }
+        return OverrideRoute(user, p[1], req, respond);
+      }
       if (p.size() == 3 && p[2] == "receipt") return ReceiptRoute(user, operator_role, p[1], respond);
       if (p.size() == 3) return Timeline(user, operator_role, p[1], respond);
       return GetCoordination(user, operator_role, p[1], respond);
@@ -451,6 +484,7 @@ class Api::Impl {
     if (a == "dlq" && p.size() == 3 && p[2] == "replay") return {"POST"};
     if (a == "coordinations" && p.size() == 3 && p[2] == "receipt") return {"GET"};
     if (a == "coordinations" && p.size() == 3 && p[2] == "cancel") return {"POST"};
+    if (a == "coordinations" && p.size() == 3 && p[2] == "override") return {"POST"};
     if (a == "holds" && p.size() == 1) return {"GET", "POST"};
     if (a == "holds" && p.size() == 2) return {"DELETE"};
     if (a == ".well-known" && p.size() == 2 && p[1] == "jwks.json") return {"GET"};
@@ -900,7 +934,7 @@ class Api::Impl {
     for (const auto& [k, v] : req.query) {
       if (k == "status") {
         auto s = ParseCoordinationStatus(v);
-        if (!s) return fail("status must be waiting, held, deleting, completed or cancelled");
+        if (!s) return fail("status must be waiting, held, deleting, completed, cancelled or vetoed");
         f.status = s;
       } else if (k == "outcome") {
         auto o = ParseOutcome(v);
@@ -1062,6 +1096,32 @@ class Api::Impl {
     });
   }
 
+  // POST /coordinations/{id}/override (operator): lets a vetoed coordination proceed. Body: none,
+  // or {"reason": "..."} (1 to 500 characters). Unknown: 404; not vetoed: 409.
+  void OverrideRoute(const std::string& operator_id, const std::string& id, const HttpRequest& req,
+                     const Respond& respond) {
+    std::string reason;
+    if (!req.body.empty()) {
+      auto body = ParseJsonObject(req.body);
+      if (!body.ok()) return respond(ErrorResponse(body.status()));
+      for (const auto& [k, v] : body->items()) {
+        if (k != "reason") {
+          return respond(ErrorResponse(Status::Invalid("invalid_request", "unknown field \"" + k + "\"")));
+        }
+      }
+      if (body->contains("reason")) {
+        auto r = ReasonField(*body);
+        if (!r.ok()) return respond(ErrorResponse(r.status()));
+        reason = *r;
+      }
+    }
+    WriteJson(respond, [this, operator_id, id, reason](SqlTx& tx) -> Result<std::pair<int, json>> {
+      auto c = coordinator_.Override(tx, operator_id, id, reason);
+      if (!c.ok()) return c.status();
+      return std::make_pair(200, CoordinationJson(*c));
+    });
+  }
+
   // GET /coordinations/{id}/receipt: a JWS over what was deleted, when, and how it was verified.
   void ReceiptRoute(const std::string& user, bool operator_role, const std::string& id,
                     const Respond& respond) {
@@ -1099,6 +1159,12 @@ class Api::Impl {
                  {"transactionsDeleted", c->transactions_deleted.value_or(0)},
                  {"consumers", consumers},
                  {"verification", VerificationJson(*c)}};
+      // A deletion that went ahead despite a veto says so (absent otherwise, so that receipts
+      // of other deletions read as before).
+      if (c->veto && c->overridden) {
+        payload["veto"] = VetoJson(*c);
+        payload["override"] = OverrideJson(*c);
+      }
       return Status::Ok();
     });
     if (!st.ok()) return respond(ErrorResponse(st));
@@ -1250,8 +1316,16 @@ class Api::Impl {
     }
     auto status = RequiredString(*body, "status", 0);
     if (!status.ok()) return fail(status.status());
-    if (*status != "completed" && *status != "failed") {
-      return fail(Status::Unprocessable("invalid_status", "status must be completed or failed"));
+    if (*status != "completed" && *status != "failed" && *status != kVetoStatus) {
+      return fail(Status::Unprocessable("invalid_status", "status must be completed, failed or veto"));
+    }
+    std::string reason;
+    if (*status == kVetoStatus) {
+      auto r = ReasonField(*body);
+      if (!r.ok()) return fail(r.status());
+      reason = *r;
+    } else if (body->contains("reason")) {
+      return fail(Status::Invalid("invalid_request", "field \"reason\" goes with status \"veto\" only"));
     }
     json detail = json::object();
     if (auto d = body->find("detail"); d != body->end() && !d->is_null()) {
@@ -1263,6 +1337,7 @@ class Api::Impl {
       }
       detail = *d;
     }
+    if (*status == kVetoStatus) return ReportVeto(caller, id, reason, detail, respond);
     WriteJson(respond, [this, id, caller, s = *status, detail](SqlTx& tx) -> Result<std::pair<int, json>> {
       auto c = LoadCoordination(tx, id);
       if (!c.ok()) return c.status();
@@ -1284,6 +1359,30 @@ class Api::Impl {
                                       {"status", s},
                                       {"duplicate", false}});
     });
+  }
+
+  // A veto (POST /coordinations/{id}/completions with status "veto"): decided at once, in this
+  // write, so the answer is final: 200 vetoed (or the duplicate), 404, 409 or 422.
+  void ReportVeto(const std::string& caller, const std::string& id, const std::string& reason,
+                  const json& detail, const Respond& respond) {
+    WriteJson(
+        respond,
+        [this, id, caller, reason, detail](SqlTx& tx) -> Result<std::pair<int, json>> {
+          bool duplicate = false;
+          auto c = coordinator_.Veto(tx, caller, id, reason, detail, &duplicate);
+          if (!c.ok()) return c.status();
+          return std::make_pair(200, json{{"coordinationId", id},
+                                          {"consumer", caller},
+                                          {"status", "vetoed"},
+                                          {"duplicate", duplicate},
+                                          {"coordinationStatus", ToString(c->status)}});
+        },
+        [this](const Status& st) {
+          if (st.code() == Code::kNotFound) metrics_.vetoes_refused.Inc({"not_expected"});
+          else if (st.code() == Code::kConflict || st.code() == Code::kUnprocessable) {
+            metrics_.vetoes_refused.Inc({st.error()});
+          }
+        });
   }
 
   // ---- the dead letter queue ----

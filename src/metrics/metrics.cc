@@ -21,6 +21,12 @@ Metrics::Metrics() {
     }
   }
   coordinations_cancelled.Inc({}, 0);
+  for (const char* r : {"veto_not_allowed", "deletion_started", "coordination_cancelled",
+                        "already_reported", "not_expected"}) {
+    vetoes_refused.Inc({r}, 0);
+  }
+  veto_overrides.Inc({"proceeding"}, 0);
+  veto_overrides.Inc({"held"}, 0);
   for (const char* s : {"user", "account", "file"}) {
     holds_placed.Inc({s}, 0);
     holds_released.Inc({s}, 0);
@@ -70,6 +76,9 @@ std::string Metrics::Render(Database& db, WallMillis now) {
   coordination_duration.Render(&out);
   consumer_completion.Render(&out);
   coordinations_cancelled.Render(&out);
+  vetoes.Render(&out);
+  vetoes_refused.Render(&out);
+  veto_overrides.Render(&out);
   holds_placed.Render(&out);
   holds_released.Render(&out);
   deletions_blocked.Render(&out);
@@ -88,12 +97,12 @@ std::string Metrics::Render(Database& db, WallMillis now) {
   http_requests.Render(&out);
   http_duration.Render(&out);
 
-  double waiting = 0, deleting = 0, held = 0, active_holds = 0, oldest_age = 0;
+  double waiting = 0, deleting = 0, held = 0, vetoed = 0, active_holds = 0, oldest_age = 0;
   std::vector<std::pair<std::vector<std::string>, double>> backlog;
   Status st = db.Read([&](SqlTx& tx) -> Status {
     auto counts = tx.QueryAll(
         "SELECT status, COUNT(*), MIN(started_at) FROM coordinations WHERE status IN "
-        "('waiting', 'deleting', 'held') GROUP BY status");
+        "('waiting', 'deleting', 'held', 'vetoed') GROUP BY status");
     if (!counts.ok()) return counts.status();
     for (const auto& r : *counts) {
       if (r.Text(0) == "waiting") {
@@ -101,6 +110,8 @@ std::string Metrics::Render(Database& db, WallMillis now) {
         oldest_age = std::max<double>(0, static_cast<double>(now - r.Int(2)) / 1000.0);
       } else if (r.Text(0) == "held") {
         held = static_cast<double>(r.Int(1));
+      } else if (r.Text(0) == "vetoed") {
+        vetoed = static_cast<double>(r.Int(1));
       } else {
         deleting = static_cast<double>(r.Int(1));
       }
@@ -135,6 +146,10 @@ std::string Metrics::Render(Database& db, WallMillis now) {
       .Render(&out);
   GaugeFamily{"lastcall_coordinations_held", "Coordinations blocked by a legal hold.", {},
               [&] { return std::vector<std::pair<std::vector<std::string>, double>>{{{}, held}}; }}
+      .Render(&out);
+  GaugeFamily{"lastcall_coordinations_vetoed",
+              "Coordinations stopped by a veto and not overridden or cancelled.", {},
+              [&] { return std::vector<std::pair<std::vector<std::string>, double>>{{{}, vetoed}}; }}
       .Render(&out);
   GaugeFamily{"lastcall_holds_active", "Legal holds placed and not released.", {},
               [&] { return std::vector<std::pair<std::vector<std::string>, double>>{{{}, active_holds}}; }}

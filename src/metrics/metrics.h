@@ -40,6 +40,16 @@ class Metrics {
       {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}};
   CounterFamily coordinations_cancelled{"lastcall_coordinations_cancelled_total",
                                         "Coordinated deletions cancelled by their owner.", {}};
+  CounterFamily vetoes{"lastcall_vetoes_total",
+                                     "Coordinated deletions stopped by a consumer's veto, by consumer.",
+                                     {"consumer"}};
+  CounterFamily vetoes_refused{"lastcall_vetoes_refused_total",
+                               "Vetoes refused, by reason (veto_not_allowed, deletion_started, ...).",
+                               {"reason"}};
+  CounterFamily veto_overrides{"lastcall_veto_overrides_total",
+                               "Vetoed coordinations an operator let proceed, by what followed "
+                               "(proceeding, held).",
+                               {"result"}};
   CounterFamily holds_placed{"lastcall_holds_placed_total", "Legal holds placed, by scope.",
                              {"scope"}};
   CounterFamily holds_released{"lastcall_holds_released_total", "Legal holds released, by scope.",

@@ -295,6 +295,18 @@ const std::vector<Migration>& Migrations() {
                 holder TEXT NOT NULL,
                 expires_at INTEGER NOT NULL))",
        }},
+      {11,
+       "consumer vetoes and operator overrides",
+       {
+           // The veto that stopped a coordination (status vetoed): which consumer, its reason,
+           // when; and the operator's override that let it proceed. All NULL when none.
+           "ALTER TABLE coordinations ADD COLUMN vetoed_by TEXT",
+           "ALTER TABLE coordinations ADD COLUMN veto_reason TEXT",
+           "ALTER TABLE coordinations ADD COLUMN vetoed_at BIGINT",
+           "ALTER TABLE coordinations ADD COLUMN overridden_by TEXT",
+           "ALTER TABLE coordinations ADD COLUMN override_reason TEXT",
+           "ALTER TABLE coordinations ADD COLUMN overridden_at BIGINT",
+       }},
       {12,
        "retention of the outbox, processed records and delivery attempts",
        {

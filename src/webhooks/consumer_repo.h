@@ -19,7 +19,7 @@ struct WebhookConsumer {
   ConsumerPriority priority = ConsumerPriority::kCritical;
   int64_t timeout_ms = 0;
   int64_t heartbeat_ms = 0;
-  bool can_veto = false;  // stored for vetoes (not acted on yet)
+  bool can_veto = false;  // may answer a deletion with a veto (coordination/driver.h Veto)
   std::string secret;     // whsec_..., signs every webhook
   std::optional<std::string> previous_secret;  // still signs until previous_secret_until
   std::optional<WallMillis> previous_secret_until;

@@ -5,6 +5,7 @@
 #include "bus/delivery.h"
 #include "common/log.h"
 #include "consumers/consumer.h"
+#include "coordination/coordinator.h"
 #include "webhooks/signature.h"
 
 namespace lastcall {
@@ -281,11 +282,18 @@ Status DeliveryWorker::Record(const WebhookDelivery& d, const WebhookConsumer& c
       if (body.is_object() && body.contains("status") && body["status"].is_string()) {
         std::string s = body["status"].get<std::string>();
         auto detail = body.find("detail");
-        if ((s == "completed" || s == "failed") &&
+        // A veto carries its reason at the top level, like the API's; it travels in the detail.
+        auto reason = body.find("reason");
+        bool veto_ok = s != kVetoStatus ||
+                       (reason != body.end() && reason->is_string() &&
+                        !reason->get<std::string>().empty() &&
+                        reason->get<std::string>().size() <= kMaxVetoReason);
+        if ((s == "completed" || s == "failed" || s == kVetoStatus) && veto_ok &&
             (detail == body.end() || detail->is_object())) {
-          LASTCALL_RETURN_IF_ERROR(PublishCompletion(
-              tx, outbox_, clock_, ids_, consumer.name, *d.coordination_id, s,
-              detail == body.end() ? nlohmann::json::object() : *detail));
+          nlohmann::json det = detail == body.end() ? nlohmann::json::object() : *detail;
+          if (s == kVetoStatus) det["reason"] = *reason;
+          LASTCALL_RETURN_IF_ERROR(PublishCompletion(tx, outbox_, clock_, ids_, consumer.name,
+                                                     *d.coordination_id, s, det));
           completion = true;
         } else {
           log::Warn("webhook answer with an unusable completion ignored",

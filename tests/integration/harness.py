@@ -907,7 +907,7 @@ ACCOUNT_FIELDS = {"accountId", "name", "currency", "balance", "transactionCount"
                   "lastTransactionDate"}
 COORDINATION_FIELDS = {"coordinationId", "fileId", "status", "outcome", "expectedConsumers",
                        "consumers", "startedAt", "deadlineAt", "completedAt", "notBefore",
-                       "holdReason", "cancelledAt", "verification"}
+                       "holdReason", "cancelledAt", "veto", "override", "verification"}
 
 
 def random_uuid():

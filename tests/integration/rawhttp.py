@@ -156,6 +156,7 @@ ROUTES = [
     ("GET", "/coordinations/{id}/timeline"),
     ("GET", "/coordinations/{id}/receipt"),
     ("POST", "/coordinations/{id}/cancel"),
+    ("POST", "/coordinations/{id}/override"),
     ("GET", "/holds"),
     ("POST", "/holds"),
     ("DELETE", "/holds/{id}"),
@@ -180,7 +181,7 @@ PUBLIC_ROUTES = {("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/dashboard")
 OPERATOR_ROUTES = {("GET", "/holds"), ("POST", "/holds"), ("DELETE", "/holds/{id}"),
                    ("GET", "/consumers"), ("POST", "/consumers"), ("DELETE", "/consumers/{name}"),
                    ("POST", "/consumers/{name}/rotate-secret"), ("GET", "/dlq"),
-                   ("POST", "/dlq/{id}/replay")}
+                   ("POST", "/dlq/{id}/replay"), ("POST", "/coordinations/{id}/override")}
 
 # Routes that take a registered consumer's own token (lcc_...): a user's JWT there is 403.
 CONSUMER_ROUTES = {("POST", "/coordinations/{id}/completions"), ("POST", "/consumers/{name}/heartbeat")}

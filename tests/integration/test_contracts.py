@@ -53,7 +53,7 @@ VALIDATE = os.path.join(TOOLS, "validate.js")
 INSTALL_HINT = ("run `make test` (it installs the Debian packages and runs `npm ci` in "
                 "tools/contracts), or `cd tools/contracts && npm ci`")
 CORE_EVENT_TYPES = ["file.uploaded", "file.delete_requested", "consumer.completion", "file.deleted"]
-EVENT_TYPES = CORE_EVENT_TYPES + ["file.delete_cancelled"]
+EVENT_TYPES = CORE_EVENT_TYPES + ["file.delete_cancelled", "file.delete_vetoed"]
 WITH_AUDIT = "analytics_consumer,categorization_consumer,audit_consumer"
 
 ROWS = [
@@ -376,6 +376,7 @@ class ValidatorsTest(unittest.TestCase):
             ("/coordinations/{coordinationId}", "GET"),
             ("/coordinations/{coordinationId}/timeline", "GET"),
             ("/coordinations/{coordinationId}/cancel", "POST"),
+            ("/coordinations/{coordinationId}/override", "POST"),
             ("/coordinations/{coordinationId}/receipt", "GET"), ("/.well-known/jwks.json", "GET"),
             ("/holds", "GET"), ("/holds", "POST"), ("/holds/{holdId}", "DELETE"),
             ("/analytics/monthly", "GET"),
@@ -694,10 +695,52 @@ class LiveContractTest(harness.ServerPool, harness.Assertions, unittest.TestCase
         self.assertStatus(op.delete("/consumers/" + name), 200)
         self.assertError(op.delete("/consumers/" + name), 404, "not_found")
 
+    def flow_veto(self):
+        """A consumer with the right to veto vetoes by API; the owner sees it; an operator
+        overrides it; the deletion, its timeline, receipt and events match the documents."""
+        server = self.start()
+        op = self.client(server, unique_user("ops"), role="operator")
+        c = self.client(server, unique_user("hana"))
+        name = "legal_%s" % random_uuid()[:8]
+        reg = op.post("/consumers", {"name": name, "url": "http://127.0.0.1:%d/hook"
+                                     % harness.free_port(), "priority": "critical",
+                                     "timeoutMinutes": 1, "heartbeatSeconds": 600,
+                                     "canVeto": True})
+        self.assertStatus(reg, 201)
+        me = self.client(server, token=reg.body["token"])
+        acct = c.create_account("Vetoes", "USD")
+        f, cid = self.upload_and_delete(c, acct["accountId"])
+        path = "/coordinations/%s/completions" % cid
+        self.assertError(me.post(path, {"consumer": name, "status": "veto"}), 400,
+                         "invalid_request")
+        self.assertError(op.post("/coordinations/%s/override" % cid, {}), 409, "not_vetoed")
+        vetoed = me.post(path, {"consumer": name, "status": "veto", "reason": "legal review",
+                                "detail": {"ticket": "L-1"}})
+        self.assertStatus(vetoed, 200)
+        self.assertEqual(vetoed.body["coordinationStatus"], "vetoed")
+        self.assertStatus(me.post(path, {"consumer": name, "status": "veto", "reason": "again"}),
+                          200)
+        co = c.get("/coordinations/" + cid)
+        self.assertStatus(co, 200)
+        self.assertEqual(co.body["veto"]["reason"], "legal review")
+        self.assertStatus(op.get("/coordinations?status=vetoed"), 200)
+        self.assertError(c.post("/coordinations/%s/override" % cid, {}), 403, "forbidden")
+        over = op.post("/coordinations/%s/override" % cid, {"reason": "cleared"})
+        self.assertStatus(over, 200)
+        c.wait_coordination(cid, "completed", timeout=20)
+        wait_until(lambda: c.get("/coordinations/" + cid).body["verification"], 10,
+                   message="verification")
+        self.assertStatus(c.get("/coordinations/%s/timeline" % cid), 200)
+        receipt = c.get("/coordinations/%s/receipt" % cid)
+        self.assertStatus(receipt, 200)
+        self.assertEqual(receipt.body["claims"]["override"]["reason"], "cleared")
+        self.check_events(server, ["file.delete_vetoed", "file.deleted"])
+        self.assertStatus(op.delete("/consumers/" + name), 200)
+
     def test_responses_and_events_match_the_documents(self):
         """The flows, then: every documented operation was answered with a validated 2xx."""
         for name in ("flow_full", "flow_lifecycle", "flow_timeout", "flow_synchronous",
-                     "flow_upload_limit", "flow_webhooks"):
+                     "flow_upload_limit", "flow_webhooks", "flow_veto"):
             with self.subTest(flow=name):
                 getattr(self, name)()
         missing = []

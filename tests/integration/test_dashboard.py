@@ -24,7 +24,7 @@ import time
 import unittest
 
 import harness
-from harness import Server, make_csv, make_jwt, claims_for, unique_user
+from harness import Server, make_csv, make_jwt, claims_for, unique_user, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -401,6 +401,62 @@ class DashboardTest(harness.Assertions, unittest.TestCase):
         b("waitRow", section="recent", id=carol_cid, timeoutMs=5000)
         self.assertCleanPage(b("report"))
 
+    def test_stopped_deletions_show_why_and_finished_ones_their_verification(self):
+        user, client, (held_file, cancelled_file, vetoed_file) = self.user_with_file(
+            "dora", files=3)
+        op = self.server.client(token=self.operator_token)
+        hold = op.post("/holds", {"fileId": held_file, "reason": "case 12: keep statements"})
+        self.assertEqual(hold.status, 201, hold)
+        self.addCleanup(lambda: op.delete("/holds/" + hold.body["holdId"]))
+        held_cid = self.delete(client, held_file)
+        cancelled_cid = self.delete(client, cancelled_file)
+        self.assertEqual(client.post("/coordinations/%s/cancel" % cancelled_cid).status, 200)
+        # A consumer with the right to veto (nobody listens at its URL: it reports by the API).
+        name = unique_user("legal").replace("-", "_")
+        reg = op.post("/consumers", {"name": name, "url": "http://127.0.0.1:9/hook",
+                                     "priority": "optional", "timeoutMinutes": 1,
+                                     "heartbeatSeconds": 600, "canVeto": True})
+        self.assertEqual(reg.status, 201, reg)
+        try:
+            vetoed_cid = self.delete(client, vetoed_file)
+            veto = self.server.client(token=reg.body["token"]).post(
+                "/coordinations/%s/completions" % vetoed_cid,
+                {"consumer": name, "status": "veto", "reason": "billing <b>dispute</b> open"})
+            self.assertEqual(veto.status, 200, veto)
+        finally:
+            op.delete("/consumers/" + name)  # expected by no later deletion
+
+        b = self.browser()
+        b("open")
+        b("signin", **{"as": "operator"})
+        held = b("waitRow", section="stopped", id=held_cid, timeoutMs=5000)["row"]
+        self.assertIn("held", held["text"])
+        self.assertIn("legal hold: case 12: keep statements", held["text"])
+        vetoed = b("waitRow", section="stopped", id=vetoed_cid, timeoutMs=5000)["row"]
+        self.assertIn("vetoed", vetoed["text"])
+        self.assertIn(name + " vetoed: billing <b>dispute</b> open", vetoed["text"])  # as text
+        cancelled = b("waitRow", section="stopped", id=cancelled_cid, timeoutMs=5000)["row"]
+        self.assertIn("cancelled by the owner", cancelled["text"])
+        tl = b("openTimeline", section="stopped", id=vetoed_cid, status="vetoed")
+        self.assertIn("vetoed", [e["kind"] for e in tl["entries"]])
+        self.assertIn("billing <b>dispute</b> open", tl["facts"])
+        b("closeTimeline")
+
+        # The operator overrides the veto: it leaves the stopped list, and once deleted (the slow
+        # consumer times out) its outcome shows the override and the verification result.
+        self.assertEqual(op.post("/coordinations/%s/override" % vetoed_cid,
+                                 {"reason": "cleared"}).status, 200)
+        b("waitNoRow", section="stopped", id=vetoed_cid, timeoutMs=5000)
+        b("waitRow", section="recent", id=vetoed_cid, timeoutMs=int((TIMEOUT_S + 15) * 1000))
+
+        def verified():
+            row = b("row", section="recent", id=vetoed_cid)["row"]
+            return row if row and "verified" in row["text"] else None
+        row = wait_until(verified, 10, message="the verification result on the dashboard")
+        self.assertIn("veto overridden", row["text"])
+        self.assertEqual([c["state"] for c in row["chips"]], ["overridden"])
+        self.assertCleanPage(b("report"))
+
     def test_a_token_that_expires_returns_to_the_sign_in_form_with_the_reason(self):
         b = self.browser()
         b("open")
@@ -414,8 +470,9 @@ class DashboardTest(harness.Assertions, unittest.TestCase):
         self.assertEqual(r["error"], "Signed out: token expired")
         self.assertEqual(r["stored"], 0, "a refused token is forgotten")
         self.assertEqual(r["rows"], 0, "nothing read with the old token stays on the page")
-        # The polls under way when the token expired (at most one poll's requests) answer 401.
-        self.assertCleanPage(b("report"), allowed_401=6)
+        # The polls under way when the token expired (at most one poll's requests: seven lists,
+        # one of them paged, and the open detail's two) answer 401.
+        self.assertCleanPage(b("report"), allowed_401=10)
 
     def test_text_from_the_data_never_becomes_markup(self):
         token = self.server.py_token(HOSTILE_SUB)

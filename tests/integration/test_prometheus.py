@@ -81,12 +81,16 @@ FAMILIES = {
     "lastcall_http_requests_total": ("counter", {"method", "route", "status"}),
     "lastcall_http_request_duration_seconds": ("histogram", {"route"}),
     "lastcall_coordinations_cancelled_total": ("counter", set()),
+    "lastcall_vetoes_total": ("counter", {"consumer"}),
+    "lastcall_vetoes_refused_total": ("counter", {"reason"}),
+    "lastcall_veto_overrides_total": ("counter", {"result"}),
     "lastcall_holds_placed_total": ("counter", {"scope"}),
     "lastcall_holds_released_total": ("counter", {"scope"}),
     "lastcall_deletions_blocked_total": ("counter", set()),
     "lastcall_deletion_verifications_total": ("counter", {"result"}),
     "lastcall_receipts_issued_total": ("counter", set()),
     "lastcall_coordinations_held": ("gauge", set()),
+    "lastcall_coordinations_vetoed": ("gauge", set()),
     "lastcall_holds_active": ("gauge", set()),
 }
 # Families that may have no series yet on a fresh server (labelled, nothing counted so far).
@@ -97,7 +101,7 @@ MAY_BE_EMPTY = {"lastcall_coordination_timeouts_total", "lastcall_delivery_failu
                 "lastcall_events_published_total", "lastcall_events_delivered_total",
                 "lastcall_outbox_backlog", "lastcall_webhook_deliveries_total",
                 "lastcall_webhook_retries_total", "lastcall_webhook_delivery_seconds",
-                "lastcall_dead_letter_replays_total"}
+                "lastcall_dead_letter_replays_total", "lastcall_vetoes_total"}
 
 
 def tool(name):

@@ -249,6 +249,17 @@ class OwnershipTest(ServerTestCase):
                             self.assertError(r, 403, "forbidden")
                             self.assertError(m, 403, "forbidden")
                             continue
+                        if (method, template) in rawhttp.OPERATOR_ROUTES:
+                            # The operator's override acts on anyone's coordination: Alice's
+                            # (completed, not vetoed) is a 409; everyone else gets 403.
+                            if who == "bob as operator":
+                                self.assertError(client.request(method, theirs), 409, "not_vetoed")
+                                self.assertError(client.request(method, missing), 404, "not_found")
+                                self.assertError(r, 400, "invalid_request")  # the body is checked first
+                            else:
+                                self.assertError(r, 403, "forbidden")
+                                self.assertError(m, 403, "forbidden")
+                            continue
                         self.assertError(r, 404, "not_found")
                         self.assertEqual(r.body["message"].replace(self.ids[kind], "<id>"),
                                          m.body["message"].replace(missing_id, "<id>"))

@@ -183,6 +183,15 @@ TEST(NatsSubjectsTest, OneFilterCoversEveryRuleOfATarget) {
   EXPECT_EQ(NatsBus::FilterFor(p, {{{}, {"/x"}}}), "lastcall.events.>");
   // "file" alone and "file.x": ">" must still match the shorter one.
   EXPECT_EQ(NatsBus::FilterFor(p, {{{"file", "file.x"}, {}}}), "lastcall.events.>");
+  EXPECT_EQ(NatsBus::FilterFor(p, {{{"file.x", "file"}, {}}}), "lastcall.events.>");
+  // Regression: a third and a fourth type under the same prefix (the analytics consumer's
+  // uploads, requests, cancels and vetoes) keep the shared prefix; the fourth used to crash.
+  EXPECT_EQ(NatsBus::FilterFor(p, {{{"file.uploaded"}, {}},
+                                   {{"file.delete_requested"}, {}},
+                                   {{"file.delete_cancelled"}, {}},
+                                   {{"file.delete_vetoed"}, {}}}),
+            "lastcall.events.file.>");
+  EXPECT_EQ(NatsBus::FilterFor(p, {{{"a.b.c", "a.b.d", "a.b.e.f"}, {}}}), "lastcall.events.a.b.>");
 }
 
 TEST_F(NatsBusTest, DeliversByRuleInOrderPerTargetAndSettlesTheOutbox) {

@@ -12,6 +12,7 @@
 #include "consumers/categorization_consumer.h"
 #include "coordination/coordination_repo.h"
 #include "coordination/driver.h"
+#include "coordination/verification.h"
 #include "store/repos.h"
 #include "store/schema.h"
 #include "pg_test_server.h"
@@ -63,6 +64,8 @@ class CoordinationFlowTest : public ::testing::TestWithParam<Engine> {
     CoordinatorConfig cc;
     cc.expected_consumers = std::move(expected);
     cc.timeout_ms = 60'000;
+    // "auditor" (a consumer expected by some tests, answering only through these tests) may veto.
+    cc.may_veto = [](SqlTx&, const std::string& name) -> Result<bool> { return name == "auditor"; };
     driver_ = std::make_unique<CoordinationDriver>(*db_, *blobs_, *outbox_, clock_, ids_, metrics_, cc);
     analytics_ = std::make_unique<AnalyticsConsumer>(*outbox_, clock_, ids_);
     categorization_ = std::make_unique<CategorizationConsumer>(*outbox_, clock_, ids_);
@@ -73,6 +76,7 @@ class CoordinationFlowTest : public ::testing::TestWithParam<Engine> {
     bus_->AddRule({"requests", {{kFileDeleteRequested}, {}},
                    {kFileDeletionConsumer, kAnalyticsConsumer, kCategorizationConsumer}});
     bus_->AddRule({"completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}});
+    bus_->AddRule({"vetoes", {{kFileDeleteVetoed}, {}}, {kAnalyticsConsumer}});
     ASSERT_TRUE(bus_->Start().ok());
     driver_->Start();
   }
@@ -326,6 +330,97 @@ TEST_P(CoordinationFlowTest, AnalyticsArchivesAndRemovesTheFilesContribution) {
 std::string EngineName(const ::testing::TestParamInfo<Engine>& info) {
   return info.param == Engine::kPostgres ? "postgres" : "sqlite";
 }
+// Runs one write unit of the driver: Veto or Override.
+Result<Coordination> InUnit(Database& db, const std::function<Result<Coordination>(SqlTx&)>& fn) {
+  Result<Coordination> out = Status::Internal("not run");
+  Status st = db.WriteSync([&](SqlTx& tx) -> Status {
+    out = fn(tx);
+    return out.ok() ? Status::Ok() : out.status();
+  });
+  if (!st.ok()) return st;
+  return out;
+}
+
+TEST_P(CoordinationFlowTest, VetoKeepsTheFileAndRacingOverridesHaveOneWinner) {
+  Close();
+  Open({kAnalyticsConsumer, kCategorizationConsumer, "auditor"});
+  FileRecord f = Import(3);
+  ASSERT_TRUE(Eventually([&] {
+    return Count("SELECT COUNT(*) FROM analytics_file_totals WHERE file_id = ?", {f.id}) > 0;
+  }));
+  int64_t totals_before = Count("SELECT COALESCE(SUM(total_units), 0) FROM analytics_monthly");
+  std::string id = RequestDeletion(f);
+  ASSERT_TRUE(Eventually([&] {
+    auto c = Load(id);
+    return c && c->CompletionOf(kAnalyticsConsumer) && c->CompletionOf(kCategorizationConsumer);
+  }));
+  auto veto = [&](const std::string& who) {
+    return InUnit(*db_, [&](SqlTx& tx) {
+      return driver_->Veto(tx, who, id, "statement under audit", nlohmann::json::object(), nullptr);
+    });
+  };
+  // Without the right: 422, nothing recorded.
+  auto refused = veto(kAnalyticsConsumer);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().error(), "veto_not_allowed");
+  auto vetoed = veto("auditor");
+  ASSERT_TRUE(vetoed.ok()) << vetoed.status().ToString();
+  EXPECT_EQ(vetoed->status, CoordinationStatus::kVetoed);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM files WHERE id = ? AND status = 'active' AND "
+                  "coordination_id IS NULL", {f.id}), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM transactions WHERE file_id = ?", {f.id}), 3);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox WHERE type = 'file.delete_vetoed'"), 1);
+  // The analytics consumer undoes its archive, as for a cancel.
+  ASSERT_TRUE(Eventually([&] {
+    return Count("SELECT COALESCE(SUM(total_units), 0) FROM analytics_monthly") == totals_before;
+  }));
+  // Time alone never moves a vetoed coordination.
+  clock_.Advance(120'000);
+  driver_->Wake();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(Load(id)->status, CoordinationStatus::kVetoed);
+
+  // Two operators override at once: exactly one wins, the other finds it no longer vetoed.
+  std::vector<Result<Coordination>> results(2, Status::Internal("not run"));
+  std::thread a([&] {
+    results[0] = InUnit(*db_, [&](SqlTx& tx) { return driver_->Override(tx, "ops-a", id, "a"); });
+  });
+  std::thread b([&] {
+    results[1] = InUnit(*db_, [&](SqlTx& tx) { return driver_->Override(tx, "ops-b", id, "b"); });
+  });
+  a.join();
+  b.join();
+  int wins = 0;
+  for (const auto& r : results) {
+    if (r.ok()) {
+      ++wins;
+    } else {
+      EXPECT_EQ(r.status().error(), "not_vetoed") << r.status().ToString();
+    }
+  }
+  EXPECT_EQ(wins, 1);
+  ASSERT_TRUE(Eventually([&] { return Finished(id); }));
+  auto c = Load(id);
+  EXPECT_EQ(c->outcome, Outcome::kAllCompleted);  // the veto was the auditor's answer
+  ASSERT_TRUE(c->overridden.has_value());
+  EXPECT_EQ(c->veto->consumer, "auditor");
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM coordination_timeline WHERE coordination_id = ? AND "
+                  "kind = 'overridden'", {id}), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM files WHERE id = ?", {f.id}), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM transactions WHERE file_id = ?", {f.id}), 0);
+  // Nothing of the file stays in the totals: archived again by the deletion.
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM analytics_file_totals WHERE file_id = ?", {f.id}), 0);
+  EXPECT_GT(Count("SELECT COUNT(*) FROM analytics_archive WHERE file_id = ?", {f.id}), 0);
+  EXPECT_TRUE(Eventually([&] {
+    auto v = Load(id);
+    return v && v->verification == std::string(kVerified);
+  }));
+  // The same consumer vetoing again after the deletion: a duplicate, nothing changes.
+  auto late = veto("auditor");
+  ASSERT_TRUE(late.ok()) << late.status().ToString();
+  EXPECT_EQ(late->status, CoordinationStatus::kCompleted);
+}
+
 INSTANTIATE_TEST_SUITE_P(Sqlite, CoordinationFlowTest, ::testing::Values(Engine::kSqlite), EngineName);
 // Run by CTest as unit.postgres (one throwaway server for all of them).
 INSTANTIATE_TEST_SUITE_P(Postgres, CoordinationFlowTest, ::testing::Values(Engine::kPostgres),

@@ -259,8 +259,13 @@ TEST_F(CoordinatorTest, RestartAfterCompletedIgnoresEverything) {
 
 TEST(CoordinatorStrings, StoredNamesRoundTrip) {
   for (auto s : {CoordinationStatus::kWaiting, CoordinationStatus::kDeleting, CoordinationStatus::kCompleted,
-                 CoordinationStatus::kHeld, CoordinationStatus::kCancelled}) {
+                 CoordinationStatus::kHeld, CoordinationStatus::kCancelled,
+                 CoordinationStatus::kVetoed}) {
     EXPECT_EQ(ParseCoordinationStatus(ToString(s)), s);
+  }
+  for (auto c : {ConsumerStatus::kPending, ConsumerStatus::kCompleted, ConsumerStatus::kFailed,
+                 ConsumerStatus::kVetoed}) {
+    EXPECT_EQ(ParseConsumerStatus(ToString(c)), c);
   }
   for (auto o : {Outcome::kNone, Outcome::kAllCompleted, Outcome::kTimedOut}) {
     EXPECT_EQ(ParseOutcome(ToString(o)), o);
@@ -270,7 +275,11 @@ TEST(CoordinatorStrings, StoredNamesRoundTrip) {
   EXPECT_STREQ(ToString(ConsumerStatus::kFailed), "failed");
   EXPECT_STREQ(ToString(CoordinationStatus::kHeld), "held");
   EXPECT_STREQ(ToString(CoordinationStatus::kCancelled), "cancelled");
-  EXPECT_FALSE(ParseCoordinationStatus("vetoed").has_value());  // reserved, not built yet
+  EXPECT_STREQ(ToString(CoordinationStatus::kVetoed), "vetoed");
+  EXPECT_STREQ(ToString(ConsumerStatus::kVetoed), "vetoed");
+  // "veto" is the wire status of a consumer's answer, never a stored one.
+  EXPECT_FALSE(ParseConsumerStatus(kVetoStatus).has_value());
+  EXPECT_FALSE(ParseCoordinationStatus("veto").has_value());
 }
 
 }  // namespace

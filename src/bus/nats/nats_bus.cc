@@ -124,14 +124,14 @@ std::string NatsBus::FilterFor(const std::string& prefix, const std::vector<Even
   }
   if (types.empty()) return prefix + ">";
   if (types.size() == 1) return SubjectFor(prefix, types[0]);
-  // The tokens every type shares, then the rest: a.b.c and a.b.d -> <prefix>a.b.>
+  // The tokens every type shares, then the rest: a.b.c and a.b.d -> <prefix>a.b.>. The common
+  // prefix stays shorter than every type, since ">" needs at least one more token to match it.
   std::vector<std::string> common = SplitDots(SubjectFor("", types[0]));
+  common.pop_back();
   for (size_t i = 1; i < types.size(); ++i) {
     std::vector<std::string> tokens = SplitDots(SubjectFor("", types[i]));
     size_t n = 0;
-    while (n < common.size() && n < tokens.size() && common[n] == tokens[n]) ++n;
-    // A type that is a whole prefix of another cannot keep all its tokens: ">" needs one more.
-    if (n == tokens.size() || n == common.size()) n = std::min(tokens.size(), common.size()) - 1;
+    while (n < common.size() && n + 1 < tokens.size() && common[n] == tokens[n]) ++n;
     common.resize(n);
   }
   std::string filter = prefix;

@@ -25,6 +25,7 @@
     inflightTruncated: false,
     completed: new Map(),     // id -> completed coordination (window + latest finished)
     timeoutsLatest: [],       // ids of the latest timed-out coordinations, newest first
+    stopped: [],              // held and vetoed coordinations, and the latest cancelled ones
     lastFull: 0,
     maxSpanMs: 5 * 60 * 1000, // longest deadline - start seen (a coordination's timeout)
     skewMs: 0,                // server clock minus this browser's, when the server says
@@ -270,8 +271,13 @@
       listPages({ status: "waiting" }, always),
       listPages({ status: "deleting" }, always),
       completedReq,
-      api(query({ status: "completed", outcome: "timed_out", limit: RECENT_COUNT }))
+      api(query({ status: "completed", outcome: "timed_out", limit: RECENT_COUNT })),
+      listPages({ status: "held" }, always),
+      listPages({ status: "vetoed" }, always),
+      api(query({ status: "cancelled", limit: RECENT_COUNT }))
     ]).then(function (res) {
+      // Stopped: every held and vetoed coordination, and the latest cancelled ones.
+      state.stopped = res[4].list.concat(res[5].list, (res[6] && res[6].coordinations) || []);
       var previous = state.inflight;
       var inflight = new Map();
       res[0].list.concat(res[1].list).forEach(function (c) { inflight.set(c.coordinationId, c); });
@@ -455,7 +461,7 @@
 
   function chip(consumer) {
     var st = consumer.status;
-    var mark = st === "completed" ? "✓" : st === "failed" ? "✕" : "…";
+    var mark = st === "completed" ? "✓" : st === "failed" ? "✕" : st === "vetoed" ? "⊘" : "…";
     var c = el("span", "chip chip-" + st);
     c.setAttribute("data-consumer", consumer.name);
     c.setAttribute("data-state", st);
@@ -533,7 +539,59 @@
     }
   }
 
-  function recentSig(c) { return JSON.stringify([c.outcome, c.completedAt]); }
+  function recentSig(c) {
+    return JSON.stringify([c.outcome, c.completedAt, c.verification && c.verification.result,
+                           Boolean(c.override)]);
+  }
+
+  // The verification result of a finished deletion: verified, residue (what was found where),
+  // or still being checked.
+  function verificationCell(c) {
+    var td = el("td");
+    var v = c.verification;
+    var b = v ? el("span", "badge badge-" + v.result, v.result === "verified" ? "verified" : "residue")
+              : el("span", "badge badge-checking", "checking…");
+    b.setAttribute("data-verification", v ? v.result : "pending");
+    if (v && v.result !== "verified") b.title = "left behind: " + detailText(v.residue);
+    td.appendChild(b);
+    if (c.override) {
+      var o = el("span", "chip chip-overridden", "veto overridden");
+      o.setAttribute("data-state", "overridden");
+      o.title = c.veto ? c.veto.consumer + " vetoed: " + c.veto.reason : "a veto was overridden";
+      td.appendChild(document.createTextNode(" "));
+      td.appendChild(o);
+    }
+    return td;
+  }
+
+  // Why a stopped coordination is stopped, in the words of whoever stopped it.
+  function stoppedReason(c) {
+    if (c.status === "held") return "legal hold: " + (c.holdReason || "");
+    if (c.status === "vetoed" && c.veto) return c.veto.consumer + " vetoed: " + c.veto.reason;
+    if (c.status === "cancelled") return "cancelled by the owner";
+    return "";
+  }
+
+  function stoppedSig(c) {
+    return JSON.stringify([c.status, c.holdReason, c.veto, c.override, c.cancelledAt]);
+  }
+
+  function buildStoppedRow(c) {
+    var tr = el("tr");
+    tr.setAttribute("data-status", c.status);
+    tr.appendChild(idCell(c));
+    var st = el("td");
+    st.appendChild(el("span", "badge badge-" + c.status, c.status));
+    if (c.override) {
+      st.appendChild(document.createTextNode(" "));
+      st.appendChild(el("span", "chip chip-overridden", "veto overridden"));
+    }
+    tr.appendChild(st);
+    var why = el("td", "small why", stoppedReason(c));
+    tr.appendChild(why);
+    tr.appendChild(timeCell(parseTime(c.startedAt)));
+    return tr;
+  }
 
   function buildRecentRow(c) {
     var tr = el("tr");
@@ -541,6 +599,7 @@
     var o = el("td");
     o.appendChild(el("span", "badge badge-" + c.outcome, outcomeLabel(c.outcome)));
     tr.appendChild(o);
+    tr.appendChild(verificationCell(c));
     var took = (c._completedMs !== null && c._startedMs !== null) ? span(c._completedMs - c._startedMs) : "–";
     tr.appendChild(el("td", "num", took));
     tr.appendChild(timeCell(c._completedMs));
@@ -599,6 +658,10 @@
     $("waiting-on").textContent = names.length
       ? "waiting on " + names.map(function (n) { return n + " (" + waitingOn[n] + ")"; }).join(", ")
       : (inflight.length ? "" : "");
+
+    var stopped = (state.stopped || []).slice().sort(byStartedAsc);
+    renderRows($("stopped-rows"), stopped, stoppedSig, buildStoppedRow);
+    show($("stopped-empty"), stopped.length === 0);
 
     var recent = completed.slice(0, RECENT_COUNT);
     renderRows($("recent-rows"), recent, recentSig, buildRecentRow);
@@ -870,7 +933,15 @@
     account_updated: "Account totals updated",
     content_queued: "File content queued for removal",
     metadata_deleted: "File metadata deleted",
-    deleted: "Deleted"
+    deleted: "Deleted",
+    cancelled: "Cancelled by the owner",
+    held: "Held by a legal hold",
+    hold_released: "Legal hold released",
+    resumed: "Resumed",
+    vetoed: "Vetoed",
+    overridden: "Veto overridden by an operator",
+    verified: "Verified: nothing of the file left",
+    residue_found: "Residue found after the deletion"
   };
 
   function openDetail(id, opener) {
@@ -969,6 +1040,23 @@
     if (started !== null) fact(dl, "Requested", dateTime(started));
     if (deadline !== null) fact(dl, "Deadline", dateTime(deadline) + (started !== null ? " (" + span(deadline - started) + " after the request)" : ""));
     if (done !== null) fact(dl, "Finished", dateTime(done) + (started !== null ? " (took " + span(done - started) + ")" : ""));
+    if (c.holdReason) fact(dl, "Legal hold", c.holdReason);
+    if (c.veto) {
+      fact(dl, "Vetoed", c.veto.consumer + ": " + c.veto.reason + " (" +
+           dateTime(parseTime(c.veto.vetoedAt)) + ")").setAttribute("data-fact", "veto");
+    }
+    if (c.override) {
+      fact(dl, "Overridden", (c.override.reason || "no reason given") + " (" +
+           dateTime(parseTime(c.override.overriddenAt)) + ")").setAttribute("data-fact", "override");
+    }
+    if (c.cancelledAt) fact(dl, "Cancelled", dateTime(parseTime(c.cancelledAt)));
+    if (c.status === "completed") {
+      var vf = fact(dl, "Verification", c.verification
+        ? (c.verification.result === "verified" ? "verified: nothing of the file left"
+                                                : "residue: " + detailText(c.verification.residue))
+        : "being checked");
+      vf.setAttribute("data-fact", "verification");
+    }
 
     var tb = $("detail-consumers");
     clear(tb);
@@ -1022,6 +1110,10 @@
         return (d.count !== undefined ? d.count + " " : "") + "transactions deleted";
       case "deleted":
         return "Deleted: " + outcomeLabel(d.outcome);
+      case "vetoed":
+        return "Vetoed by " + (d.consumer || "a consumer");
+      case "overridden":
+        return "Veto overridden by " + (d.operator || "an operator") + (d.held ? " (a legal hold still holds it)" : "");
       default:
         return KIND_LABELS[e.kind] || String(e.kind);
     }
@@ -1037,6 +1129,8 @@
         return d.detail && Object.keys(d.detail).length ? detailText(d.detail) : "";
       case "deleted":
         return d.transactionsDeleted !== undefined ? d.transactionsDeleted + " transactions deleted" : "";
+      case "vetoed": case "overridden": case "held":
+        return d.reason ? "reason: " + d.reason : "";
       case "timeout": case "deletion_decided": case "transactions_deleted":
       case "account_updated": case "content_queued": case "metadata_deleted":
         return "";
