@@ -11,7 +11,8 @@ each one before trusting it, does its work, and reports completion:
      carries the same webhook-id with a new timestamp and signature: it is answered 200 without
      doing the work twice.
   2. work: for file.delete_requested, the last look at the file before it goes (here: one JSON
-     line in --record, if given).
+     line in --record, if given). file.delete_cancelled and file.delete_vetoed say the deletion
+     will not happen after all: undo what was done in anticipation; they ask for no completion.
   3. report: POST /coordinations/{coordinationId}/completions with our consumer token, or, with
      --complete-in-answer, the completion as the 2xx answer's body. With --veto REASON it answers
      {"status": "veto", "reason": REASON} instead (the consumer must be registered with
@@ -210,7 +211,15 @@ def make_handler(consumer):
                           eventId=event.get("id"), duplicate=duplicate,
                           contentType=headers.get("content-type"),
                           signatures=len(headers["webhook-signature"].split(" ")))
-            if duplicate or event.get("type") != "file.delete_requested":
+            if duplicate:
+                return self.answer(200, {})
+            if event.get("type") in ("file.delete_cancelled", "file.delete_vetoed"):
+                # The deletion will not happen (its owner cancelled it, or a consumer vetoed it):
+                # undo what was done in anticipation (here: note it). No completion is asked for.
+                consumer.note(event="undone", type=event.get("type"),
+                              coordinationId=event.get("data", {}).get("coordinationId"))
+                return self.answer(200, {})
+            if event.get("type") != "file.delete_requested":
                 return self.answer(200, {})
             coordination_id = event.get("data", {}).get("coordinationId")
             detail = consumer.work(event)

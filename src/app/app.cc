@@ -113,6 +113,8 @@ std::vector<Rule> ServiceRules() {
       {"consumer-completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}},
       // Webhook consumers: the target records one delivery per expected webhook consumer.
       {"webhook-consumers", {{kFileDeleteRequested}, {kApiSource}}, {kWebhookTarget}},
+      {"webhook-consumer-undos", {{kFileDeleteCancelled, kFileDeleteVetoed}, {kCoordinatorSource}},
+       {kWebhookTarget}},
   };
 }
 

@@ -5,22 +5,39 @@
 #include "bus/delivery.h"
 #include "common/log.h"
 #include "consumers/consumer.h"
+#include "coordination/coordination_repo.h"
 #include "coordination/coordinator.h"
 #include "webhooks/signature.h"
 
 namespace lastcall {
 
 Status WebhookTarget::Handle(const CloudEvent& event, SqlTx& tx) {
-  if (event.type != kFileDeleteRequested) return Status::Ok();
   std::string coordination_id = event.data.value("coordinationId", std::string());
-  auto expected = event.data.find("expectedConsumers");
-  if (expected == event.data.end() || !expected->is_array()) return Status::Ok();
+  std::vector<std::string> expected;
+  if (event.type == kFileDeleteRequested) {
+    auto x = event.data.find("expectedConsumers");
+    if (x == event.data.end() || !x->is_array()) return Status::Ok();
+    for (const auto& name : *x) {
+      if (name.is_string()) expected.push_back(name.get<std::string>());
+    }
+  } else if (event.type == kFileDeleteCancelled || event.type == kFileDeleteVetoed) {
+    // The undo of a deletion goes to the webhook consumers that were asked for it (the
+    // coordination's expected consumers), so they can undo what they did in anticipation. It
+    // asks for no completion: its deliveries carry no coordination id.
+    if (coordination_id.empty()) return Status::Ok();
+    auto c = LoadCoordination(tx, coordination_id);
+    if (!c.ok()) return c.status();
+    if (!*c) return Status::Ok();
+    expected = (*c)->expected;
+    coordination_id.clear();
+  } else {
+    return Status::Ok();
+  }
   std::string body = ToJson(event).dump();
   WallMillis now = clock_.Now();
   bool recorded = false;
-  for (const auto& x : *expected) {
-    if (!x.is_string()) continue;
-    auto consumer = FindWebhookConsumer(tx, x.get<std::string>());
+  for (const auto& name : expected) {
+    auto consumer = FindWebhookConsumer(tx, name);
     if (!consumer.ok()) return consumer.status();
     if (!*consumer) continue;  // an in-process consumer, or one deregistered since
     WebhookDelivery d;

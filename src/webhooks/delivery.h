@@ -1,7 +1,9 @@
 // Webhook consumers on the bus, without network I/O on the writer thread:
 //  - WebhookTarget is the bus target "webhook_consumers". Inside the bus's write unit it only
 //    records one webhook_deliveries row per expected webhook consumer of a file.delete_requested
-//    (the event's expectedConsumers that are registered webhook consumers).
+//    (the event's expectedConsumers that are registered webhook consumers), and likewise of a
+//    file.delete_cancelled or file.delete_vetoed (the coordination's expected consumers), whose
+//    deliveries ask for no completion: they tell the consumer to undo what it anticipated.
 //  - DeliveryWorker owns its threads: it picks due pending deliveries, signs them (Standard
 //    Webhooks), POSTs them outside any transaction with a timeout, and records each attempt in a
 //    write unit of its own: delivered (a 2xx; a completion in the answer's body is published as

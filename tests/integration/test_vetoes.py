@@ -285,11 +285,21 @@ class VetoTest(Assertions, unittest.TestCase):
         self.assertEqual(self.entry(co, reg["name"])["detail"]["reason"], "billing dispute open")
         self.assertEqual(self.user.get("/files/" + f["fileId"]).body["status"], "active")
         self.assertEqual(ref.entries("completion_reported"), [])  # it answered in the webhook
+
+        # The webhook consumers asked for the deletion hear, signed like every webhook, that it
+        # will not happen, so they can undo what they anticipated: the veto, then the cancel.
+        def undone():
+            return [(e["type"], e["coordinationId"]) for e in ref.entries("undone")]
+        wait_until(lambda: undone() == [("file.delete_vetoed", cid)], 10,
+                   message="file.delete_vetoed delivered to the webhook consumer")
         # The owner may still cancel it (the last word: no override follows).
         r = self.user.post("/coordinations/%s/cancel" % cid)
         self.assertStatus(r, 200)
         self.assertEqual(r.body["status"], "cancelled")
         self.assertError(self.op.post("/coordinations/%s/override" % cid, {}), 409, "not_vetoed")
+        wait_until(lambda: undone() == [("file.delete_vetoed", cid), ("file.delete_cancelled", cid)],
+                   10, message="file.delete_cancelled delivered to the webhook consumer")
+        self.assertEqual(ref.entries("refused"), [])  # every delivery carried a valid signature
 
     def test_veto_in_the_webhook_answer_without_the_right_is_refused(self):
         reg = self.register(can_veto=False, priority="optional", port=free_port())
