@@ -5,12 +5,15 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common/ids.h"
+#include "store/sql.h"
 #include "store/sqlite/sqlite_database.h"
 
 namespace lastcall {
@@ -116,6 +119,64 @@ TEST_F(SqliteMemoryTest, BudgetHoldsAfterAWorkloadThatWouldExceedIt) {
   EXPECT_LE(usage.used_bytes, kBudget + kBudget / 4) << usage.used_bytes;
   EXPECT_LE(usage.highwater_bytes, kBudget + kBudget / 4) << usage.highwater_bytes;
   EXPECT_GT(usage.used_bytes, kBudget / 2) << "the caches were used at all";
+}
+
+TEST(PaddedInListTest, PadsToThePowerOfTwoWithTheLastValue) {
+  std::set<std::string> texts;
+  for (int64_t n = 1; n <= 1000; ++n) {
+    SqlParams values;
+    for (int64_t i = 0; i < n; ++i) values.emplace_back(i);
+    std::string in = PaddedInList(values);
+    const auto size = static_cast<int64_t>(values.size());
+    EXPECT_GE(size, n);
+    EXPECT_LT(size, 2 * n + 1);
+    EXPECT_EQ(size & (size - 1), 0) << size;
+    EXPECT_EQ(std::count(in.begin(), in.end(), '?'), size);
+    for (int64_t i = 0; i < size; ++i) EXPECT_EQ(std::get<int64_t>(values[i]), std::min(i, n - 1));
+    texts.insert(in);
+  }
+  EXPECT_EQ(texts.size(), 11u);  // 1, 2, 4, ..., 1024
+}
+
+// Regression (soak): retention deleted each batch of finished events with an IN list of the
+// batch's own length, and the writer connection kept a prepared statement for every length it
+// had seen, so SQLite's memory outside its page caches grew for as long as the service ran.
+TEST_F(SqliteMemoryTest, InListsOfEveryLengthKeepFewStatements) {
+  SqliteOptions options;
+  options.path = (dir_ / "db").string();
+  options.synchronous = "NORMAL";
+  auto db = std::move(SqliteDatabase::Open(options)).value();
+  ASSERT_TRUE(db->WriteSync([](SqlTx& tx) {
+                  auto r = tx.Exec("CREATE TABLE rows (id TEXT PRIMARY KEY)");
+                  return r.ok() ? Status::Ok() : r.status();
+                }).ok());
+  // SQLite's memory after deleting with lists of every length from 1 to 300, padded or not.
+  auto grown = [&db](bool padded, const std::string& prefix) {
+    const int64_t before = SqliteMemory().used_bytes;
+    for (int n = 1; n <= 300; ++n) {
+      Status s = db->WriteSync([&](SqlTx& tx) {
+        SqlParams ids;
+        std::string in = "(";
+        for (int i = 0; i < n; ++i) {
+          ids.emplace_back(prefix + std::to_string(i));
+          in += i == 0 ? "?" : ", ?";
+        }
+        in += ")";
+        if (padded) in = PaddedInList(ids);
+        auto r = tx.Exec("DELETE FROM rows WHERE id IN " + in, ids);
+        return r.ok() ? Status::Ok() : r.status();
+      });
+      EXPECT_TRUE(s.ok()) << s.message();
+    }
+    return SqliteMemory().used_bytes - before;
+  };
+  const int64_t unpadded = grown(false, "u");
+  const int64_t padded = grown(true, "p");
+  RecordProperty("unpaddedBytes", std::to_string(unpadded));
+  RecordProperty("paddedBytes", std::to_string(padded));
+  EXPECT_GT(unpadded, 2 * kMiB) << "the defect this guards against: a statement per length";
+  EXPECT_LT(padded, unpadded / 8) << padded << " vs " << unpadded;
+  db->Close();
 }
 
 }  // namespace
