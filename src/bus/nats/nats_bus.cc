@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <unordered_set>
 
 #include "bus/delivery.h"
 #include "common/log.h"
@@ -823,6 +824,7 @@ void NatsBus::TargetLoop(Target* t) {
       }
       natsMsgList_Destroy(&list);
       f.progress_due = clock::now() + ms(std::max<int64_t>(1, options_.ack_wait_ms / 3));
+      f.careful = false;
       if (f.held.empty()) continue;
     }
     now = clock::now();
@@ -854,11 +856,15 @@ bool NatsBus::HandleHeld(Target& t, Fetcher* f) {
   std::vector<Done> done;  // one per leading held message the unit settled
   Status failure;          // the handler's failure at held[done.size()]
   bool fenced = false;
+  bool redo_carefully = false;  // a handler failed without its savepoint: nothing committed
+  bool head_failed = false;     // the first event to run failed (nothing to commit before it)
   auto started = clock::now();
   Status unit = db_.WriteSync([&](SqlTx& tx) -> Status {
     done.clear();
     failure = Status::Ok();
     fenced = false;
+    redo_carefully = false;
+    head_failed = false;
     WallMillis now = clock_.Now();
     // The fence and the renewal: this batch commits only while this node holds the lease.
     auto renewed = tx.Exec("UPDATE bus_leases SET expires_at = ? WHERE name = ? AND holder = ?",
@@ -868,6 +874,39 @@ bool NatsBus::HandleHeld(Target& t, Fetcher* f) {
       fenced = true;
       return Status::Unavailable("the lease for target " + t.name + " is held by another node");
     }
+    // What the store knows of the batch's events, in one round trip: processed or dead-lettered
+    // for this target, and still in the outbox. A copy of an event this target already gave up
+    // on (the outbox may publish one again while the original is still being retried), or whose
+    // outbox row is gone (retention prunes a row only after every target recorded it, with its
+    // processed records; the stream may hold such a copy until its max age), is settled for
+    // this target like a handled one.
+    std::unordered_set<std::string> processed, dead, kept;
+    {
+      std::string in;
+      SqlParams ids;
+      for (size_t i = 0; i < limit; ++i) {
+        if (!f->held[i].event_ok || !f->held[i].wanted) continue;
+        in += in.empty() ? "?" : ", ?";
+        ids.push_back(f->held[i].event.id);
+      }
+      if (!ids.empty()) {
+        SqlParams params{t.name};
+        params.insert(params.end(), ids.begin(), ids.end());
+        params.push_back(t.name);
+        params.insert(params.end(), ids.begin(), ids.end());
+        params.insert(params.end(), ids.begin(), ids.end());
+        Status st = tx.Query(
+            "SELECT event_id, 1 FROM processed WHERE target = ? AND event_id IN (" + in +
+                ") UNION ALL SELECT event_id, 2 FROM dead_letters WHERE target = ? AND event_id IN (" +
+                in + ") UNION ALL SELECT id, 3 FROM outbox WHERE id IN (" + in + ")",
+            params, [&](const SqlRow& r) {
+              int64_t kind = r.Int(1);
+              (kind == 1 ? processed : kind == 2 ? dead : kept).insert(r.Text(0));
+              return true;
+            });
+        if (!st.ok()) return st;
+      }
+    }
     for (size_t i = 0; i < limit; ++i) {
       const Held& h = f->held[i];
       if (!h.event_ok || !h.wanted) {
@@ -875,21 +914,15 @@ bool NatsBus::HandleHeld(Target& t, Fetcher* f) {
         continue;
       }
       const CloudEvent& e = h.event;
-      // A copy of an event this target already gave up on (the outbox may publish one again
-      // while the original is still being retried), or whose outbox row is gone (retention
-      // prunes a row only after every target recorded it, with its processed records; the
-      // stream may hold such a copy until its max age): settled for this target, like a
-      // handled one. One round trip for both.
-      auto known = tx.QueryOne(
-          "SELECT (SELECT COUNT(*) FROM dead_letters WHERE target = ? AND event_id = ?), "
-          "(SELECT COUNT(*) FROM outbox WHERE id = ?)",
-          {t.name, e.id, e.id});
-      if (!known.ok()) return known.status();
-      if (!*known) return Status::Internal("no row from a scalar query");
-      if ((*known)->Int(0) > 0 || (*known)->Int(1) == 0) {
-        if ((*known)->Int(1) == 0) {
+      if (dead.count(e.id) || !kept.count(e.id)) {
+        if (!kept.count(e.id)) {
           log::Info("delivery of a pruned event ignored", {{"target", t.name}, {"eventId", e.id}});
         }
+        done.push_back({true, false, 0, {}});
+        continue;
+      }
+      if (processed.count(e.id)) {  // earlier, or an earlier copy in this batch
+        log::Info("duplicate delivery ignored", {{"target", t.name}, {"eventId", e.id}});
         done.push_back({true, false, 0, {}});
         continue;
       }
@@ -899,27 +932,37 @@ bool NatsBus::HandleHeld(Target& t, Fetcher* f) {
         std::string error = i == 0 && !f->head_error.empty()
                                 ? f->head_error
                                 : "delivered " + std::to_string(h.delivered) + " times without a result";
-        auto seen = tx.QueryOne("SELECT 1 FROM processed WHERE target = ? AND event_id = ?",
-                                {t.name, e.id});
-        if (!seen.ok()) return seen.status();
-        if (!*seen) {
-          Status dl = RecordDeadLetter(tx, ids_, t.name, e.id, e.seq, attempts, error, now);
-          if (!dl.ok()) return dl;
-          done.push_back({false, true, attempts, error});
-          continue;
-        }
+        Status dl = RecordDeadLetter(tx, ids_, t.name, e.id, e.seq, attempts, error, now);
+        if (!dl.ok()) return dl;
+        dead.insert(e.id);
+        done.push_back({false, true, attempts, error});
+        continue;
       }
-      auto r = DeliverInTx(tx, t.name, *t.handler, e, now);
+      // Optimistic first: no savepoint per event (two round trips each). A handler that fails
+      // then fails the whole unit, and the batch is redone with a savepoint per event.
+      auto r = DeliverInTx(tx, t.name, *t.handler, e, now,
+                           {.check_processed = false, .savepoint = f->careful});
       if (!r.ok()) return r.status();
       if (!r->failure.ok()) {
         failure = r->failure;
+        if (!f->careful) {
+          // Nothing before it: its failure is simply an attempt. Otherwise the events before
+          // it run again, each in its savepoint, so that they commit without it.
+          (done.empty() ? head_failed : redo_carefully) = true;
+          return failure;
+        }
         break;  // the events after it wait: none overtakes it
       }
+      processed.insert(e.id);
       done.push_back({r->duplicate, false, 0, {}});
     }
     return Status::Ok();
   });
   if (fenced) return false;
+  if (redo_carefully) {
+    f->careful = true;  // at once, not an attempt: the failing handler runs again in its savepoint
+    return true;
+  }
   if (unit.ok()) {
     // Committed (and the lease renewed with it): now the acks. A lost ack only brings a
     // redelivery that processed() skips.
@@ -952,8 +995,9 @@ bool NatsBus::HandleHeld(Target& t, Fetcher* f) {
   }
   // The head failed: its handler (the events before it committed), or the whole unit (nothing
   // committed; the head is tried alone next, so a later event's failure is not charged to it).
-  Status why = unit.ok() ? failure : unit;
-  if (!unit.ok() && !f->solo && limit > 1) {
+  const bool handler_failed = unit.ok() || head_failed;  // else the unit itself failed
+  Status why = handler_failed ? failure : unit;
+  if (!handler_failed && !f->solo && limit > 1) {
     f->solo = true;
   } else {
     ++f->head_failures;
@@ -974,7 +1018,7 @@ bool NatsBus::HandleHeld(Target& t, Fetcher* f) {
                                 {"error", why.ToString()}});
   // Out of attempts: the next unit dead-letters it at once; otherwise it is retried after delay.
   // (A failed unit always waits: the store may be down.)
-  f->retry_at = unit.ok() && attempts >= options_.max_deliver
+  f->retry_at = handler_failed && attempts >= options_.max_deliver
                     ? clock::now()
                     : clock::now() + std::chrono::milliseconds(delay);
   return true;
