@@ -115,7 +115,7 @@ class NatsBus : public EventBus, public EventReplayer {
   // first. A copy that reaches a target after its row was pruned is acked as a duplicate.
   Result<std::vector<OutboxEventRef>> Finished(SqlTx& tx, WallMillis finished_before,
                                                int limit) override;
-  // The duplicate window plus AckWait and every BackOff step: the latest a copy of a settled
+  // The duplicate window plus AckWait and a bound on every redelivery: the latest a copy of a settled
   // event can still be delivered while its stream message is pending redelivery.
   int64_t RedeliveryHorizonMs() const override;
 
