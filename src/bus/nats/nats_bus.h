@@ -115,8 +115,8 @@ class NatsBus : public EventBus, public EventReplayer {
   // first. A copy that reaches a target after its row was pruned is acked as a duplicate.
   Result<std::vector<OutboxEventRef>> Finished(SqlTx& tx, WallMillis finished_before,
                                                int limit) override;
-  // The duplicate window plus AckWait and a bound on every redelivery: the latest a copy of a settled
-  // event can still be delivered while its stream message is pending redelivery.
+  // The duplicate window plus AckWait and a bound on every redelivery: the latest a copy of a
+  // settled event can still be delivered while its stream message is pending redelivery.
   int64_t RedeliveryHorizonMs() const override;
 
   // One relay round and one re-check round, as the relay thread runs them (for tests and
