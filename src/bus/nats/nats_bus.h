@@ -24,9 +24,9 @@
 // then per event processed(target, event id) and the handler's effects (DeliverInTx), and the
 // whole batch is acked after the commit. The events run without a savepoint each (two round
 // trips saved per event); when a handler fails, the unit is rolled back and the batch redone with
-// a savepoint per event, so that the events before the failed one commit. Its filter subject is the narrowest
-// one subject that covers its rules (nats-server 2.9 takes one); the rules themselves are matched
-// here and anything else is acked unhandled.
+// a savepoint per event, so that the events before the failed one commit. Its filter subject is
+// the narrowest one subject that covers its rules (nats-server 2.9 takes one); the rules
+// themselves are matched here and anything else is acked unhandled.
 //
 // Order. A target sees its events in stream order, as with the in-process bus, across nodes and
 // failures: only the lease holder fetches; when an event's handler fails, the events before it
