@@ -1,24 +1,20 @@
 #include "coordination/holds.h"
 
+#include "store/row_mapping.h"
+
 namespace lastcall {
 namespace {
 
-constexpr char kColumns[] =
-    "id, scope, target_id, reason, placed_by, placed_at, released_by, released_at";
-
-Hold ReadHold(const SqlRow& r) {
-  return Hold{r.Text(0), r.Text(1), r.Text(2), r.Text(3), r.Text(4), r.Int(5), r.OptText(6),
-              r.OptInt(7)};
-}
-
-Result<std::vector<Hold>> Collect(SqlTx& tx, const std::string& sql, const SqlParams& params) {
-  std::vector<Hold> out;
-  Status st = tx.Query(sql, params, [&](const SqlRow& r) {
-    out.push_back(ReadHold(r));
-    return true;
-  });
-  if (!st.ok()) return st;
-  return out;
+const RowMapping<Hold>& Holds() {
+  static const RowMapping<Hold> m({{"id", &Hold::id},
+                                   {"scope", &Hold::scope},
+                                   {"target_id", &Hold::target_id},
+                                   {"reason", &Hold::reason},
+                                   {"placed_by", &Hold::placed_by},
+                                   {"placed_at", &Hold::placed_at},
+                                   {"released_by", &Hold::released_by},
+                                   {"released_at", &Hold::released_at}});
+  return m;
 }
 
 // The coordinations column a hold's scope matches.
@@ -31,17 +27,14 @@ const char* ScopeColumn(const std::string& scope) {
 }  // namespace
 
 Status InsertHold(SqlTx& tx, const Hold& h) {
-  auto r = tx.Exec(std::string("INSERT INTO holds (") + kColumns +
-                       ") VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
-                   {h.id, h.scope, h.target_id, h.reason, h.placed_by, h.placed_at});
+  auto r = tx.Exec("INSERT INTO holds (" + Holds().columns() + ") VALUES (" +
+                       Holds().placeholders() + ")",
+                   Holds().Values(h));
   return r.ok() ? Status::Ok() : r.status();
 }
 
 Result<std::optional<Hold>> FindHold(SqlTx& tx, const std::string& id) {
-  auto r = Collect(tx, std::string("SELECT ") + kColumns + " FROM holds WHERE id = ?", {id});
-  if (!r.ok()) return r.status();
-  if (r->empty()) return std::optional<Hold>();
-  return std::optional<Hold>(r->front());
+  return Holds().One(tx, "SELECT " + Holds().columns() + " FROM holds WHERE id = ?", {id});
 }
 
 Result<bool> MarkHoldReleased(SqlTx& tx, const std::string& id, const std::string& by,
@@ -54,26 +47,23 @@ Result<bool> MarkHoldReleased(SqlTx& tx, const std::string& id, const std::strin
 }
 
 Result<std::vector<Hold>> ListHolds(SqlTx& tx, bool active_only) {
-  return Collect(tx,
-                 std::string("SELECT ") + kColumns + " FROM holds" +
-                     (active_only ? " WHERE released_at IS NULL" : "") +
-                     " ORDER BY placed_at DESC, id DESC",
-                 {});
+  return Holds().All(tx,
+                     "SELECT " + Holds().columns() + " FROM holds" +
+                         (active_only ? " WHERE released_at IS NULL" : "") +
+                         " ORDER BY placed_at DESC, id DESC",
+                     {});
 }
 
 Result<std::optional<Hold>> ActiveHoldCovering(SqlTx& tx, const std::string& user_id,
                                                const std::string& account_id,
                                                const std::string& file_id) {
-  auto r = Collect(tx,
-                   std::string("SELECT ") + kColumns +
-                       " FROM holds WHERE released_at IS NULL AND ((scope = ? AND target_id = ?) "
-                       "OR (scope = ? AND target_id = ?) OR (scope = ? AND target_id = ?)) "
-                       "ORDER BY placed_at, id",
-                   {std::string(kHoldScopeUser), user_id, std::string(kHoldScopeAccount),
-                    account_id, std::string(kHoldScopeFile), file_id});
-  if (!r.ok()) return r.status();
-  if (r->empty()) return std::optional<Hold>();
-  return std::optional<Hold>(r->front());
+  return Holds().One(tx,
+                     "SELECT " + Holds().columns() +
+                         " FROM holds WHERE released_at IS NULL AND ((scope = ? AND target_id = ?) "
+                         "OR (scope = ? AND target_id = ?) OR (scope = ? AND target_id = ?)) "
+                         "ORDER BY placed_at, id",
+                     {std::string(kHoldScopeUser), user_id, std::string(kHoldScopeAccount),
+                      account_id, std::string(kHoldScopeFile), file_id});
 }
 
 Result<std::vector<std::string>> CoordinationsUnderHold(SqlTx& tx, const Hold& h,

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "store/row_mapping.h"
+
 namespace lastcall {
 namespace {
 
@@ -11,106 +13,71 @@ SqlValue Opt(const std::optional<std::string>& s) {
   return s ? SqlValue(*s) : SqlValue(SqlNull{});
 }
 
-constexpr char kAccountColumns[] =
-    "id, user_id, name, currency, balance_units, transaction_count, last_transaction_date, "
-    "created_at";
-
-Account ReadAccount(const SqlRow& r) {
-  Account a;
-  a.id = r.Text(0);
-  a.user_id = r.Text(1);
-  a.name = r.Text(2);
-  a.currency = r.Text(3);
-  a.balance = Money::FromUnits(r.Int(4));
-  a.transaction_count = r.Int(5);
-  a.last_transaction_date = r.OptText(6);
-  a.created_at = r.Int(7);
-  return a;
+const RowMapping<Account>& Accounts() {
+  static const RowMapping<Account> m({{"id", &Account::id},
+                                      {"user_id", &Account::user_id},
+                                      {"name", &Account::name},
+                                      {"currency", &Account::currency},
+                                      {"balance_units", &Account::balance},
+                                      {"transaction_count", &Account::transaction_count},
+                                      {"last_transaction_date", &Account::last_transaction_date},
+                                      {"created_at", &Account::created_at}});
+  return m;
 }
 
-constexpr char kFileColumns[] =
-    "id, user_id, account_id, name, content_type, size_bytes, sha256, blob_key, "
-    "transaction_count, status, coordination_id, uploaded_at";
-
-FileRecord ReadFile(const SqlRow& r) {
-  FileRecord f;
-  f.id = r.Text(0);
-  f.user_id = r.Text(1);
-  f.account_id = r.Text(2);
-  f.name = r.Text(3);
-  f.content_type = r.Text(4);
-  f.size_bytes = r.Int(5);
-  f.sha256 = r.Text(6);
-  f.blob_key = r.Text(7);
-  f.transaction_count = r.Int(8);
-  f.status = r.Text(9);
-  f.coordination_id = r.OptText(10);
-  f.uploaded_at = r.Int(11);
-  return f;
+const RowMapping<FileRecord>& Files() {
+  static const RowMapping<FileRecord> m({{"id", &FileRecord::id},
+                                         {"user_id", &FileRecord::user_id},
+                                         {"account_id", &FileRecord::account_id},
+                                         {"name", &FileRecord::name},
+                                         {"content_type", &FileRecord::content_type},
+                                         {"size_bytes", &FileRecord::size_bytes},
+                                         {"sha256", &FileRecord::sha256},
+                                         {"blob_key", &FileRecord::blob_key},
+                                         {"transaction_count", &FileRecord::transaction_count},
+                                         {"status", &FileRecord::status},
+                                         {"coordination_id", &FileRecord::coordination_id},
+                                         {"uploaded_at", &FileRecord::uploaded_at}});
+  return m;
 }
 
-constexpr char kTxColumns[] =
-    "id, user_id, account_id, file_id, row_no, date, description, amount_units, currency, "
-    "merchant, category, category_source";
-
-Transaction ReadTx(const SqlRow& r) {
-  Transaction t;
-  t.id = r.Text(0);
-  t.user_id = r.Text(1);
-  t.account_id = r.Text(2);
-  t.file_id = r.Text(3);
-  t.row_no = r.Int(4);
-  t.date = r.Text(5);
-  t.description = r.Text(6);
-  t.amount = Money::FromUnits(r.Int(7));
-  t.currency = r.Text(8);
-  t.merchant = r.OptText(9);
-  t.category = r.OptText(10);
-  t.category_source = r.OptText(11);
-  return t;
-}
-
-template <typename T, typename F>
-Result<std::vector<T>> Collect(SqlTx& tx, const std::string& sql, const SqlParams& params, F read) {
-  std::vector<T> out;
-  Status st = tx.Query(sql, params, [&](const SqlRow& r) {
-    out.push_back(read(r));
-    return true;
-  });
-  if (!st.ok()) return st;
-  return out;
-}
-
-template <typename T, typename F>
-Result<std::optional<T>> One(SqlTx& tx, const std::string& sql, const SqlParams& params, F read) {
-  auto row = tx.QueryOne(sql, params);
-  if (!row.ok()) return row.status();
-  if (!*row) return std::optional<T>();
-  return std::optional<T>(read(**row));
+const RowMapping<Transaction>& Transactions() {
+  static const RowMapping<Transaction> m({{"id", &Transaction::id},
+                                          {"user_id", &Transaction::user_id},
+                                          {"account_id", &Transaction::account_id},
+                                          {"file_id", &Transaction::file_id},
+                                          {"row_no", &Transaction::row_no},
+                                          {"date", &Transaction::date},
+                                          {"description", &Transaction::description},
+                                          {"amount_units", &Transaction::amount},
+                                          {"currency", &Transaction::currency},
+                                          {"merchant", &Transaction::merchant},
+                                          {"category", &Transaction::category},
+                                          {"category_source", &Transaction::category_source}});
+  return m;
 }
 
 }  // namespace
 
 Status InsertAccount(SqlTx& tx, const Account& a) {
-  return AsStatus(tx.Exec(std::string("INSERT INTO accounts (") + kAccountColumns +
-                              ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                          {a.id, a.user_id, a.name, a.currency, a.balance.units(),
-                           a.transaction_count, Opt(a.last_transaction_date), a.created_at}));
+  return AsStatus(tx.Exec("INSERT INTO accounts (" + Accounts().columns() + ") VALUES (" +
+                              Accounts().placeholders() + ")",
+                          Accounts().Values(a)));
 }
 
 Result<std::optional<Account>> FindAccount(SqlTx& tx, const std::string& user_id,
                                            const std::string& account_id) {
-  return One<Account>(tx,
-                      std::string("SELECT ") + kAccountColumns +
-                          " FROM accounts WHERE id = ? AND user_id = ?",
-                      {account_id, user_id}, ReadAccount);
+  return Accounts().One(tx,
+                        "SELECT " + Accounts().columns() +
+                            " FROM accounts WHERE id = ? AND user_id = ?",
+                        {account_id, user_id});
 }
 
 Result<std::vector<Account>> ListAccounts(SqlTx& tx, const std::string& user_id) {
-  return Collect<Account>(tx,
-                          std::string("SELECT ") + kAccountColumns +
-                              " FROM accounts WHERE user_id = ? ORDER BY created_at, id",
-                          {user_id}, ReadAccount);
+  return Accounts().All(tx,
+                        "SELECT " + Accounts().columns() +
+                            " FROM accounts WHERE user_id = ? ORDER BY created_at, id",
+                        {user_id});
 }
 
 Status AddToAccount(SqlTx& tx, const std::string& account_id, Money sum, int64_t count,
@@ -137,32 +104,25 @@ Status AddToAccount(SqlTx& tx, const std::string& account_id, Money sum, int64_t
 }
 
 Status InsertFile(SqlTx& tx, const FileRecord& f) {
-  return AsStatus(tx.Exec(
-      std::string("INSERT INTO files (") + kFileColumns +
-          ", seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-          "(SELECT COALESCE(MAX(seq), 0) + 1 FROM files))",
-      {f.id, f.user_id, f.account_id, f.name, f.content_type, f.size_bytes, f.sha256, f.blob_key,
-       f.transaction_count, f.status, Opt(f.coordination_id), f.uploaded_at}));
+  return AsStatus(tx.Exec("INSERT INTO files (" + Files().columns() + ", seq) VALUES (" +
+                              Files().placeholders() +
+                              ", (SELECT COALESCE(MAX(seq), 0) + 1 FROM files))",
+                          Files().Values(f)));
 }
 
 Result<std::optional<FileRecord>> FindFile(SqlTx& tx, const std::string& user_id,
                                            const std::string& file_id) {
-  return One<FileRecord>(tx,
-                         std::string("SELECT ") + kFileColumns +
-                             " FROM files WHERE id = ? AND user_id = ?",
-                         {file_id, user_id}, ReadFile);
+  return Files().One(tx, "SELECT " + Files().columns() + " FROM files WHERE id = ? AND user_id = ?",
+                     {file_id, user_id});
 }
 
 Result<std::optional<FileRecord>> FindFileById(SqlTx& tx, const std::string& file_id) {
-  return One<FileRecord>(tx, std::string("SELECT ") + kFileColumns + " FROM files WHERE id = ?",
-                         {file_id}, ReadFile);
+  return Files().One(tx, "SELECT " + Files().columns() + " FROM files WHERE id = ?", {file_id});
 }
 
 Result<std::vector<FileRecord>> ListFiles(SqlTx& tx, const std::string& user_id) {
-  return Collect<FileRecord>(tx,
-                             std::string("SELECT ") + kFileColumns +
-                                 " FROM files WHERE user_id = ? ORDER BY seq DESC",
-                             {user_id}, ReadFile);
+  return Files().All(tx, "SELECT " + Files().columns() + " FROM files WHERE user_id = ? ORDER BY seq DESC",
+                     {user_id});
 }
 
 Result<bool> MarkDeletionRequested(SqlTx& tx, const std::string& file_id,
@@ -189,10 +149,10 @@ Status InsertTransactions(SqlTx& tx, const std::vector<Transaction>& rows) {
   // fewer statement steps on SQLite. 12 parameters a row stays far below both engines' limits.
   constexpr size_t kChunk = 64;
   auto statement = [](size_t n) {
-    std::string sql = std::string("INSERT INTO transactions (") + kTxColumns + ") VALUES ";
+    std::string sql = "INSERT INTO transactions (" + Transactions().columns() + ") VALUES ";
     for (size_t i = 0; i < n; ++i) {
-      sql += i ? ", " : "";
-      sql += "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+      sql += i ? ", (" : "(";
+      sql += Transactions().placeholders() + ")";
     }
     return sql;
   };
@@ -201,15 +161,7 @@ Status InsertTransactions(SqlTx& tx, const std::vector<Transaction>& rows) {
   for (size_t start = 0; start < rows.size(); start += kChunk) {
     size_t n = std::min(kChunk, rows.size() - start);
     params.clear();
-    for (size_t i = start; i < start + n; ++i) {
-      const Transaction& t = rows[i];
-      for (SqlValue v : {SqlValue(t.id), SqlValue(t.user_id), SqlValue(t.account_id),
-                         SqlValue(t.file_id), SqlValue(t.row_no), SqlValue(t.date),
-                         SqlValue(t.description), SqlValue(t.amount.units()), SqlValue(t.currency),
-                         Opt(t.merchant), Opt(t.category), Opt(t.category_source)}) {
-        params.push_back(std::move(v));
-      }
-    }
+    for (size_t i = start; i < start + n; ++i) Transactions().AppendValues(rows[i], params);
     auto r = tx.Exec(n == kChunk ? full : statement(n), params);
     if (!r.ok()) return r.status();
   }
@@ -217,33 +169,31 @@ Status InsertTransactions(SqlTx& tx, const std::vector<Transaction>& rows) {
 }
 
 Result<std::vector<Transaction>> ListFileTransactions(SqlTx& tx, const std::string& file_id) {
-  return Collect<Transaction>(tx,
-                              std::string("SELECT ") + kTxColumns +
-                                  " FROM transactions WHERE file_id = ? ORDER BY row_no",
-                              {file_id}, ReadTx);
+  return Transactions().All(
+      tx, "SELECT " + Transactions().columns() + " FROM transactions WHERE file_id = ? ORDER BY row_no",
+      {file_id});
 }
 
 Result<std::vector<Transaction>> ListUserTransactions(
     SqlTx& tx, const std::string& user_id, const std::optional<std::string>& account_id) {
   if (account_id) {
-    return Collect<Transaction>(
+    return Transactions().All(
         tx,
-        std::string("SELECT ") + kTxColumns +
+        "SELECT " + Transactions().columns() +
             " FROM transactions WHERE account_id = ? AND user_id = ? ORDER BY date, file_id, row_no",
-        {*account_id, user_id}, ReadTx);
+        {*account_id, user_id});
   }
-  return Collect<Transaction>(tx,
-                              std::string("SELECT ") + kTxColumns +
-                                  " FROM transactions WHERE user_id = ? ORDER BY date, file_id, row_no",
-                              {user_id}, ReadTx);
+  return Transactions().All(tx,
+                            "SELECT " + Transactions().columns() +
+                                " FROM transactions WHERE user_id = ? ORDER BY date, file_id, row_no",
+                            {user_id});
 }
 
 Result<std::optional<Transaction>> FindTransaction(SqlTx& tx, const std::string& user_id,
                                                    const std::string& transaction_id) {
-  return One<Transaction>(tx,
-                          std::string("SELECT ") + kTxColumns +
-                              " FROM transactions WHERE id = ? AND user_id = ?",
-                          {transaction_id, user_id}, ReadTx);
+  return Transactions().One(
+      tx, "SELECT " + Transactions().columns() + " FROM transactions WHERE id = ? AND user_id = ?",
+      {transaction_id, user_id});
 }
 
 Status SetCategory(SqlTx& tx, const std::string& transaction_id, const std::string& category,
@@ -323,9 +273,14 @@ Result<int64_t> DeleteFileData(SqlTx& tx, const FileRecord& file, const Deletion
 }
 
 Result<std::vector<std::string>> ListBlobGc(SqlTx& tx, int limit) {
-  return Collect<std::string>(tx, "SELECT blob_key FROM blob_gc ORDER BY queued_at LIMIT ?",
-                              {static_cast<int64_t>(limit)},
-                              [](const SqlRow& r) { return r.Text(0); });
+  std::vector<std::string> keys;
+  Status st = tx.Query("SELECT blob_key FROM blob_gc ORDER BY queued_at LIMIT ?",
+                       {static_cast<int64_t>(limit)}, [&](const SqlRow& r) {
+                         keys.push_back(r.Text(0));
+                         return true;
+                       });
+  if (!st.ok()) return st;
+  return keys;
 }
 
 Status RemoveBlobGc(SqlTx& tx, const std::string& blob_key) {

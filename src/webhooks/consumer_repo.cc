@@ -1,65 +1,57 @@
 #include "webhooks/consumer_repo.h"
 
+#include "store/row_mapping.h"
+
 namespace lastcall {
 namespace {
 
-constexpr char kConsumerColumns[] =
-    "name, url, priority, timeout_ms, heartbeat_ms, can_veto, secret, previous_secret, "
-    "previous_secret_until, token_hash, created_at, last_heartbeat_at, last_delivery_at, "
-    "last_delivery_result, failures";
-
-WebhookConsumer ConsumerFromRow(const SqlRow& r) {
-  WebhookConsumer c;
-  c.name = r.Text(0);
-  c.url = r.Text(1);
-  c.priority = ParseConsumerPriority(r.Text(2)).value_or(ConsumerPriority::kCritical);
-  c.timeout_ms = r.Int(3);
-  c.heartbeat_ms = r.Int(4);
-  c.can_veto = r.Int(5) != 0;
-  c.secret = r.Text(6);
-  c.previous_secret = r.OptText(7);
-  c.previous_secret_until = r.OptInt(8);
-  c.token_hash = r.Text(9);
-  c.created_at = r.Int(10);
-  c.last_heartbeat_at = r.Int(11);
-  c.last_delivery_at = r.OptInt(12);
-  c.last_delivery_result = r.OptText(13);
-  c.failures = r.Int(14);
-  return c;
+const RowMapping<WebhookConsumer>& Consumers() {
+  using C = WebhookConsumer;
+  static const RowMapping<C> m(
+      {{"name", &C::name},
+       {"url", &C::url},
+       {"priority", RowMapping<C>::Custom{
+                        [](C& c, const SqlRow& r, size_t i) {
+                          c.priority = ParseConsumerPriority(r.Text(i))
+                                           .value_or(ConsumerPriority::kCritical);
+                        },
+                        [](const C& c) { return SqlValue(std::string(ToString(c.priority))); }}},
+       {"timeout_ms", &C::timeout_ms},
+       {"heartbeat_ms", &C::heartbeat_ms},
+       {"can_veto", &C::can_veto},
+       {"secret", &C::secret},
+       {"previous_secret", &C::previous_secret},
+       {"previous_secret_until", &C::previous_secret_until},
+       {"token_hash", &C::token_hash},
+       {"created_at", &C::created_at},
+       {"last_heartbeat_at", &C::last_heartbeat_at},
+       {"last_delivery_at", &C::last_delivery_at},
+       {"last_delivery_result", &C::last_delivery_result},
+       {"failures", &C::failures}});
+  return m;
 }
 
 Result<std::optional<WebhookConsumer>> FindBy(SqlTx& tx, const char* column,
                                               const std::string& value) {
-  auto row = tx.QueryOne(std::string("SELECT ") + kConsumerColumns +
-                             " FROM webhook_consumers WHERE " + column + " = ?",
-                         {value});
-  if (!row.ok()) return row.status();
-  if (!*row) return std::optional<WebhookConsumer>();
-  return std::optional<WebhookConsumer>(ConsumerFromRow(**row));
+  return Consumers().One(
+      tx, "SELECT " + Consumers().columns() + " FROM webhook_consumers WHERE " + column + " = ?",
+      {value});
 }
 
-constexpr char kDeliveryColumns[] =
-    "id, consumer, event_id, event_seq, coordination_id, body, status, attempts, "
-    "next_attempt_at, last_error, created_at";
-
-WebhookDelivery DeliveryFromRow(const SqlRow& r) {
-  WebhookDelivery d;
-  d.id = r.Text(0);
-  d.consumer = r.Text(1);
-  d.event_id = r.Text(2);
-  d.event_seq = r.Int(3);
-  d.coordination_id = r.OptText(4);
-  d.body = r.Text(5);
-  d.status = r.Text(6);
-  d.attempts = r.Int(7);
-  d.next_attempt_at = r.Int(8);
-  d.last_error = r.OptText(9);
-  d.created_at = r.Int(10);
-  return d;
-}
-
-SqlValue OptText(const std::optional<std::string>& v) {
-  return v ? SqlValue(*v) : SqlValue(SqlNull{});
+const RowMapping<WebhookDelivery>& Deliveries() {
+  using D = WebhookDelivery;
+  static const RowMapping<D> m({{"id", &D::id},
+                                {"consumer", &D::consumer},
+                                {"event_id", &D::event_id},
+                                {"event_seq", &D::event_seq},
+                                {"coordination_id", &D::coordination_id},
+                                {"body", &D::body},
+                                {"status", &D::status},
+                                {"attempts", &D::attempts},
+                                {"next_attempt_at", &D::next_attempt_at},
+                                {"last_error", &D::last_error},
+                                {"created_at", &D::created_at}});
+  return m;
 }
 
 }  // namespace
@@ -78,14 +70,9 @@ Status InsertWebhookConsumer(SqlTx& tx, const WebhookConsumer& c) {
   if (*existing) {
     return Status::Conflict("consumer_exists", "a consumer named " + c.name + " is registered");
   }
-  auto r = tx.Exec(std::string("INSERT INTO webhook_consumers (") + kConsumerColumns +
-                       ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   {c.name, c.url, std::string(ToString(c.priority)), c.timeout_ms, c.heartbeat_ms,
-                    static_cast<int64_t>(c.can_veto ? 1 : 0), c.secret, OptText(c.previous_secret),
-                    c.previous_secret_until ? SqlValue(*c.previous_secret_until) : SqlValue(SqlNull{}),
-                    c.token_hash, c.created_at, c.last_heartbeat_at,
-                    c.last_delivery_at ? SqlValue(*c.last_delivery_at) : SqlValue(SqlNull{}),
-                    OptText(c.last_delivery_result), c.failures});
+  auto r = tx.Exec("INSERT INTO webhook_consumers (" + Consumers().columns() + ") VALUES (" +
+                       Consumers().placeholders() + ")",
+                   Consumers().Values(c));
   return r.ok() ? Status::Ok() : r.status();
 }
 
@@ -99,15 +86,8 @@ Result<std::optional<WebhookConsumer>> FindWebhookConsumerByToken(SqlTx& tx,
 }
 
 Result<std::vector<WebhookConsumer>> ListWebhookConsumers(SqlTx& tx) {
-  std::vector<WebhookConsumer> out;
-  Status st = tx.Query(std::string("SELECT ") + kConsumerColumns +
-                           " FROM webhook_consumers ORDER BY name",
-                       {}, [&](const SqlRow& r) {
-                         out.push_back(ConsumerFromRow(r));
-                         return true;
-                       });
-  if (!st.ok()) return st;
-  return out;
+  return Consumers().All(tx, "SELECT " + Consumers().columns() + " FROM webhook_consumers ORDER BY name",
+                         {});
 }
 
 Result<bool> DeleteWebhookConsumer(SqlTx& tx, const std::string& name, WallMillis now) {
@@ -156,36 +136,24 @@ Result<std::vector<ConsumerPolicy>> HealthyConsumerPolicies(SqlTx& tx, WallMilli
 }
 
 Result<bool> InsertDelivery(SqlTx& tx, const WebhookDelivery& d) {
-  auto r = tx.Exec(std::string("INSERT INTO webhook_deliveries (") + kDeliveryColumns +
-                       ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                       "ON CONFLICT (consumer, event_id) DO NOTHING",
-                   {d.id, d.consumer, d.event_id, d.event_seq, OptText(d.coordination_id), d.body,
-                    d.status, d.attempts, d.next_attempt_at, OptText(d.last_error), d.created_at});
+  auto r = tx.Exec("INSERT INTO webhook_deliveries (" + Deliveries().columns() + ") VALUES (" +
+                       Deliveries().placeholders() + ") ON CONFLICT (consumer, event_id) DO NOTHING",
+                   Deliveries().Values(d));
   if (!r.ok()) return r.status();
   return *r > 0;
 }
 
 Result<std::vector<WebhookDelivery>> DueDeliveries(SqlTx& tx, WallMillis now, int limit) {
-  std::vector<WebhookDelivery> out;
-  Status st = tx.Query(std::string("SELECT ") + kDeliveryColumns +
-                           " FROM webhook_deliveries WHERE status = ? AND next_attempt_at <= ? "
-                           "ORDER BY next_attempt_at LIMIT ?",
-                       {std::string(kDeliveryPending), now, static_cast<int64_t>(limit)},
-                       [&](const SqlRow& r) {
-                         out.push_back(DeliveryFromRow(r));
-                         return true;
-                       });
-  if (!st.ok()) return st;
-  return out;
+  return Deliveries().All(tx,
+                          "SELECT " + Deliveries().columns() +
+                              " FROM webhook_deliveries WHERE status = ? AND next_attempt_at <= ? "
+                              "ORDER BY next_attempt_at LIMIT ?",
+                          {std::string(kDeliveryPending), now, static_cast<int64_t>(limit)});
 }
 
 Result<std::optional<WebhookDelivery>> FindDelivery(SqlTx& tx, const std::string& id) {
-  auto row = tx.QueryOne(std::string("SELECT ") + kDeliveryColumns +
-                             " FROM webhook_deliveries WHERE id = ?",
-                         {id});
-  if (!row.ok()) return row.status();
-  if (!*row) return std::optional<WebhookDelivery>();
-  return std::optional<WebhookDelivery>(DeliveryFromRow(**row));
+  return Deliveries().One(
+      tx, "SELECT " + Deliveries().columns() + " FROM webhook_deliveries WHERE id = ?", {id});
 }
 
 Result<std::optional<WallMillis>> NextDeliveryAfter(SqlTx& tx, WallMillis after) {

@@ -306,6 +306,25 @@ TEST_P(CoordinationFlowTest, EarlyCompletionIsAppliedWhenTheRequestArrives) {
   EXPECT_EQ(Load(id)->outcome, Outcome::kAllCompleted);
 }
 
+// The original project's categorization handler returned early for a user without rules and
+// never reported, so the deletion hung (PITFALLS.md). Here a file with no transactions, for a
+// user with no learned categories, is finished by every consumer before any deadline.
+TEST_P(CoordinationFlowTest, ConsumersWithNothingToDoStillCompleteBeforeTheDeadline) {
+  FileRecord f = Import(0);
+  ASSERT_EQ(Count("SELECT COUNT(*) FROM merchant_mappings"), 0);
+  std::string id = RequestDeletion(f);
+  ASSERT_TRUE(Eventually([&] { return Finished(id); }));
+  auto c = Load(id);
+  EXPECT_EQ(c->outcome, Outcome::kAllCompleted);
+  EXPECT_TRUE(c->missing.empty());
+  ASSERT_EQ(c->completions.size(), 2u);
+  for (const Completion& done : c->completions) {
+    EXPECT_EQ(done.status, ConsumerStatus::kCompleted) << done.consumer;
+  }
+  EXPECT_EQ(c->transactions_deleted, 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM files WHERE id = ?", {f.id}), 0);
+}
+
 TEST_P(CoordinationFlowTest, LargeFileIsDeletedCompletely) {
   FileRecord f = Import(5000);
   std::string id = RequestDeletion(f);
