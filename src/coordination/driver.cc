@@ -746,7 +746,7 @@ bool CoordinationDriver::RunDeletions() {
   std::vector<std::promise<Status>> done(ids.size());
   std::vector<char> skipped(ids.size(), 0);  // each written by its unit only, read after done
   for (size_t i = 0; i < ids.size(); ++i) {
-    db_.WriteBackground(
+    db_.Write(
         [this, id = ids[i], flag = &skipped[i]](SqlTx& tx) {
           bool s = false;
           Status st = ExecuteDeletion(tx, id, &s);

@@ -26,31 +26,16 @@ void GroupCommitWriter::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void GroupCommitWriter::Write(WriteFn fn, WriteDone done, WriteLane lane) {
+void GroupCommitWriter::Write(WriteFn fn, WriteDone done) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (!stopping_) {
-      (lane == WriteLane::kRequest ? requests_ : background_)
-          .push_back(Job{std::move(fn), std::move(done), lane});
+      queue_.push_back(Job{std::move(fn), std::move(done)});
       cv_.notify_one();
       return;
     }
   }
   done(Status::Unavailable("the database is closing"));
-}
-
-void GroupCommitWriter::TakeBatch(std::vector<Job>& batch) {
-  const size_t max_batch = static_cast<size_t>(std::max(1, options_.max_batch));
-  auto take = [&](std::deque<Job>& lane) {
-    while (!lane.empty() && batch.size() < max_batch) {
-      batch.push_back(std::move(lane.front()));
-      lane.pop_front();
-    }
-  };
-  bool background = !background_.empty() && (requests_.empty() || !last_had_background_);
-  if (background) take(background_);
-  take(requests_);
-  last_had_background_ = background;
 }
 
 Status GroupCommitWriter::RunBatch(std::vector<Job>& batch, std::vector<Status>& results,
@@ -87,15 +72,19 @@ void GroupCommitWriter::Loop() {
   if (!options_.thread_name.empty()) {
     pthread_setname_np(pthread_self(), options_.thread_name.c_str());  // for ps, perf, benchmark
   }
+  const size_t max_batch = static_cast<size_t>(std::max(1, options_.max_batch));
   std::vector<Job> batch;
   int64_t failures = 0;
   for (;;) {
     batch.clear();
     {
       std::unique_lock<std::mutex> l(mu_);
-      cv_.wait(l, [&] { return stopping_ || !requests_.empty() || !background_.empty(); });
-      if (requests_.empty() && background_.empty() && stopping_) return;
-      TakeBatch(batch);
+      cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty() && stopping_) return;
+      while (!queue_.empty() && batch.size() < max_batch) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
     }
     std::vector<Status> results(batch.size());
     std::vector<std::vector<std::function<void()>>> after(batch.size());
@@ -126,9 +115,7 @@ void GroupCommitWriter::Loop() {
                 "running them again",
                 {{"units", again.size()}});
       std::lock_guard<std::mutex> l(mu_);
-      for (auto it = again.rbegin(); it != again.rend(); ++it) {
-        (it->lane == WriteLane::kRequest ? requests_ : background_).push_front(std::move(*it));
-      }
+      for (auto it = again.rbegin(); it != again.rend(); ++it) queue_.push_front(std::move(*it));
     }
   }
 }

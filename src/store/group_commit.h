@@ -4,13 +4,6 @@
 // of its batch still commit. Once COMMIT returned, each unit's AfterCommit work runs and then its
 // done callback, in queue order. An engine plugs in through GroupCommitConnection (transaction
 // control on its connection, plus its own rule for which failed units run again).
-//
-// Two lanes: request units (an HTTP request waits for them) and background units (event
-// deliveries, recovery scans), which may be large. A batch takes the waiting request units; the
-// background units join it (first, then request units fill the room left) unless the previous
-// batch already carried background units while request units were waiting. So a request never
-// waits behind more than one batch's background work, and background units still run at least
-// every other batch however many requests come.
 #pragma once
 
 #include <condition_variable>
@@ -64,9 +57,6 @@ class GroupCommitConnection {
   virtual bool TakeRetryable() = 0;
 };
 
-// Which queue a unit waits in (see the top of this file).
-enum class WriteLane { kRequest, kBackground };
-
 struct GroupCommitOptions {
   int max_batch = 512;        // units per transaction at most (at least 1)
   // Runs of a unit whose failure TakeRetryable reported, at most; after the last it is reported
@@ -88,9 +78,8 @@ class GroupCommitWriter {
 
   // Queues a unit (Database::Write's contract): done is called exactly once, on the writer thread,
   // after the batch holding the unit committed (with the unit's own status) or failed as a whole;
-  // at once with kUnavailable on the calling thread after Stop. Units of one lane run in the order
-  // they were queued. Thread-safe.
-  void Write(WriteFn fn, WriteDone done, WriteLane lane = WriteLane::kRequest);
+  // at once with kUnavailable on the calling thread after Stop. Thread-safe.
+  void Write(WriteFn fn, WriteDone done);
   // Stops accepting units, runs the queued ones, and joins the writer thread. Idempotent;
   // thread-safe, but not from the writer thread.
   void Stop();
@@ -99,12 +88,9 @@ class GroupCommitWriter {
   struct Job {
     WriteFn fn;
     WriteDone done;
-    WriteLane lane = WriteLane::kRequest;
     int runs = 0;  // earlier runs that failed retryably
   };
   void Loop();
-  // Moves the next batch's units out of the lanes into batch (see the top of this file). mu_ held.
-  void TakeBatch(std::vector<Job>& batch);
   // Runs one batch; fills each unit's status, its AfterCommit work and whether it failed
   // retryably. Returns the status of the transaction as a whole (Begin, EndUnit, Commit).
   Status RunBatch(std::vector<Job>& batch, std::vector<Status>& results,
@@ -116,10 +102,8 @@ class GroupCommitWriter {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> requests_;    // guarded by mu_
-  std::deque<Job> background_;  // guarded by mu_
-  bool stopping_ = false;       // guarded by mu_
-  bool last_had_background_ = false;  // the previous batch carried background units; writer only
+  std::deque<Job> queue_;  // guarded by mu_
+  bool stopping_ = false;  // guarded by mu_
   std::thread thread_;
 };
 

@@ -84,10 +84,6 @@ class Database {
   // after the batch holding the unit committed (with the unit's own status) or failed as a whole.
   // Thread-safe.
   virtual void Write(WriteFn fn, WriteDone done) = 0;
-  // Write for background work (event deliveries, recovery scans): the same contract, but the unit
-  // may wait while units queued by Write (which an HTTP request waits for) go first; it still
-  // runs however many of those keep coming. An engine without lanes runs it as Write.
-  virtual void WriteBackground(WriteFn fn, WriteDone done) { Write(std::move(fn), std::move(done)); }
   // Write and wait. Must not be called from the writer thread.
   Status WriteSync(WriteFn fn);
   // Runs fn in a read-only snapshot on the calling thread. Thread-safe.

@@ -1,8 +1,7 @@
 // The group-commit writer's contracts, on a fake connection that records the transaction control
 // it was asked for: a failing unit is undone alone, AfterCommit work runs only for units that
 // committed and before their done callback, a broken savepoint or commit fails the whole batch,
-// retryable failures run again in a later transaction up to the limit, Stop drains the queue, and
-// request units do not wait behind background units while background units still make progress.
+// retryable failures run again in a later transaction up to the limit, and Stop drains the queue.
 // (The engines run the same writer on real connections: sqlite_database_test, postgres_database_test.)
 #include "store/group_commit.h"
 
@@ -98,7 +97,7 @@ class GroupCommitWriterTest : public ::testing::Test {
   }
   // Queues a unit that blocks the writer until Release(), so that the units queued meanwhile
   // share the next batch. Returns once the writer is inside it.
-  void HoldWriter(WriteLane lane = WriteLane::kRequest) {
+  void HoldWriter() {
     std::promise<void> inside;
     auto entered = inside.get_future();
     writer_->Write(
@@ -108,7 +107,7 @@ class GroupCommitWriterTest : public ::testing::Test {
           hold_cv_.wait(l, [&] { return released_; });
           return Status::Ok();
         },
-        [](Status) {}, lane);
+        [](Status) {});
     entered.wait();
   }
   void Release() {
@@ -121,7 +120,7 @@ class GroupCommitWriterTest : public ::testing::Test {
   // Queues a unit that logs "run <name>", registers "after <name>" as AfterCommit work and
   // returns result; its done logs "done <name> ok|error" and fulfils the returned future.
   std::future<Status> Unit(const std::string& name, Status result = Status::Ok(),
-                           bool retryable = false, WriteLane lane = WriteLane::kRequest) {
+                           bool retryable = false) {
     auto done = std::make_shared<std::promise<Status>>();
     auto future = done->get_future();
     writer_->Write(
@@ -134,12 +133,8 @@ class GroupCommitWriterTest : public ::testing::Test {
         [this, name, done](Status st) {
           conn_.Log("done " + name + (st.ok() ? " ok" : " error"));
           done->set_value(std::move(st));
-        },
-        lane);
+        });
     return future;
-  }
-  std::future<Status> Background(const std::string& name) {
-    return Unit(name, Status::Ok(), false, WriteLane::kBackground);
   }
   // The calls after the held batch (which ends with its "commit").
   std::vector<std::string> CallsAfterHold() {
@@ -278,75 +273,6 @@ TEST_F(GroupCommitWriterTest, StopRunsTheQueuedUnitsAndThenRefusesNewOnes) {
   EXPECT_EQ(late.get().code(), Code::kUnavailable);  // answered at once, never run
   auto calls = conn_.calls();
   EXPECT_EQ(std::count(calls.begin(), calls.end(), "run late"), 0);
-}
-
-// The calls of each batch after the held one, as the names of the units run in it.
-std::vector<std::vector<std::string>> Batches(const std::vector<std::string>& calls) {
-  std::vector<std::vector<std::string>> batches;
-  for (const auto& c : calls) {
-    if (c == "begin") batches.emplace_back();
-    if (c.rfind("run ", 0) == 0) batches.back().push_back(c.substr(4));
-  }
-  return batches;
-}
-
-TEST_F(GroupCommitWriterTest, ARequestQueuedAfterBackgroundWorkCommitsWithoutWaitingForIt) {
-  Start();
-  HoldWriter(WriteLane::kBackground);  // a batch of background work is running
-  auto bus = Background("bus");
-  auto request = Unit("request");
-  Release();
-  EXPECT_TRUE(request.get().ok());
-  EXPECT_TRUE(bus.get().ok());
-  // The request commits in a batch of its own, before the background unit queued ahead of it.
-  auto calls = CallsAfterHold();
-  EXPECT_EQ(Batches(calls), (std::vector<std::vector<std::string>>{{"request"}, {"bus"}}));
-  EXPECT_LT(std::find(calls.begin(), calls.end(), "done request ok"),
-            std::find(calls.begin(), calls.end(), "done bus ok"));
-}
-
-TEST_F(GroupCommitWriterTest, WithNoRequestWaitingBackgroundUnitsRunBackToBack) {
-  Start();
-  HoldWriter(WriteLane::kBackground);
-  auto first = Background("first");
-  auto request = Unit("request");
-  Release();
-  EXPECT_TRUE(request.get().ok());
-  EXPECT_TRUE(first.get().ok());
-  auto second = Background("second");  // nothing else waits: it runs at once
-  EXPECT_TRUE(second.get().ok());
-  EXPECT_EQ(Batches(CallsAfterHold()),
-            (std::vector<std::vector<std::string>>{{"request"}, {"first"}, {"second"}}));
-}
-
-TEST_F(GroupCommitWriterTest, BackgroundUnitsRunEveryOtherBatchUnderAFloodOfRequests) {
-  GroupCommitOptions options;
-  options.max_batch = 4;
-  Start(options);
-  HoldWriter();
-  // Far more request units than a batch holds (40: 10 batches), with 8 background units queued
-  // among them.
-  std::vector<std::future<Status>> units;
-  for (int i = 0; i < 40; ++i) {
-    units.push_back(Unit("r" + std::to_string(i)));
-    if (i % 5 == 0) units.push_back(Background("b" + std::to_string(i / 5)));
-  }
-  Release();
-  for (auto& u : units) EXPECT_TRUE(u.get().ok());
-  auto batches = Batches(CallsAfterHold());
-  // The background units' turn comes every other batch, where they go first (in their queue
-  // order); the requests fill the other batches, in theirs.
-  ASSERT_EQ(batches.size(), 12u);
-  using Names = std::vector<std::string>;
-  EXPECT_EQ(batches[0], (Names{"b0", "b1", "b2", "b3"}));
-  EXPECT_EQ(batches[1], (Names{"r0", "r1", "r2", "r3"}));
-  EXPECT_EQ(batches[2], (Names{"b4", "b5", "b6", "b7"}));
-  EXPECT_EQ(batches[3], (Names{"r4", "r5", "r6", "r7"}));
-  for (size_t i = 4; i < batches.size(); ++i) {
-    Names want;
-    for (size_t k = 0; k < 4; ++k) want.push_back("r" + std::to_string(8 + (i - 4) * 4 + k));
-    EXPECT_EQ(batches[i], want);
-  }
 }
 
 }  // namespace

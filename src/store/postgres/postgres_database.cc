@@ -324,10 +324,6 @@ void PostgresDatabase::Close() {
   writer_.reset();
 }
 
-void PostgresDatabase::WriteBackground(WriteFn fn, WriteDone done) {
-  group_->Write(std::move(fn), std::move(done), WriteLane::kBackground);
-}
-
 void PostgresDatabase::Write(WriteFn fn, WriteDone done) {
   group_->Write(std::move(fn), std::move(done));
 }

@@ -40,7 +40,6 @@ class PostgresDatabase : public Database, private GroupCommitConnection {
   ~PostgresDatabase() override;
 
   void Write(WriteFn fn, WriteDone done) override;
-  void WriteBackground(WriteFn fn, WriteDone done) override;
   Status Read(const ReadFn& fn) override;
   void Close() override;
 

@@ -263,10 +263,6 @@ void SqliteDatabase::CheckpointerLoop() {
   }
 }
 
-void SqliteDatabase::WriteBackground(WriteFn fn, WriteDone done) {
-  group_->Write(std::move(fn), std::move(done), WriteLane::kBackground);
-}
-
 void SqliteDatabase::Write(WriteFn fn, WriteDone done) { group_->Write(std::move(fn), std::move(done)); }
 
 Status SqliteDatabase::Begin() {

@@ -53,7 +53,6 @@ class SqliteDatabase : public Database, private GroupCommitConnection {
   ~SqliteDatabase() override;
 
   void Write(WriteFn fn, WriteDone done) override;
-  void WriteBackground(WriteFn fn, WriteDone done) override;
   Status Read(const ReadFn& fn) override;
   void Close() override;
 
