@@ -250,8 +250,8 @@ void InProcessBus::Loop() {
     for (size_t k = 0; k < due.size(); ++k) {
       Target* t = &targets_[due[k]];
       Progress* p = &progress[k];
-      db_.WriteBackground([this, t, p](SqlTx& tx) { return DeliverBatch(*t, tx, p); },
-                          [&done, k](Status st) { done[k].set_value(std::move(st)); });
+      db_.Write([this, t, p](SqlTx& tx) { return DeliverBatch(*t, tx, p); },
+                [&done, k](Status st) { done[k].set_value(std::move(st)); });
     }
     bool progressed = false;
     for (size_t k = 0; k < due.size(); ++k) {
