@@ -161,29 +161,10 @@ NatsBus::NatsBus(Database& db, Clock& clock, IdGenerator& ids, Metrics& metrics,
 NatsBus::~NatsBus() { Stop(); }
 
 void NatsBus::AddTarget(const std::string& target, EventHandler* handler) {
-  for (auto& t : targets_) {
-    if (t.name == target) {
-      t.handler = handler;
-      return;
-    }
-  }
-  Target t;
-  t.name = target;
-  t.handler = handler;
-  targets_.push_back(std::move(t));
+  AddTargetTo(targets_, target, handler);
 }
 
-void NatsBus::AddRule(const Rule& rule) {
-  for (const auto& name : rule.targets) {
-    auto it = std::find_if(targets_.begin(), targets_.end(),
-                           [&](const Target& t) { return t.name == name; });
-    if (it == targets_.end()) {
-      AddTarget(name, nullptr);
-      it = targets_.end() - 1;
-    }
-    it->patterns.push_back(rule.pattern);
-  }
-}
+void NatsBus::AddRule(const Rule& rule) { AddRuleTo(targets_, rule); }
 
 bool NatsBus::Wants(const Target& t, const CloudEvent& e) const {
   return std::any_of(t.patterns.begin(), t.patterns.end(),
