@@ -40,7 +40,7 @@ SAN_CMAKE = cmake -S . -G Ninja -DCMAKE_BUILD_TYPE=Sanitize -DCMAKE_CXX_COMPILER
 # lifecycle races, retention, and the short crash harness's concurrent clients and kills).
 ASAN_CTEST_EXCLUDE ?= integration.test_dashboard
 TSAN_TARGETS ?= lastcall lastcall_tests
-TSAN_UNIT_FILTER ?= InProcessBusTest.*:Seeds/ChaosBusTest.*:Sqlite/CoordinationFlowTest.*:HttpServerTest.*:WebhookDeliveryTest.*:VerificationTest.*:FaultyDatabaseTest.*
+TSAN_UNIT_FILTER ?= InProcessBusTest.*:GroupCommitWriterTest.*:Seeds/ChaosBusTest.*:Sqlite/CoordinationFlowTest.*:HttpServerTest.*:WebhookDeliveryTest.*:VerificationTest.*:FaultyDatabaseTest.*
 TSAN_CTEST_INCLUDE ?= ^unit\.lastcall_tests$$|^integration\.test_lifecycle$$|^integration\.test_retention$$|^crash\.short$$
 # make fuzz: seconds per target; new inputs that add coverage are merged into tests/fuzz/corpus.
 FUZZ_SECONDS ?= 60

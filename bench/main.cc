@@ -72,6 +72,8 @@ struct Options {
   std::string attach;    // when set: a shell command run during each full load ({pid}, {mode})
   std::string database_url;  // when set: the server runs on this PostgreSQL database (emptied
                              // first); the raw limit and the sweep stay SQLite's
+  std::string nats_url;  // when set: the server's event bus is NATS JetStream at this URL (the
+                         // server never sees the bench's own LASTCALL_* variables)
 };
 
 std::string Substitute(std::string s, const std::string& key, const std::string& value) {
@@ -161,16 +163,34 @@ json PercentilesJson(const Percentiles& p) {
           {"count", p.count}};
 }
 
-// Polls until every bus target's cursor reached the newest outbox row.
-bool WaitConsumers(ReadOnlyDb& db, ServerProcess& server, double timeout_s, double* waited) {
+// Polls until every bus target's cursor reached the newest outbox row. On NATS (no cursors):
+// until the relay has published every outbox row and the targets' records (processed and dead
+// letters) have not grown for a second.
+bool WaitConsumers(ReadOnlyDb& db, ServerProcess& server, bool nats, double timeout_s, double* waited) {
   double start = MonoSeconds();
+  int64_t last_records = -1;
+  double stable_since = start;
   while (MonoSeconds() - start < timeout_s) {
-    auto rows = db.Ints(
-        "SELECT (SELECT COALESCE(MAX(seq), 0) FROM outbox), (SELECT COALESCE(MIN(last_seq), 0) "
-        "FROM delivery_cursors), (SELECT COUNT(*) FROM delivery_cursors)");
-    if (!rows.empty() && rows[0][2] >= kBusTargets && rows[0][1] >= rows[0][0]) {
-      *waited = MonoSeconds() - start;
-      return true;
+    if (nats) {
+      auto rows = db.Ints(
+          "SELECT (SELECT COUNT(*) FROM outbox WHERE relayed_at IS NULL), "
+          "(SELECT COUNT(*) FROM processed) + (SELECT COUNT(*) FROM dead_letters)");
+      if (!rows.empty() && rows[0][1] != last_records) {
+        last_records = rows[0][1];
+        stable_since = MonoSeconds();
+      }
+      if (!rows.empty() && rows[0][0] == 0 && MonoSeconds() - stable_since >= 1.0) {
+        *waited = MonoSeconds() - start;
+        return true;
+      }
+    } else {
+      auto rows = db.Ints(
+          "SELECT (SELECT COALESCE(MAX(seq), 0) FROM outbox), (SELECT COALESCE(MIN(last_seq), 0) "
+          "FROM delivery_cursors), (SELECT COUNT(*) FROM delivery_cursors)");
+      if (!rows.empty() && rows[0][2] >= kBusTargets && rows[0][1] >= rows[0][0]) {
+        *waited = MonoSeconds() - start;
+        return true;
+      }
     }
     if (!server.running()) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -284,7 +304,7 @@ json DeletePhase(const Options& o, const std::string& label, ServerProcess& serv
   }
   double client_cpu = SelfCpuSeconds() - client_cpu0;
   double settle_wait = 0;
-  WaitConsumers(db, server, 60, &settle_wait);
+  WaitConsumers(db, server, !o.nats_url.empty(), 60, &settle_wait);
 
   auto deleted_at = db.TextToInt(
       db.postgres() ? "SELECT CAST(data AS json)->>'coordinationId', created_at FROM outbox WHERE "
@@ -391,6 +411,10 @@ json RunMode(const Options& o, const std::string& mode, const fs::path& work) {
       {"LASTCALL_LOG_LEVEL", o.log_level},
   };
   if (o.http_threads > 0) env["LASTCALL_HTTP_THREADS"] = std::to_string(o.http_threads);
+  if (!o.nats_url.empty()) {
+    env["LASTCALL_NATS_URL"] = o.nats_url;
+    result["bus"] = "nats";
+  }
   if (!o.database_url.empty()) {
     env["LASTCALL_DATABASE_URL"] = o.database_url;
     result["database"] = "postgresql";
@@ -470,7 +494,7 @@ json RunMode(const Options& o, const std::string& mode, const fs::path& work) {
       });
   double upload_s = MonoSeconds() - t_up;
   double consumers_s = 0;
-  bool caught_up = WaitConsumers(db, server, 600, &consumers_s);
+  bool caught_up = WaitConsumers(db, server, !o.nats_url.empty(), 600, &consumers_s);
   result["seed"] = {{"users", o.users},
                     {"files", total_files},
                     {"uploadErrors", upload_errors},
@@ -695,6 +719,9 @@ int main(int argc, char** argv) {
   app.add_option("--database-url", o.database_url,
                  "run the server on this PostgreSQL database (its tables are dropped first!); "
                  "--modes then only names the runs");
+  app.add_option("--nats-url", o.nats_url,
+                 "the server's event bus: NATS JetStream at this URL (LASTCALL_NATS_URL; the "
+                 "server does not inherit the bench's LASTCALL_* variables)");
   app.add_flag("--raw-only", o.raw_only, "only the raw SQLite limit, printed (no report files)");
   app.add_flag("--skip-sweep", o.skip_sweep, "skip the deadline sweep");
   app.add_flag("--skip-raw", o.skip_raw, "skip the raw SQLite limit");

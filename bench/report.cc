@@ -332,7 +332,7 @@ std::string RenderMarkdown(const json& r, const std::string& svg_rel, const std:
        << " | " << val << " | " << met << " |\n";
   }
   md << "| coordinated deletions per second on PostgreSQL + NATS | - | >= 3,000 | - | not in this run: "
-        "`--database-url` with `LASTCALL_NATS_URL` (see \"PostgreSQL + NATS\" in the profile) |\n\n";
+        "`--database-url` with `--nats-url` (see \"PostgreSQL + NATS\" in the profile) |\n\n";
   if (!svg_rel.empty()) md << "![throughput and latency per mode](" << svg_rel << ")\n\n";
 
   md << "## Results per mode\n\n| | ";
@@ -466,8 +466,8 @@ std::string RenderMarkdown(const json& r, const std::string& svg_rel, const std:
   (ms). Run once with N = 1,000,000 and once with N = 0 (1,000 waiting in all). "Flat" is read as:
   the large run's sweep time is at most 1.25 × the small run's + 50 ms.
 - **PostgreSQL + NATS** is not part of the default run (it needs a PostgreSQL server and a
-  nats-server): run the benchmark with `--database-url postgresql://...` and `LASTCALL_NATS_URL`
-  in its environment. The figures measured so far are under "PostgreSQL + NATS" in the profile.
+  nats-server): run the benchmark with `--database-url postgresql://...` and
+  `--nats-url nats://...` (the server does not inherit the caller's `LASTCALL_*` variables). The figures measured so far are under "PostgreSQL + NATS" in the profile.
 
 )";
   md << "## Profile\n\n";

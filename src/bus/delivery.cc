@@ -19,26 +19,32 @@ CloudEvent EventFromOutboxRow(const SqlRow& r) {
 }
 
 Result<DeliveryOutcome> DeliverInTx(SqlTx& tx, const std::string& target, EventHandler& handler,
-                                    const CloudEvent& e, WallMillis now) {
+                                    const CloudEvent& e, WallMillis now, DeliverySteps steps) {
   DeliveryOutcome out;
-  auto seen =
-      tx.QueryOne("SELECT 1 FROM processed WHERE target = ? AND event_id = ?", {target, e.id});
-  if (!seen.ok()) return seen.status();
-  if (*seen) {
-    log::Info("duplicate delivery ignored", {{"target", target}, {"eventId", e.id}});
-    out.duplicate = true;
-    return out;
+  if (steps.check_processed) {
+    auto seen =
+        tx.QueryOne("SELECT 1 FROM processed WHERE target = ? AND event_id = ?", {target, e.id});
+    if (!seen.ok()) return seen.status();
+    if (*seen) {
+      log::Info("duplicate delivery ignored", {{"target", target}, {"eventId", e.id}});
+      out.duplicate = true;
+      return out;
+    }
   }
   if (e.data.is_discarded()) {
     out.failure = Status::Internal("stored event data is not JSON");
     return out;
   }
-  auto sp = tx.Exec("SAVEPOINT delivery");
-  if (!sp.ok()) return sp.status();
+  if (steps.savepoint) {
+    auto sp = tx.Exec("SAVEPOINT delivery");
+    if (!sp.ok()) return sp.status();
+  }
   out.failure = handler.Handle(e, tx);
-  if (!out.failure.ok()) (void)tx.Exec("ROLLBACK TO delivery");
-  auto rel = tx.Exec("RELEASE delivery");
-  if (!rel.ok()) return rel.status();
+  if (steps.savepoint) {
+    if (!out.failure.ok()) (void)tx.Exec("ROLLBACK TO delivery");
+    auto rel = tx.Exec("RELEASE delivery");
+    if (!rel.ok()) return rel.status();
+  }
   if (!out.failure.ok()) return out;
   auto rec = tx.Exec("INSERT INTO processed (target, event_id, processed_at) VALUES (?, ?, ?)",
                      {target, e.id, now});

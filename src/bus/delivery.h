@@ -28,11 +28,22 @@ struct DeliveryOutcome {
   Status failure;          // the handler's error (its effects were rolled back); ok otherwise
 };
 
+// What a caller that handles many events in one unit already did itself.
+struct DeliverySteps {
+  // false: the caller checked in this tx that processed(target, e.id) does not exist (nor an
+  // earlier copy in the same unit), so the lookup is skipped.
+  bool check_processed = true;
+  // false: no savepoint around the handler. A handler's failure then leaves its partial effects
+  // in tx: the caller must fail the whole unit (and may retry the events one by one).
+  bool savepoint = true;
+};
+
 // Runs handler for e inside tx (a savepoint around the handler) and, when it succeeds, records
 // processed(target, e.id) at now. The returned Status is the transaction's own failure (the unit
-// must fail); a handler's failure is DeliveryOutcome::failure and leaves tx usable.
+// must fail); a handler's failure is DeliveryOutcome::failure and leaves tx usable (with the
+// default steps).
 Result<DeliveryOutcome> DeliverInTx(SqlTx& tx, const std::string& target, EventHandler& handler,
-                                    const CloudEvent& e, WallMillis now);
+                                    const CloudEvent& e, WallMillis now, DeliverySteps steps = {});
 
 // An operator's replay of e for target (EventReplayer::ReplayEvent, shared by both buses): the
 // same as a delivery, except that a handler's failure is the result (the unit then fails).

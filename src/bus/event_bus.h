@@ -10,6 +10,7 @@
 // (NATS JetStream: relays the outbox with Nats-Msg-Id = event id, one durable consumer per target).
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <string>
@@ -52,6 +53,38 @@ struct Rule {
   EventPattern pattern;
   std::vector<std::string> targets;
 };
+
+// Target registration, the same on every bus (EventBus::AddTarget and AddRule): targets is the
+// bus's list of a struct with `name`, `handler` (EventHandler*) and `patterns`
+// (std::vector<EventPattern>). AddTargetTo sets a target's handler, adding the target when it is
+// new; AddRuleTo adds the rule's pattern to each of its targets, adding a target without a handler
+// where needed (the bus's Start refuses a target that still has none).
+template <typename Target>
+void AddTargetTo(std::vector<Target>& targets, const std::string& name, EventHandler* handler) {
+  for (auto& t : targets) {
+    if (t.name == name) {
+      t.handler = handler;
+      return;
+    }
+  }
+  Target t;
+  t.name = name;
+  t.handler = handler;
+  targets.push_back(std::move(t));
+}
+
+template <typename Target>
+void AddRuleTo(std::vector<Target>& targets, const Rule& rule) {
+  for (const auto& name : rule.targets) {
+    auto it = std::find_if(targets.begin(), targets.end(),
+                           [&](const Target& t) { return t.name == name; });
+    if (it == targets.end()) {
+      AddTargetTo(targets, name, nullptr);
+      it = targets.end() - 1;
+    }
+    it->patterns.push_back(rule.pattern);
+  }
+}
 
 // Writes events in the caller's transaction and wakes the bus after the commit.
 class Outbox {

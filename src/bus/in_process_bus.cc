@@ -45,29 +45,10 @@ InProcessBus::InProcessBus(Database& db, Clock& clock, IdGenerator& ids, Metrics
 InProcessBus::~InProcessBus() { Stop(); }
 
 void InProcessBus::AddTarget(const std::string& target, EventHandler* handler) {
-  for (auto& t : targets_) {
-    if (t.name == target) {
-      t.handler = handler;
-      return;
-    }
-  }
-  Target t;
-  t.name = target;
-  t.handler = handler;
-  targets_.push_back(std::move(t));
+  AddTargetTo(targets_, target, handler);
 }
 
-void InProcessBus::AddRule(const Rule& rule) {
-  for (const auto& name : rule.targets) {
-    auto it = std::find_if(targets_.begin(), targets_.end(),
-                           [&](const Target& t) { return t.name == name; });
-    if (it == targets_.end()) {
-      AddTarget(name, nullptr);
-      it = targets_.end() - 1;
-    }
-    it->patterns.push_back(rule.pattern);
-  }
-}
+void InProcessBus::AddRule(const Rule& rule) { AddRuleTo(targets_, rule); }
 
 Status InProcessBus::Start() {
   for (const auto& t : targets_) {

@@ -9,6 +9,7 @@
 #include <nats/nats.h>
 
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <set>
 
@@ -42,8 +43,15 @@ class Recorder : public EventHandler {
     {
       std::lock_guard<std::mutex> l(mu_);
       ++calls_;
-      if (fail_next_ > 0 || n == fail_always_) {
-        if (fail_next_ > 0) --fail_next_;
+      ++calls_for_[n];
+      auto times = fail_times_.find(n);
+      bool fail_n = times != fail_times_.end() && times->second > 0;
+      if (fail_next_ > 0 || n == fail_always_ || fail_n) {
+        if (fail_next_ > 0) {
+          --fail_next_;
+        } else if (fail_n) {
+          --times->second;
+        }
         (void)tx.Exec("INSERT INTO effects (target, n) VALUES (?, ?)", {target_, int64_t{-1000} - n});
         return Status::Unavailable("simulated failure");
       }
@@ -63,6 +71,15 @@ class Recorder : public EventHandler {
     std::lock_guard<std::mutex> l(mu_);
     fail_always_ = n;
   }
+  // The next k calls for event n fail (k < 0: until told otherwise).
+  void FailTimes(int n, int k) {
+    std::lock_guard<std::mutex> l(mu_);
+    fail_times_[n] = k < 0 ? 1 << 30 : k;
+  }
+  int calls_for(int n) {
+    std::lock_guard<std::mutex> l(mu_);
+    return calls_for_[n];
+  }
 
  private:
   std::string target_;
@@ -70,6 +87,8 @@ class Recorder : public EventHandler {
   int calls_ = 0;
   int fail_next_ = 0;
   int fail_always_ = -1;
+  std::map<int, int> fail_times_;
+  std::map<int, int> calls_for_;
 };
 
 class NatsBusTest : public ::testing::Test {
@@ -106,6 +125,7 @@ class NatsBusTest : public ::testing::Test {
     o.republish_after_ms = 600;
     o.duplicate_window_ms = 600;
     o.fetch_wait_ms = 200;
+    o.relay_lease_ms = 1000;  // quick hand-overs between nodes
     return o;
   }
   // A node: a bus with targets a (t.one, t.two) and b (t.two from /src) and the given handlers.
@@ -160,6 +180,73 @@ class NatsBusTest : public ::testing::Test {
     return n;
   }
 
+  // Puts events n = from..to-1 of type t.one on the stream while no node delivers to "a" (whose
+  // consumer a node made and left), so that the next node fetches them as one batch.
+  void StreamWhileNobodyDelivers(int from, int to, std::vector<std::string>* ids = nullptr) {
+    StartNode(&idle_, nullptr, Options())->Stop();
+    NatsBus* relay = StartNode(nullptr, nullptr, Options());
+    for (int i = from; i < to; ++i) {
+      std::string id = Publish("t.one", i);
+      if (ids) ids->push_back(id);
+    }
+    ASSERT_TRUE(Within(5000, [&] { return StreamMessages() == to - from; }));
+    relay->Stop();
+  }
+  // A node that fetches n messages of consumer "a" and dies without acking them.
+  void TakeAndDie(int n) {
+    natsConnection* nc = nullptr;
+    jsCtx* js = nullptr;
+    natsSubscription* sub = nullptr;
+    ASSERT_EQ(natsConnection_ConnectTo(&nc, nats_.url().c_str()), NATS_OK);
+    ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = "LASTCALL_EVENTS";
+    so.Consumer = "a";
+    ASSERT_EQ(js_PullSubscribe(&sub, js, "lastcall.events.t.>", "a", nullptr, &so, nullptr), NATS_OK);
+    natsMsgList list{};
+    ASSERT_EQ(natsSubscription_Fetch(&list, sub, n, 2000, nullptr), NATS_OK);
+    EXPECT_EQ(list.Count, n);
+    natsMsgList_Destroy(&list);
+    natsSubscription_Destroy(sub);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+  }
+  // Publishes e to the stream directly under Nats-Msg-Id msg_id, as a relay would; the stream
+  // must store it (not a duplicate within its window).
+  void PublishCopy(const CloudEvent& e, const std::string& msg_id) {
+    std::string body = ToJson(e).dump();
+    std::string subject = NatsBus::SubjectFor("lastcall.events.", e.type);
+    natsConnection* nc = nullptr;
+    jsCtx* js = nullptr;
+    ASSERT_EQ(natsConnection_ConnectTo(&nc, nats_.url().c_str()), NATS_OK);
+    ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = msg_id.c_str();
+    jsPubAck* ack = nullptr;
+    natsStatus s = js_Publish(&ack, js, subject.c_str(), body.data(), static_cast<int>(body.size()), &po, nullptr);
+    EXPECT_EQ(s, NATS_OK);
+    EXPECT_TRUE(ack && !ack->Duplicate);
+    if (ack) jsPubAck_Destroy(ack);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+  }
+  // Consumer "a" as NATS sees it.
+  bool ConsumerA(const std::function<bool(const jsConsumerInfo&)>& pred) {
+    natsConnection* nc = nullptr;
+    jsCtx* js = nullptr;
+    jsConsumerInfo* ci = nullptr;
+    bool ok = natsConnection_ConnectTo(&nc, nats_.url().c_str()) == NATS_OK &&
+              natsConnection_JetStream(&js, nc, nullptr) == NATS_OK &&
+              js_GetConsumerInfo(&ci, js, "LASTCALL_EVENTS", "a", nullptr, nullptr) == NATS_OK &&
+              pred(*ci);
+    if (ci) jsConsumerInfo_Destroy(ci);
+    if (js) jsCtx_Destroy(js);
+    if (nc) natsConnection_Destroy(nc);
+    return ok;
+  }
+
   testing::NatsServer nats_;
   fs::path dir_;
   SystemClock clock_;
@@ -170,6 +257,7 @@ class NatsBusTest : public ::testing::Test {
   std::mutex buses_mu_;
   std::vector<std::unique_ptr<NatsBus>> buses_;
   Recorder a_{"a"}, b_{"b"};
+  Recorder idle_{"a"};  // never called: its node stops at once
 };
 
 TEST(NatsSubjectsTest, OneFilterCoversEveryRuleOfATarget) {
@@ -283,40 +371,6 @@ TEST_F(NatsBusTest, ARelayRetryIsStoredOnce) {
   EXPECT_EQ(a_.calls(), 1);
 }
 
-TEST_F(NatsBusTest, RedeliversWhatANodeTookAndNeverAcked) {
-  // Node 1 makes the consumers and stops; a relay-only node puts the event on the stream.
-  StartNode(&a_, nullptr, Options())->Stop();
-  NatsBus* relay = StartNode(nullptr, nullptr, Options());
-  Publish("t.one", 5);
-  ASSERT_TRUE(Within(5000, [&] { return StreamMessages() == 1; }));
-  relay->Stop();
-  // A node takes the message from consumer "a" and dies without an ack.
-  natsConnection* nc = nullptr;
-  jsCtx* js = nullptr;
-  natsSubscription* sub = nullptr;
-  ASSERT_EQ(natsConnection_ConnectTo(&nc, nats_.url().c_str()), NATS_OK);
-  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = "LASTCALL_EVENTS";
-  so.Consumer = "a";
-  ASSERT_EQ(js_PullSubscribe(&sub, js, "lastcall.events.t.>", "a", nullptr, &so, nullptr), NATS_OK);
-  natsMsgList list{};
-  ASSERT_EQ(natsSubscription_Fetch(&list, sub, 1, 2000, nullptr), NATS_OK);
-  ASSERT_EQ(list.Count, 1);
-  natsMsgList_Destroy(&list);
-  natsSubscription_Destroy(sub);
-  jsCtx_Destroy(js);
-  natsConnection_Destroy(nc);
-  auto taken = std::chrono::steady_clock::now();
-  // A live node gets it once AckWait (1 s) has passed.
-  StartNode(&a_, nullptr, Options());
-  ASSERT_TRUE(Within(10000, [&] { return Seen("a").size() == 1; }));
-  EXPECT_GE(std::chrono::steady_clock::now() - taken, std::chrono::milliseconds(900));
-  EXPECT_EQ(Seen("a"), std::vector<int64_t>{5});
-  EXPECT_EQ(a_.calls(), 1);
-}
-
 TEST_F(NatsBusTest, TheOutboxPublishesAgainWhatANatsServerLost) {
   NatsBusOptions o = Options();
   o.max_deliver = 1000;  // keep failing without dead-lettering while NATS goes away
@@ -363,22 +417,11 @@ TEST_F(NatsBusTest, ACopyOfAPrunedEventThatTheStreamStillHoldsIsNotAppliedAgain)
   // The stream receives a copy after its duplicate window (a republish that raced settling):
   // both targets get it, find no outbox row, and ack it without running their handlers.
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
-  CloudEvent copy{id, "/src", "t.two", "s", "t", {{"n", 7}}};
-  std::string body = ToJson(copy).dump();
+  ASSERT_NO_FATAL_FAILURE(PublishCopy({id, "/src", "t.two", "s", "t", {{"n", 7}}}, id));
   natsConnection* nc = nullptr;
   jsCtx* js = nullptr;
   ASSERT_EQ(natsConnection_ConnectTo(&nc, nats_.url().c_str()), NATS_OK);
   ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
-  jsPubOptions po;
-  jsPubOptions_Init(&po);
-  po.MsgId = id.c_str();
-  jsPubAck* ack = nullptr;
-  ASSERT_EQ(js_Publish(&ack, js, "lastcall.events.t.two", body.data(), static_cast<int>(body.size()),
-                       &po, nullptr),
-            NATS_OK);
-  ASSERT_NE(ack, nullptr);
-  EXPECT_FALSE(ack->Duplicate);
-  jsPubAck_Destroy(ack);
   uint64_t last = static_cast<uint64_t>(StreamMessages());
   auto settled = [&](const char* consumer) {
     jsConsumerInfo* ci = nullptr;
@@ -395,6 +438,110 @@ TEST_F(NatsBusTest, ACopyOfAPrunedEventThatTheStreamStillHoldsIsNotAppliedAgain)
   EXPECT_EQ(a_.calls(), 1);
   EXPECT_EQ(b_.calls(), 1);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM processed"), 0);
+}
+
+TEST_F(NatsBusTest, AFailingEventHoldsBackTheRestOfItsBatchAndNoneOvertakesIt) {
+  StreamWhileNobodyDelivers(0, 10);
+  a_.FailTimes(3, 2);
+  StartNode(&a_, nullptr, Options());
+  ASSERT_TRUE(Within(10000, [&] { return Seen("a").size() == 10; }));
+  std::vector<int64_t> want;
+  for (int i = 0; i < 10; ++i) want.push_back(i);
+  EXPECT_EQ(Seen("a"), want);
+  // 0..2 committed before 3 failed (run once more, each in its savepoint, after the batch's
+  // first run without savepoints was rolled back by 3's failure); 4..9 waited and ran once,
+  // after 3 succeeded.
+  EXPECT_EQ(a_.calls_for(3), 3);
+  for (int i = 0; i < 10; ++i) {
+    if (i < 3) {
+      EXPECT_EQ(a_.calls_for(i), 2) << "event " << i;
+    } else if (i > 3) {
+      EXPECT_EQ(a_.calls_for(i), 1) << "event " << i;
+    }
+  }
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM dead_letters"), 0);
+  // The retries were the holder's own: JetStream redelivered nothing and has nothing pending.
+  EXPECT_TRUE(Within(3000, [&] {
+    return ConsumerA([](const jsConsumerInfo& ci) {
+      return ci.NumRedelivered == 0 && ci.NumAckPending == 0 && ci.Delivered.Stream == 10;
+    });
+  }));
+}
+
+TEST_F(NatsBusTest, ADuplicateInsideOneBatchIsHandledOnce) {
+  std::vector<std::string> ids;
+  StreamWhileNobodyDelivers(1, 3, &ids);
+  // A copy of event 1 under another Nats-Msg-Id (a republish after the duplicate window), on
+  // the stream behind event 2: the next fetch holds both copies.
+  ASSERT_NO_FATAL_FAILURE(PublishCopy({ids[0], "/src", "t.one", "s", "t", {{"n", 1}}}, ids[0] + "-again"));
+  ASSERT_EQ(StreamMessages(), 3);
+  StartNode(&a_, nullptr, Options());
+  ASSERT_TRUE(Within(10000, [&] {
+    return ConsumerA([](const jsConsumerInfo& ci) {
+      return ci.NumAckPending == 0 && ci.Delivered.Stream == 3;
+    });
+  }));
+  EXPECT_EQ(Seen("a"), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(a_.calls(), 2);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed WHERE target = 'a'"), 2);
+}
+
+TEST_F(NatsBusTest, RedeliversWhatADeadNodeHeldBeforeAnythingNewer) {
+  StreamWhileNobodyDelivers(0, 6);
+  // A node takes the first three from consumer "a" and dies without an ack.
+  ASSERT_NO_FATAL_FAILURE(TakeAndDie(3));
+  auto taken = std::chrono::steady_clock::now();
+  // A live node gets them once AckWait (1 s) has passed. It could fetch 3..5 at once
+  // (MaxAckPending is a batch); it waits for 0..2, which nats-server redelivers first.
+  StartNode(&a_, nullptr, Options());
+  ASSERT_TRUE(Within(10000, [&] { return Seen("a").size() == 6; }));
+  EXPECT_EQ(Seen("a"), (std::vector<int64_t>{0, 1, 2, 3, 4, 5}));
+  EXPECT_GE(std::chrono::steady_clock::now() - taken, std::chrono::milliseconds(900));  // AckWait
+  EXPECT_EQ(a_.calls(), 6);
+}
+
+TEST_F(NatsBusTest, AHandOverBetweenNodesKeepsTheOrderBehindAFailingEvent) {
+  NatsBusOptions o = Options();
+  o.max_deliver = 1000;
+  Recorder a2{"a"};
+  a_.FailTimes(2, -1);  // node 1 keeps failing event 2 and holds 3..9 behind it
+  NatsBus* node1 = StartNode(&a_, nullptr, o);
+  for (int i = 0; i < 10; ++i) Publish("t.one", i);
+  ASSERT_TRUE(Within(10000, [&] { return a_.calls_for(2) >= 2; }));
+  EXPECT_EQ(Seen("a"), (std::vector<int64_t>{0, 1}));
+  StartNode(&a2, nullptr, o);  // waits for the lease
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(a2.calls(), 0);
+  node1->Stop();  // hands its messages back and the lease over
+  ASSERT_TRUE(Within(15000, [&] { return Seen("a").size() == 10; })) << Seen("a").size();
+  std::vector<int64_t> want;
+  for (int i = 0; i < 10; ++i) want.push_back(i);
+  EXPECT_EQ(Seen("a"), want);
+  for (int i = 2; i < 10; ++i) EXPECT_EQ(a2.calls_for(i), 1) << "event " << i;
+  for (int i = 3; i < 10; ++i) EXPECT_EQ(a_.calls_for(i), 0) << "event " << i;
+}
+
+TEST_F(NatsBusTest, ANodeThatLostItsLeaseCommitsNothing) {
+  StartNode(&a_, nullptr, Options());
+  Publish("t.one", 1);
+  ASSERT_TRUE(Within(10000, [&] { return Seen("a").size() == 1; }));
+  // Another node holds the lease now (this one's renewal ran late).
+  auto steal = [&](const std::string& holder, int64_t expires_at) {
+    ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) {
+                     auto r = tx.Exec("UPDATE bus_leases SET holder = ?, expires_at = ? WHERE name = 'nats-target:a'",
+                                      {holder, expires_at});
+                     if (!r.ok()) return r.status();
+                     return *r == 1 ? Status::Ok() : Status::Internal("no lease row");
+                   }).ok());
+  };
+  steal("another-node", clock_.Now() + 60000);
+  Publish("t.one", 2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(Seen("a"), std::vector<int64_t>{1});
+  // That node goes away: its lease runs out and this node takes over.
+  steal("another-node", clock_.Now() - 1);
+  ASSERT_TRUE(Within(10000, [&] { return Seen("a").size() == 2; }));
+  EXPECT_EQ(Seen("a"), (std::vector<int64_t>{1, 2}));
 }
 
 }  // namespace

@@ -209,6 +209,12 @@ TEST_F(InProcessBusTest, ADeliveredEventForgetsItsFailedAttempts) {
   StartBus({.batch = 256, .max_attempts = 5, .backoff_base_ms = 5, .backoff_cap_ms = 20});
   Publish("t.one", 1);
   ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 1; }));
+  // The handler saw the event inside its unit, before the commit that also moves the cursor and
+  // forgets the attempts: wait for that commit before counting.
+  ASSERT_TRUE(Eventually([&] {
+    return Count("SELECT COUNT(*) FROM delivery_cursors WHERE target = 'a' AND "
+                 "last_seq >= (SELECT MAX(seq) FROM outbox)") == 1;
+  }));
   EXPECT_EQ(Count("SELECT COUNT(*) FROM delivery_attempts"), 0);
 }
 

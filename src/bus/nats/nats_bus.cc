@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <unordered_set>
 
 #include "bus/delivery.h"
 #include "common/log.h"
@@ -14,6 +15,7 @@ namespace {
 
 constexpr char kSeqHeader[] = "Lastcall-Outbox-Seq";
 constexpr char kRelayLease[] = "nats-outbox-relay";  // stored: do not rename
+constexpr char kTargetLeasePrefix[] = "nats-target:";  // + target name; stored: do not rename
 constexpr int64_t kNanosPerMilli = 1000000;
 
 std::string NatsError(natsStatus s, jsErrCode jerr = static_cast<jsErrCode>(0)) {
@@ -24,15 +26,22 @@ std::string NatsError(natsStatus s, jsErrCode jerr = static_cast<jsErrCode>(0)) 
   return text;
 }
 
-// A durable consumer's BackOff, in milliseconds: the redeliveries of a message that was not acked
-// (a node died holding it, or its ack was lost) come after ack_wait, then ever longer. MaxDeliver
-// must exceed the list.
-std::vector<int64_t> RedeliveryBackoffMs(const NatsBusOptions& o) {
-  std::vector<int64_t> backoff;
+// The bound RedeliveryHorizonMs has always given: AckWait doubling per redelivery (up to 16 times
+// it), summed over max_deliver deliveries. The consumers no longer set a BackOff (a redelivery
+// comes AckWait after its holder went silent, so a new lease holder knows how long to wait), so
+// this is an upper bound on max_deliver + 1 deliveries each AckWait (plus a hand-over) apart.
+int64_t RedeliveryBoundMs(const NatsBusOptions& o) {
+  int64_t sum = 0;
   for (int i = 0; i + 1 < o.max_deliver && i < 10; ++i) {
-    backoff.push_back(o.ack_wait_ms * (int64_t{1} << std::min(i, 4)));
+    sum += o.ack_wait_ms * (int64_t{1} << std::min(i, 4));
   }
-  return backoff;
+  return sum;
+}
+
+// The margin a lease holder keeps before its lease's end, and a new holder adds to its hand-over
+// wait (timers on the NATS server and the time a statement takes).
+int64_t LeaseMarginMs(const NatsBusOptions& o) {
+  return std::clamp<int64_t>(std::min(o.relay_lease_ms, o.ack_wait_ms) / 5, 50, 2000);
 }
 
 // The URL list without user information, for logs.
@@ -152,29 +161,10 @@ NatsBus::NatsBus(Database& db, Clock& clock, IdGenerator& ids, Metrics& metrics,
 NatsBus::~NatsBus() { Stop(); }
 
 void NatsBus::AddTarget(const std::string& target, EventHandler* handler) {
-  for (auto& t : targets_) {
-    if (t.name == target) {
-      t.handler = handler;
-      return;
-    }
-  }
-  Target t;
-  t.name = target;
-  t.handler = handler;
-  targets_.push_back(std::move(t));
+  AddTargetTo(targets_, target, handler);
 }
 
-void NatsBus::AddRule(const Rule& rule) {
-  for (const auto& name : rule.targets) {
-    auto it = std::find_if(targets_.begin(), targets_.end(),
-                           [&](const Target& t) { return t.name == name; });
-    if (it == targets_.end()) {
-      AddTarget(name, nullptr);
-      it = targets_.end() - 1;
-    }
-    it->patterns.push_back(rule.pattern);
-  }
-}
+void NatsBus::AddRule(const Rule& rule) { AddRuleTo(targets_, rule); }
 
 bool NatsBus::Wants(const Target& t, const CloudEvent& e) const {
   return std::any_of(t.patterns.begin(), t.patterns.end(),
@@ -305,8 +295,6 @@ Status NatsBus::EnsureTopology() {
     });
     if (!back.ok()) return back;
   }
-  std::vector<int64_t> backoff = RedeliveryBackoffMs(options_);
-  for (int64_t& b : backoff) b *= kNanosPerMilli;
   for (const auto& t : targets_) {
     jsConsumerConfig cc;
     jsConsumerConfig_Init(&cc);
@@ -315,11 +303,13 @@ Status NatsBus::EnsureTopology() {
     cc.DeliverPolicy = js_DeliverAll;
     cc.AckPolicy = js_AckExplicit;
     cc.AckWait = options_.ack_wait_ms * kNanosPerMilli;
-    cc.MaxDeliver = options_.max_deliver;
-    cc.BackOff = backoff.empty() ? nullptr : backoff.data();
-    cc.BackOffLen = static_cast<int>(backoff.size());
+    // One more than the attempts: the holder dead-letters an event delivered max_deliver + 1 times
+    // (its earlier holders died with it) before running it; the server never gives up first.
+    cc.MaxDeliver = options_.max_deliver + 1;
+    cc.BackOff = nullptr;  // redeliveries AckWait apart: what a new lease holder waits for
+    cc.BackOffLen = 0;
     cc.FilterSubject = t.filter.c_str();
-    cc.MaxAckPending = 1;  // one event of this target in flight across all nodes: stream order
+    cc.MaxAckPending = std::max(1, options_.batch);  // one batch; one fetcher (the lease holder)
     cc.Replicas = options_.replicas;
     jsConsumerInfo* ci = nullptr;
     jerr = static_cast<jsErrCode>(0);
@@ -359,14 +349,20 @@ void NatsBus::Stop() {
   for (auto& t : targets_) {
     if (t.thread.joinable()) t.thread.join();
   }
-  // Hand the relay over at once instead of after the lease runs out.
+  // Hand the relay and the targets over at once instead of after the leases run out. The acks
+  // and naks go out first, so the next holder usually finds nothing pending and starts at once.
   if (conn_) {
+    (void)natsConnection_FlushTimeout(conn_, 1000);
     Status released = db_.WriteSync([&](SqlTx& tx) -> Status {
-      auto r = tx.Exec("DELETE FROM bus_leases WHERE name = ? AND holder = ?",
-                       {std::string(kRelayLease), node_id_});
-      return r.ok() ? Status::Ok() : r.status();
+      std::vector<std::string> names{kRelayLease};
+      for (const auto& t : targets_) names.push_back(kTargetLeasePrefix + t.name);
+      for (const auto& name : names) {
+        auto r = tx.Exec("DELETE FROM bus_leases WHERE name = ? AND holder = ?", {name, node_id_});
+        if (!r.ok()) return r.status();
+      }
+      return Status::Ok();
     });
-    if (!released.ok()) log::Warn("cannot release the relay lease", {{"error", released.ToString()}});
+    if (!released.ok()) log::Warn("cannot release the bus leases", {{"error", released.ToString()}});
   }
   if (js_) {
     jsCtx_Destroy(js_);
@@ -421,9 +417,9 @@ Result<std::vector<OutboxEventRef>> NatsBus::Finished(SqlTx& tx, WallMillis fini
 int64_t NatsBus::RedeliveryHorizonMs() const {
   // The last redelivery of the last copy published (a settled row is never published again):
   // the stream drops a repeated Nats-Msg-Id within the duplicate window, and an unacked copy
-  // comes back at most max_deliver times, after ack_wait and each BackOff step.
+  // comes back at most max_deliver times, each AckWait (and a lease hand-over) after the last.
   int64_t horizon = options_.duplicate_window_ms + options_.ack_wait_ms;
-  for (int64_t b : RedeliveryBackoffMs(options_)) horizon += b;
+  horizon += RedeliveryBoundMs(options_);
   return horizon;
 }
 
@@ -479,20 +475,20 @@ Status NatsBus::PublishClaimed(const std::vector<CloudEvent>& events, int* publi
   return failure;
 }
 
-Result<bool> NatsBus::HoldRelayLease() {
+Result<bool> NatsBus::HoldLease(const std::string& name, int64_t lease_ms) {
   bool held = false;
   Status st = db_.WriteSync([&](SqlTx& tx) -> Status {
     WallMillis now = clock_.Now();
     auto up = tx.Exec(
         "UPDATE bus_leases SET holder = ?, expires_at = ? WHERE name = ? AND (holder = ? OR "
         "expires_at < ?)",
-        {node_id_, now + options_.relay_lease_ms, std::string(kRelayLease), node_id_, now});
+        {node_id_, now + lease_ms, name, node_id_, now});
     if (!up.ok()) return up.status();
     if (*up == 0) {
       auto ins = tx.Exec(
           "INSERT INTO bus_leases (name, holder, expires_at) VALUES (?, ?, ?) "
           "ON CONFLICT (name) DO NOTHING",
-          {std::string(kRelayLease), node_id_, now + options_.relay_lease_ms});
+          {name, node_id_, now + lease_ms});
       if (!ins.ok()) return ins.status();
       held = *ins > 0;
     } else {
@@ -610,7 +606,7 @@ void NatsBus::RelayLoop() {
     auto now = std::chrono::steady_clock::now();
     Result<bool> lease = true;
     if (!leading || now - renewed > std::chrono::milliseconds(options_.relay_lease_ms / 3)) {
-      lease = HoldRelayLease();
+      lease = HoldLease(kRelayLease, options_.relay_lease_ms);
       if (lease.ok() && *lease) renewed = now;
     }
     if (lease.ok() && !*lease) {
@@ -655,8 +651,25 @@ void NatsBus::RelayLoop() {
   }
 }
 
+void NatsBus::HandBack(Fetcher* f) {
+  for (auto& h : f->held) {
+    (void)natsMsg_Nak(h.msg, nullptr);
+    natsMsg_Destroy(h.msg);
+  }
+  f->held.clear();
+  f->head_failures = 0;
+  f->head_error.clear();
+  f->solo = false;
+}
+
 void NatsBus::TargetLoop(Target* t) {
+  using clock = std::chrono::steady_clock;
+  using ms = std::chrono::milliseconds;
+  const std::string lease = kTargetLeasePrefix + t->name;
+  const int64_t lease_ms = options_.relay_lease_ms;
+  const int64_t margin = LeaseMarginMs(options_);
   natsSubscription* sub = nullptr;
+  Fetcher f;
   int64_t error_backoff = 0;
   bool logged_down = false;
   auto down = [&](const std::string& what) {
@@ -670,7 +683,39 @@ void NatsBus::TargetLoop(Target* t) {
     }
     error_backoff = std::min<int64_t>(5000, std::max<int64_t>(100, error_backoff * 2));
   };
+  auto lost = [&](const char* why) {
+    if (f.leading) log::Info("NATS target: this node no longer delivers", {{"target", t->name}, {"why", why}});
+    HandBack(&f);
+    f.leading = false;
+  };
+  auto until = [](clock::time_point a) {
+    return std::max<int64_t>(1, std::chrono::duration_cast<ms>(a - clock::now()).count());
+  };
   while (!stopping()) {
+    // The lease: only its holder fetches for this target, so the target's events stay in order.
+    auto now = clock::now();
+    if (!f.leading || now >= f.renew_due) {
+      Result<bool> held = HoldLease(lease, lease_ms);
+      if (!held.ok() || !*held) {
+        lost(held.ok() ? "another node holds the lease" : "cannot renew the lease");
+        if (!Pause(held.ok() ? std::max<int64_t>(50, lease_ms / 4) : std::max<int64_t>(100, margin))) break;
+        continue;
+      }
+      if (!f.leading) {
+        // Taken (not renewed): what the previous holder may hold must come back first.
+        f.leading = true;
+        f.taken = now;
+        f.fetch_after = now + ms(options_.fetch_wait_ms + margin);
+        f.handover_checked = false;
+        log::Info("NATS target: this node delivers", {{"target", t->name}});
+      }
+      f.valid_until = now + ms(lease_ms - margin);
+      f.renew_due = now + ms(lease_ms / 3);
+    }
+    if (clock::now() >= f.valid_until) {
+      lost("the lease ran out before it was renewed");
+      continue;
+    }
     if (!sub) {
       jsSubOptions so;
       jsSubOptions_Init(&so);
@@ -687,117 +732,277 @@ void NatsBus::TargetLoop(Target* t) {
         continue;
       }
     }
-    natsMsgList list{};
-    jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus s = natsSubscription_Fetch(&list, sub, 1, options_.fetch_wait_ms, &jerr);
-    if (s == NATS_TIMEOUT) continue;
-    if (s != NATS_OK) {
-      natsMsgList_Destroy(&list);
-      down(NatsError(s, jerr));
-      Status topo = EnsureTopology();
-      (void)topo;
-      if (!Pause(error_backoff)) break;
+    now = clock::now();
+    if (now < f.fetch_after) {
+      if (!Pause(until(std::min(f.fetch_after, f.renew_due)))) break;
       continue;
     }
-    if (logged_down) log::Info("NATS consumer resumed", {{"target", t->name}});
-    logged_down = false;
-    error_backoff = 0;
-    for (int i = 0; i < list.Count; ++i) HandleMessage(*t, list.Msgs[i]);
-    natsMsgList_Destroy(&list);
+    if (!f.handover_checked) {
+      // The previous holder's pulls have expired. When the consumer still has unacked messages,
+      // they are redelivered AckWait after their holder went silent (before it lost the lease),
+      // and nats-server serves redeliveries before any new message.
+      jsConsumerInfo* ci = nullptr;
+      jsErrCode jerr = static_cast<jsErrCode>(0);
+      natsStatus s = js_GetConsumerInfo(&ci, js_, options_.stream.c_str(), t->name.c_str(), nullptr, &jerr);
+      int64_t pending = (s == NATS_OK && ci) ? static_cast<int64_t>(ci->NumAckPending) : -1;
+      if (ci) jsConsumerInfo_Destroy(ci);
+      if (pending < 0) {
+        down(NatsError(s, jerr));
+        Status topo = EnsureTopology();
+        (void)topo;
+        if (!Pause(error_backoff)) break;
+        continue;
+      }
+      f.handover_checked = true;
+      if (pending > 0) {
+        f.fetch_after = f.taken + ms(options_.fetch_wait_ms + options_.ack_wait_ms + 2 * margin);
+        log::Info("NATS target: waiting for the previous holder's messages to come back",
+                  {{"target", t->name}, {"pending", pending}});
+        continue;
+      }
+    }
+    if (f.held.empty()) {
+      natsMsgList list{};
+      jsErrCode jerr = static_cast<jsErrCode>(0);
+      int64_t wait = std::min<int64_t>(options_.fetch_wait_ms, until(f.valid_until));
+      natsStatus s = natsSubscription_Fetch(&list, sub, std::max(1, options_.batch), wait, &jerr);
+      if (s == NATS_TIMEOUT) continue;
+      if (s != NATS_OK) {
+        natsMsgList_Destroy(&list);
+        down(NatsError(s, jerr));
+        Status topo = EnsureTopology();
+        (void)topo;
+        if (!Pause(error_backoff)) break;
+        continue;
+      }
+      if (logged_down) log::Info("NATS consumer resumed", {{"target", t->name}});
+      logged_down = false;
+      error_backoff = 0;
+      for (int i = 0; i < list.Count; ++i) {
+        Held h;
+        h.msg = list.Msgs[i];
+        list.Msgs[i] = nullptr;  // owned by h now: natsMsgList_Destroy skips it
+        auto parsed = ParseCloudEvent(std::string_view(
+            natsMsg_GetData(h.msg), static_cast<size_t>(natsMsg_GetDataLength(h.msg))));
+        if (parsed.ok()) {
+          h.event_ok = true;
+          h.event = std::move(*parsed);
+          const char* seq = nullptr;
+          if (natsMsgHeader_Get(h.msg, kSeqHeader, &seq) == NATS_OK && seq) h.event.seq = std::atoll(seq);
+          h.wanted = Wants(*t, h.event);
+        } else {
+          // Not ours (or corrupt): nothing can handle it, ever. The outbox has every real event.
+          log::Error("message on the event stream is not a CloudEvent: terminated",
+                     {{"target", t->name}, {"subject", natsMsg_GetSubject(h.msg)},
+                      {"error", parsed.status().ToString()}});
+        }
+        jsMsgMetaData* meta = nullptr;
+        if (natsMsg_GetMetaData(&meta, h.msg) == NATS_OK && meta) {
+          h.delivered = static_cast<int>(meta->NumDelivered);
+          jsMsgMetaData_Destroy(meta);
+        }
+        f.held.push_back(std::move(h));
+      }
+      natsMsgList_Destroy(&list);
+      f.progress_due = clock::now() + ms(std::max<int64_t>(1, options_.ack_wait_ms / 3));
+      f.careful = false;
+      if (f.held.empty()) continue;
+    }
+    now = clock::now();
+    if (now < f.retry_at) {
+      // Retrying the head later: the held messages stay ours meanwhile.
+      if (now >= f.progress_due) {
+        for (auto& h : f.held) (void)natsMsg_InProgress(h.msg, nullptr);
+        f.progress_due = now + ms(std::max<int64_t>(1, options_.ack_wait_ms / 3));
+      }
+      if (!Pause(until(std::min({f.retry_at, f.renew_due, f.progress_due})))) break;
+      continue;
+    }
+    if (!HandleHeld(*t, &f)) lost("another node holds the lease");
   }
+  HandBack(&f);
   if (sub) natsSubscription_Destroy(sub);  // binds only: the durable consumer stays
 }
 
-void NatsBus::HandleMessage(Target& t, void* raw) {
-  natsMsg* msg = static_cast<natsMsg*>(raw);
-  auto parsed = ParseCloudEvent(std::string_view(natsMsg_GetData(msg),
-                                                 static_cast<size_t>(natsMsg_GetDataLength(msg))));
-  if (!parsed.ok()) {
-    // Not ours (or corrupt): nothing can handle it, ever. The outbox still has every real event.
-    log::Error("message on the event stream is not a CloudEvent: terminated",
-               {{"target", t.name}, {"subject", natsMsg_GetSubject(msg)},
-                {"error", parsed.status().ToString()}});
-    (void)natsMsg_Term(msg, nullptr);
-    return;
-  }
-  CloudEvent e = std::move(*parsed);
-  const char* seq = nullptr;
-  if (natsMsgHeader_Get(msg, kSeqHeader, &seq) == NATS_OK && seq) e.seq = std::atoll(seq);
-  if (!Wants(t, e)) {
-    (void)natsMsg_Ack(msg, nullptr);  // under the filter subject, outside the rules
-    return;
-  }
-  int delivered = 1;
-  jsMsgMetaData* meta = nullptr;
-  if (natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta) {
-    delivered = static_cast<int>(meta->NumDelivered);
-    jsMsgMetaData_Destroy(meta);
-  }
-  DeliveryOutcome outcome;
+bool NatsBus::HandleHeld(Target& t, Fetcher* f) {
+  using clock = std::chrono::steady_clock;
+  const std::string lease = kTargetLeasePrefix + t.name;
+  const size_t limit = f->solo ? 1 : f->held.size();
+  struct Done {
+    bool duplicate = false;
+    bool dead = false;
+    int attempts = 0;   // of a dead letter
+    std::string error;  // of a dead letter
+  };
+  std::vector<Done> done;  // one per leading held message the unit settled
+  Status failure;          // the handler's failure at held[done.size()]
+  bool fenced = false;
+  bool redo_carefully = false;  // a handler failed without its savepoint: nothing committed
+  bool head_failed = false;     // the first event to run failed (nothing to commit before it)
+  auto started = clock::now();
   Status unit = db_.WriteSync([&](SqlTx& tx) -> Status {
-    // A copy of an event this target already gave up on (the outbox may publish one again
-    // while the original is still being retried): settled for this target, like a handled one.
-    auto dead = tx.QueryOne("SELECT 1 FROM dead_letters WHERE target = ? AND event_id = ?",
-                            {t.name, e.id});
-    if (!dead.ok()) return dead.status();
-    if (*dead) {
-      outcome.duplicate = true;
-      return Status::Ok();
+    done.clear();
+    failure = Status::Ok();
+    fenced = false;
+    redo_carefully = false;
+    head_failed = false;
+    WallMillis now = clock_.Now();
+    // The fence and the renewal: this batch commits only while this node holds the lease.
+    auto renewed = tx.Exec("UPDATE bus_leases SET expires_at = ? WHERE name = ? AND holder = ?",
+                           {now + options_.relay_lease_ms, lease, node_id_});
+    if (!renewed.ok()) return renewed.status();
+    if (*renewed == 0) {
+      fenced = true;
+      return Status::Unavailable("the lease for target " + t.name + " is held by another node");
     }
-    // A copy of an event whose outbox row is gone: retention prunes a row only after every
-    // target recorded it (settled), together with its processed records, so this target has
-    // handled it already. The stream may hold such a copy until its max age.
-    auto kept = tx.QueryOne("SELECT 1 FROM outbox WHERE id = ?", {e.id});
-    if (!kept.ok()) return kept.status();
-    if (!*kept) {
-      log::Info("delivery of a pruned event ignored", {{"target", t.name}, {"eventId", e.id}});
-      outcome.duplicate = true;
-      return Status::Ok();
+    // What the store knows of the batch's events, in one round trip: processed or dead-lettered
+    // for this target, and still in the outbox. A copy of an event this target already gave up
+    // on (the outbox may publish one again while the original is still being retried), or whose
+    // outbox row is gone (retention prunes a row only after every target recorded it, with its
+    // processed records; the stream may hold such a copy until its max age), is settled for
+    // this target like a handled one.
+    std::unordered_set<std::string> processed, dead, kept;
+    {
+      std::string in;
+      SqlParams ids;
+      for (size_t i = 0; i < limit; ++i) {
+        if (!f->held[i].event_ok || !f->held[i].wanted) continue;
+        in += in.empty() ? "?" : ", ?";
+        ids.push_back(f->held[i].event.id);
+      }
+      if (!ids.empty()) {
+        SqlParams params{t.name};
+        params.insert(params.end(), ids.begin(), ids.end());
+        params.push_back(t.name);
+        params.insert(params.end(), ids.begin(), ids.end());
+        params.insert(params.end(), ids.begin(), ids.end());
+        Status st = tx.Query(
+            "SELECT event_id, 1 FROM processed WHERE target = ? AND event_id IN (" + in +
+                ") UNION ALL SELECT event_id, 2 FROM dead_letters WHERE target = ? AND event_id IN (" +
+                in + ") UNION ALL SELECT id, 3 FROM outbox WHERE id IN (" + in + ")",
+            params, [&](const SqlRow& r) {
+              int64_t kind = r.Int(1);
+              (kind == 1 ? processed : kind == 2 ? dead : kept).insert(r.Text(0));
+              return true;
+            });
+        if (!st.ok()) return st;
+      }
     }
-    auto r = DeliverInTx(tx, t.name, *t.handler, e, clock_.Now());
-    if (!r.ok()) return r.status();
-    outcome = *r;
+    for (size_t i = 0; i < limit; ++i) {
+      const Held& h = f->held[i];
+      if (!h.event_ok || !h.wanted) {
+        done.push_back({true, false, 0, {}});
+        continue;
+      }
+      const CloudEvent& e = h.event;
+      if (dead.count(e.id) || !kept.count(e.id)) {
+        if (!kept.count(e.id)) {
+          log::Info("delivery of a pruned event ignored", {{"target", t.name}, {"eventId", e.id}});
+        }
+        done.push_back({true, false, 0, {}});
+        continue;
+      }
+      if (processed.count(e.id)) {  // earlier, or an earlier copy in this batch
+        log::Info("duplicate delivery ignored", {{"target", t.name}, {"eventId", e.id}});
+        done.push_back({true, false, 0, {}});
+        continue;
+      }
+      int attempts = h.delivered - 1 + (i == 0 ? f->head_failures : 0);
+      if (attempts >= options_.max_deliver) {
+        // Out of attempts (this node's failures and the deliveries of holders that died).
+        std::string error = i == 0 && !f->head_error.empty()
+                                ? f->head_error
+                                : "delivered " + std::to_string(h.delivered) + " times without a result";
+        Status dl = RecordDeadLetter(tx, ids_, t.name, e.id, e.seq, attempts, error, now);
+        if (!dl.ok()) return dl;
+        dead.insert(e.id);
+        done.push_back({false, true, attempts, error});
+        continue;
+      }
+      // Optimistic first: no savepoint per event (two round trips each). A handler that fails
+      // then fails the whole unit, and the batch is redone with a savepoint per event.
+      auto r = DeliverInTx(tx, t.name, *t.handler, e, now,
+                           {.check_processed = false, .savepoint = f->careful});
+      if (!r.ok()) return r.status();
+      if (!r->failure.ok()) {
+        failure = r->failure;
+        if (!f->careful) {
+          // Nothing before it: its failure is simply an attempt. Otherwise the events before
+          // it run again, each in its savepoint, so that they commit without it.
+          (done.empty() ? head_failed : redo_carefully) = true;
+          return failure;
+        }
+        break;  // the events after it wait: none overtakes it
+      }
+      processed.insert(e.id);
+      done.push_back({r->duplicate, false, 0, {}});
+    }
     return Status::Ok();
   });
-  if (unit.ok() && outcome.failure.ok()) {
-    // Committed: now the ack. A lost ack only brings a redelivery that processed() skips.
-    (void)natsMsg_Ack(msg, nullptr);
-    if (!outcome.duplicate) metrics_.events_delivered.Inc({e.type, t.name});
-    return;
+  if (fenced) return false;
+  if (redo_carefully) {
+    f->careful = true;  // at once, not an attempt: the failing handler runs again in its savepoint
+    return true;
   }
-  Status failure = unit.ok() ? outcome.failure : unit;
+  if (unit.ok()) {
+    // Committed (and the lease renewed with it): now the acks. A lost ack only brings a
+    // redelivery that processed() skips.
+    f->valid_until = started + std::chrono::milliseconds(options_.relay_lease_ms - LeaseMarginMs(options_));
+    f->renew_due = started + std::chrono::milliseconds(options_.relay_lease_ms / 3);
+    for (size_t i = 0; i < done.size(); ++i) {
+      Held& h = f->held[i];
+      if (!h.event_ok) {
+        (void)natsMsg_Term(h.msg, nullptr);
+      } else {
+        (void)natsMsg_Ack(h.msg, nullptr);
+        if (done[i].dead) {
+          metrics_.dead_letters.Inc({t.name});
+          log::Error("event dead-lettered", {{"target", t.name},
+                                             {"eventId", h.event.id},
+                                             {"attempts", done[i].attempts},
+                                             {"error", done[i].error}});
+        }
+        if (h.wanted && !done[i].duplicate && !done[i].dead) metrics_.events_delivered.Inc({h.event.type, t.name});
+      }
+      natsMsg_Destroy(h.msg);
+    }
+    f->held.erase(f->held.begin(), f->held.begin() + static_cast<std::ptrdiff_t>(done.size()));
+    if (!done.empty()) {
+      f->head_failures = 0;
+      f->head_error.clear();
+      f->solo = false;
+    }
+    if (failure.ok()) return true;
+  }
+  // The head failed: its handler (the events before it committed), or the whole unit (nothing
+  // committed; the head is tried alone next, so a later event's failure is not charged to it).
+  const bool handler_failed = unit.ok() || head_failed;  // else the unit itself failed
+  Status why = handler_failed ? failure : unit;
+  if (!handler_failed && !f->solo && limit > 1) {
+    f->solo = true;
+  } else {
+    ++f->head_failures;
+    f->head_error = why.ToString();
+  }
+  const Held& head = f->held.front();
+  int attempts = head.delivered - 1 + f->head_failures;
   int64_t delay = 0;
   {
     std::lock_guard<std::mutex> l(mu_);
     ++failures_;
-    delay = RetryDelayMs(delivered, options_.retry_base_ms, options_.retry_cap_ms, rng_);
+    delay = RetryDelayMs(std::max(1, attempts), options_.retry_base_ms, options_.retry_cap_ms, rng_);
   }
   metrics_.delivery_failures.Inc({t.name});
   log::Warn("delivery failed", {{"target", t.name},
-                                {"eventId", e.id},
-                                {"attempt", delivered},
-                                {"error", failure.ToString()}});
-  if (delivered < options_.max_deliver) {
-    (void)natsMsg_NakWithDelay(msg, delay, nullptr);  // milliseconds
-    return;
-  }
-  // The last delivery JetStream makes: record the dead letter, then ack so it is not pending.
-  Status dl = db_.WriteSync([&](SqlTx& tx) {
-    return RecordDeadLetter(tx, ids_, t.name, e.id, e.seq, delivered, failure.ToString(),
-                            clock_.Now());
-  });
-  if (dl.ok()) {
-    metrics_.dead_letters.Inc({t.name});
-    log::Error("event dead-lettered", {{"target", t.name},
-                                       {"eventId", e.id},
-                                       {"attempts", delivered},
-                                       {"error", failure.ToString()}});
-  } else {
-    // Not recorded: the event stays unsettled and the relay publishes it again later.
-    log::Error("cannot record a dead letter", {{"target", t.name}, {"eventId", e.id},
-                                               {"error", dl.ToString()}});
-  }
-  (void)natsMsg_Ack(msg, nullptr);
+                                {"eventId", head.event_ok ? head.event.id : std::string()},
+                                {"attempt", attempts},
+                                {"error", why.ToString()}});
+  // Out of attempts: the next unit dead-letters it at once; otherwise it is retried after delay.
+  // (A failed unit always waits: the store may be down.)
+  f->retry_at = handler_failed && attempts >= options_.max_deliver
+                    ? clock::now()
+                    : clock::now() + std::chrono::milliseconds(delay);
+  return true;
 }
 
 }  // namespace lastcall

@@ -16,22 +16,42 @@
 // any other row is published again. Losing the whole NATS store costs latency, never an event.
 //
 // Delivery. Each target is one durable pull consumer (named after the target, shared by every
-// node) with explicit acks, AckWait/BackOff (a node that died holding a message: redelivered),
-// MaxDeliver, and MaxAckPending 1: one event of a target is in flight at a time across all
-// nodes, so a target sees its events in stream order, as with the in-process bus. Its filter
-// subject is the narrowest one subject that covers its rules (nats-server 2.9 takes one); the
-// rules themselves are matched here and anything else is acked unhandled. The handler runs in a
-// write unit with processed(target, event id) (DeliverInTx); the message is acked after the
-// commit, nak'ed with a jittered delay when the handler failed, and dead-lettered (dead_letters,
-// then acked) when it failed on its last delivery. A copy of an event already dead-lettered for
-// the target is acked without running the handler, like one already processed, and so is a copy
-// of an event whose outbox row retention pruned (bus/retention.h: only settled rows go).
+// node) with explicit acks and MaxAckPending = batch. One node at a time fetches for a target: the
+// holder of the target's lease (a row of bus_leases named "nats-target:<target>", renewed in the
+// same write unit that commits a batch, so a node that lost the lease commits nothing: the store
+// fences it). It fetches up to `batch` messages and handles them, in stream order, in ONE write
+// unit: one query for what the store already knows of them (processed, dead-lettered, pruned),
+// then per event processed(target, event id) and the handler's effects (DeliverInTx), and the
+// whole batch is acked after the commit. The events run without a savepoint each (two round
+// trips saved per event); when a handler fails, the unit is rolled back and the batch redone with
+// a savepoint per event, so that the events before the failed one commit. Its filter subject is
+// the narrowest one subject that covers its rules (nats-server 2.9 takes one); the rules
+// themselves are matched here and anything else is acked unhandled.
+//
+// Order. A target sees its events in stream order, as with the in-process bus, across nodes and
+// failures: only the lease holder fetches; when an event's handler fails, the events before it
+// commit and are acked, and the holder keeps the failed event and those after it, retries the
+// failed one itself after a jittered delay (extending their ack deadlines with InProgress), so no
+// later event overtakes it; after max_deliver attempts (the deliveries earlier holders made count)
+// it is dead-lettered (dead_letters, then acked) and the holder moves on. A node that takes a lease
+// (a first start, a holder that died or stopped, or its own lease after it lapsed) first waits
+// until what the previous holder may still hold comes back: fetch_wait after taking it (a pull the
+// old holder sent before its lease ran out), then, when the consumer still has unacked messages,
+// until AckWait has passed. nats-server redelivers those before any new message (consumer.go
+// getNextMsg serves the redelivery queue first). A holder that loses its lease naks what it holds.
+// A copy of an event already processed or dead-lettered for the target is acked without running
+// the handler, also inside one batch; so is a copy of an event whose outbox row retention pruned
+// (bus/retention.h: only settled rows go).
+//
+// A lease is judged by each node's wall clock (expires_at): nodes' clocks must agree to well
+// within relay_lease_ms, as for the relay.
 //
 // Start creates or updates the stream and the consumers (idempotent; every node does it) and
 // fails when NATS cannot be reached. Later, a consumer or stream that disappeared (a server that
 // lost its store) is created again by whichever thread notices.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <random>
@@ -46,6 +66,7 @@
 
 struct __natsConnection;
 struct __jsCtx;
+struct __natsMsg;
 
 namespace lastcall {
 
@@ -54,15 +75,17 @@ struct NatsBusOptions {
   std::string stream = "LASTCALL_EVENTS";
   std::string subject_prefix = "lastcall.events.";
   int replicas = 1;                             // stream replicas (3 on a three-server cluster)
-  int64_t ack_wait_ms = 30000;                  // a handler holding a message longer: redelivered
-  int max_deliver = 8;                          // deliveries per message; then dead-lettered
-  int64_t retry_base_ms = 100;                  // nak delay after a failed handler: jittered,
-  int64_t retry_cap_ms = 30000;                 //   doubling from base up to cap
+  int64_t ack_wait_ms = 30000;                  // a holder silent longer: its messages redelivered
+  int max_deliver = 8;                          // attempts per event; then dead-lettered
+  int64_t retry_base_ms = 100;                  // delay before retrying a failed handler:
+  int64_t retry_cap_ms = 30000;                 //   jittered, doubling from base up to cap
+  int batch = 256;                              // events per fetch and write unit (MaxAckPending)
   int64_t republish_after_ms = 120000;          // unsettled this long after a publish: again
   int64_t duplicate_window_ms = 120000;         // the stream's Nats-Msg-Id window
   int64_t max_age_ms = 7LL * 24 * 3600 * 1000;  // the stream keeps messages this long
   int relay_batch = 256;                        // rows per relay claim
-  int64_t relay_lease_ms = 10000;               // a relay that stops renewing is replaced after
+  int64_t relay_lease_ms = 10000;               // a relay or target lease holder that stops
+                                                //   renewing is replaced after this
   std::string node_id;                          // lease holder id, stable across restarts of a
                                                 //   node (empty: random, for tests)
   int64_t fetch_wait_ms = 500;                  // one pull's wait (bounds Stop's latency)
@@ -92,8 +115,8 @@ class NatsBus : public EventBus, public EventReplayer {
   // first. A copy that reaches a target after its row was pruned is acked as a duplicate.
   Result<std::vector<OutboxEventRef>> Finished(SqlTx& tx, WallMillis finished_before,
                                                int limit) override;
-  // The duplicate window plus AckWait and every BackOff step: the latest a copy of a settled
-  // event can still be delivered while its stream message is pending redelivery.
+  // The duplicate window plus AckWait and a bound on every redelivery: the latest a copy of a
+  // settled event can still be delivered while its stream message is pending redelivery.
   int64_t RedeliveryHorizonMs() const override;
 
   // One relay round and one re-check round, as the relay thread runs them (for tests and
@@ -119,17 +142,45 @@ class NatsBus : public EventBus, public EventReplayer {
     std::string filter;
     std::thread thread;
   };
+  // A fetched message the lease holder keeps until it is acked (or handed back with a nak).
+  struct Held {
+    __natsMsg* msg = nullptr;  // owned
+    bool event_ok = false;     // false: not a CloudEvent (terminated, never handled)
+    CloudEvent event;
+    bool wanted = false;       // a rule of the target selects it
+    int delivered = 1;         // JetStream's delivery count
+  };
+  // What one target's fetcher knows between rounds (its thread only).
+  struct Fetcher {
+    bool leading = false;
+    std::chrono::steady_clock::time_point valid_until;  // stop acting before this (lease)
+    std::chrono::steady_clock::time_point renew_due;
+    std::chrono::steady_clock::time_point taken;        // when this node took the lease
+    std::chrono::steady_clock::time_point fetch_after;  // the hand-over wait
+    bool handover_checked = false;
+    std::vector<Held> held;      // in stream order; held[0] is the head
+    int head_failures = 0;       // failed attempts of held[0] on this node
+    std::string head_error;
+    bool solo = false;           // a whole unit failed: try the head alone next
+    bool careful = false;        // a savepoint per event (after a handler failed without one)
+    std::chrono::steady_clock::time_point retry_at;
+    std::chrono::steady_clock::time_point progress_due;  // next InProgress for held messages
+  };
   bool Wants(const Target& t, const CloudEvent& e) const;
   bool Routed(const CloudEvent& e) const;
   Status EnsureTopology();
-  // Takes or renews the relay lease (bus_leases) for this node; false: another node holds it.
-  Result<bool> HoldRelayLease();
+  // Takes or renews the lease `name` (bus_leases) for this node; false: another node holds it.
+  Result<bool> HoldLease(const std::string& name, int64_t lease_ms);
   Status Publish(const CloudEvent& e);
   // Publishes events in order; rows of those that did not reach NATS are put back.
   Status PublishClaimed(const std::vector<CloudEvent>& events, int* published);
   void RelayLoop();
   void TargetLoop(Target* t);
-  void HandleMessage(Target& t, void* msg);
+  // Handles f->held from the head in one write unit; acks what committed. False when this node
+  // found it no longer holds the target's lease (the held messages were handed back).
+  bool HandleHeld(Target& t, Fetcher* f);
+  // Naks and drops every held message (another holder gets them first).
+  void HandBack(Fetcher* f);
   // Sleeps up to ms unless Stop is called; returns false when stopping.
   bool Pause(int64_t ms);
   bool stopping() const;

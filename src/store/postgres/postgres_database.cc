@@ -2,7 +2,6 @@
 
 #include <libpq-fe.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
@@ -261,7 +260,7 @@ SqlValue Cell(const PGresult* res, int row, int col) {
   }
 }
 
-class PostgresTx : public SqlTx {
+class PostgresTx : public GroupCommitTx {
  public:
   PostgresTx(PgConnection* c, bool writable) : c_(c), writable_(writable) {}
 
@@ -291,13 +290,9 @@ class PostgresTx : public SqlTx {
   bool writable() const override { return writable_; }
   SqlDialect dialect() const override { return SqlDialect::kPostgres; }
 
-  void AfterCommit(std::function<void()> fn) override { after_commit_.push_back(std::move(fn)); }
-  std::vector<std::function<void()>> TakeAfterCommit() { return std::move(after_commit_); }
-
  private:
   PgConnection* c_;
   bool writable_;
-  std::vector<std::function<void()>> after_commit_;
 };
 
 }  // namespace
@@ -310,40 +305,30 @@ Result<std::unique_ptr<PostgresDatabase>> PostgresDatabase::Open(const PostgresO
   auto w = PgConnection::Open(options.url);
   if (!w.ok()) return w.status();
   db->writer_ = std::move(w).value();
-  db->writer_thread_ = std::thread([p = db.get()] { p->WriterLoop(); });
+  db->writer_tx_ = std::make_unique<PostgresTx>(db->writer_.get(), true);
+  GroupCommitOptions group;
+  group.max_batch = options.max_batch;
+  group.retryable_attempts = kConflictAttempts;
+  group.back_off_after_failure = true;  // a server that is down fails every batch: do not spin
+  GroupCommitConnection& conn = *db;  // a private base: converted here, where it is accessible
+  db->group_ = std::make_unique<GroupCommitWriter>(conn, std::move(group));
   return db;
 }
 
 PostgresDatabase::~PostgresDatabase() { Close(); }
 
 void PostgresDatabase::Close() {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (closing_ && !writer_thread_.joinable()) return;
-    closing_ = true;
-  }
-  cv_.notify_all();
-  if (writer_thread_.joinable()) writer_thread_.join();
+  if (group_) group_->Stop();
   std::lock_guard<std::mutex> l(readers_mu_);
   readers_.clear();
   writer_.reset();
 }
 
 void PostgresDatabase::Write(WriteFn fn, WriteDone done) {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (!closing_) {
-      queue_.push_back(Job{std::move(fn), std::move(done)});
-      cv_.notify_one();
-      return;
-    }
-  }
-  done(Status::Unavailable("the database is closing"));
+  group_->Write(std::move(fn), std::move(done));
 }
 
-Status PostgresDatabase::RunBatch(std::vector<Job>& batch, std::vector<Status>& results,
-                                  std::vector<std::vector<std::function<void()>>>& after,
-                                  std::vector<bool>& conflicts) {
+Status PostgresDatabase::Begin() {
   if (!writer_->healthy() && !writer_->Reset()) {
     return Status::Unavailable("the connection to PostgreSQL is lost and reconnecting failed");
   }
@@ -352,82 +337,21 @@ Status PostgresDatabase::RunBatch(std::vector<Job>& batch, std::vector<Status>& 
     (void)writer_->Simple("ROLLBACK");
     return begin;
   }
-  for (size_t i = 0; i < batch.size(); ++i) {
-    PostgresTx tx(writer_.get(), true);
-    (void)writer_->TakeConflict();
-    Status st;
-    try {
-      st = batch[i].fn(tx);
-    } catch (const std::exception& e) {
-      st = Status::Internal(std::string("unit of work threw: ") + e.what());
-    }
-    std::string end = st.ok() ? "RELEASE SAVEPOINT unit"
-                              : "ROLLBACK TO SAVEPOINT unit; RELEASE SAVEPOINT unit";
-    if (i + 1 < batch.size()) end += "; SAVEPOINT unit";
-    Status ended = writer_->Simple(end);
-    if (!ended.ok()) {
-      // The transaction as a whole is unusable (connection lost, or the server gave up on it).
-      (void)writer_->Simple("ROLLBACK");
-      return ended;
-    }
-    if (st.ok()) after[i] = tx.TakeAfterCommit();
-    // A unit that lost a deadlock holds nothing now (rolled back to its savepoint), but the
-    // locks this transaction's earlier units took are what the other side waits for: running it
-    // again here would deadlock again. It runs again in the next transaction instead.
-    conflicts[i] = !st.ok() && writer_->TakeConflict();
-    results[i] = st;
-  }
-  Status commit = writer_->Simple("COMMIT");
-  if (!commit.ok()) (void)writer_->Simple("ROLLBACK");
-  return commit;
+  return Status::Ok();
 }
 
-void PostgresDatabase::WriterLoop() {
-  std::vector<Job> batch;
-  int64_t failures = 0;
-  for (;;) {
-    batch.clear();
-    {
-      std::unique_lock<std::mutex> l(mu_);
-      cv_.wait(l, [&] { return closing_ || !queue_.empty(); });
-      if (queue_.empty() && closing_) return;
-      while (!queue_.empty() && static_cast<int>(batch.size()) < options_.max_batch) {
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-    }
-    std::vector<Status> results(batch.size());
-    std::vector<std::vector<std::function<void()>>> after(batch.size());
-    std::vector<bool> conflicts(batch.size(), false);
-    Status st = RunBatch(batch, results, after, conflicts);
-    if (!st.ok()) {
-      log::Error("group commit failed", {{"error", st.message()}, {"units", batch.size()}});
-      for (auto& j : batch) j.done(st);
-      // A server that is down fails every batch: do not spin on it.
-      ++failures;
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(failures * 50, 1000)));
-      continue;
-    }
-    failures = 0;
-    std::vector<Job> again;
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (conflicts[i] && batch[i].attempts + 1 < kConflictAttempts) {
-        ++batch[i].attempts;
-        again.push_back(std::move(batch[i]));
-        continue;
-      }
-      for (auto& fn : after[i]) fn();
-      batch[i].done(results[i]);
-    }
-    if (!again.empty()) {
-      log::Warn("units of work lost a deadlock or serialization conflict with another node; "
-                "running them again",
-                {{"units", again.size()}});
-      std::lock_guard<std::mutex> l(mu_);
-      for (auto it = again.rbegin(); it != again.rend(); ++it) queue_.push_front(std::move(*it));
-    }
-  }
+Status PostgresDatabase::EndUnit(bool keep, bool next) {
+  std::string end = keep ? "RELEASE SAVEPOINT unit"
+                         : "ROLLBACK TO SAVEPOINT unit; RELEASE SAVEPOINT unit";
+  if (next) end += "; SAVEPOINT unit";
+  return writer_->Simple(end);
 }
+
+Status PostgresDatabase::Commit() { return writer_->Simple("COMMIT"); }
+
+void PostgresDatabase::Rollback() { (void)writer_->Simple("ROLLBACK"); }
+
+bool PostgresDatabase::TakeRetryable() { return writer_->TakeConflict(); }
 
 Result<std::unique_ptr<PgConnection>> PostgresDatabase::TakeReader() {
   {

@@ -10,14 +10,12 @@
 // work that must happen once is claimed with row locks by the repositories (SqlDialect::kPostgres).
 #pragma once
 
-#include <condition_variable>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "store/group_commit.h"
 #include "store/sql.h"
 
 namespace lastcall {
@@ -32,7 +30,9 @@ struct PostgresOptions {
   int max_idle_readers = 8;
 };
 
-class PostgresDatabase : public Database {
+// The writer is a GroupCommitWriter driving this object's write connection (GroupCommitConnection,
+// private: only the writer calls it).
+class PostgresDatabase : public Database, private GroupCommitConnection {
  public:
   // Connects the writer (and checks the server answers). Errors: kUnavailable when the server
   // cannot be reached or refuses the credentials (the message never holds the password).
@@ -44,32 +44,25 @@ class PostgresDatabase : public Database {
   void Close() override;
 
  private:
-  struct Job {
-    WriteFn fn;
-    WriteDone done;
-    int attempts = 0;  // runs that lost a deadlock or serialization conflict
-  };
   // A unit that keeps losing conflicts is reported (kUnavailable) after this many runs.
   static constexpr int kConflictAttempts = 5;
   explicit PostgresDatabase(PostgresOptions options);
-  void WriterLoop();
-  // Runs one batch on the writer connection; fills results, after-commit work and which units
-  // lost a deadlock or serialization conflict (they run again in the next batch instead of being
-  // reported). Returns the status of the transaction as a whole (BEGIN/COMMIT).
-  Status RunBatch(std::vector<Job>& batch, std::vector<Status>& results,
-                  std::vector<std::vector<std::function<void()>>>& after,
-                  std::vector<bool>& conflicts);
+  // GroupCommitConnection, on the writer thread. Begin reconnects a lost connection first; a
+  // savepoint's end rides in one round trip with the next unit's savepoint. Retryable: a unit
+  // that lost a deadlock or serialization conflict (SQLSTATE 40P01, 40001) with another node.
+  Status Begin() override;
+  GroupCommitTx& tx() override { return *writer_tx_; }
+  Status EndUnit(bool keep, bool next) override;
+  Status Commit() override;
+  void Rollback() override;
+  bool TakeRetryable() override;
   Result<std::unique_ptr<PgConnection>> TakeReader();
   void ReturnReader(std::unique_ptr<PgConnection> c);
 
   PostgresOptions options_;
-  std::unique_ptr<PgConnection> writer_;  // writer thread only (after Open)
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Job> queue_;  // guarded by mu_
-  bool closing_ = false;   // guarded by mu_
-  std::thread writer_thread_;
+  std::unique_ptr<PgConnection> writer_;       // writer thread only (after Open)
+  std::unique_ptr<GroupCommitTx> writer_tx_;   // on writer_; writer thread only
+  std::unique_ptr<GroupCommitWriter> group_;   // the writer thread; started last by Open
 
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<PgConnection>> readers_;  // guarded by readers_mu_

@@ -99,7 +99,7 @@ class SqliteConnection {
 
 namespace {
 
-class SqliteTx : public SqlTx {
+class SqliteTx : public GroupCommitTx {
  public:
   SqliteTx(SqliteConnection* c, bool writable) : c_(c), writable_(writable) {}
 
@@ -151,9 +151,6 @@ class SqliteTx : public SqlTx {
   bool writable() const override { return writable_; }
   SqlDialect dialect() const override { return SqlDialect::kSqlite; }
 
-  void AfterCommit(std::function<void()> fn) override { after_commit_.push_back(std::move(fn)); }
-  std::vector<std::function<void()>> TakeAfterCommit() { return std::move(after_commit_); }
-
  private:
   Result<sqlite3_stmt*> Bind(std::string_view sql, const SqlParams& params) {
     auto stmt = c_->Prepare(sql);
@@ -184,7 +181,6 @@ class SqliteTx : public SqlTx {
 
   SqliteConnection* c_;
   bool writable_;
-  std::vector<std::function<void()>> after_commit_;
 };
 
 }  // namespace
@@ -213,20 +209,19 @@ Result<std::unique_ptr<SqliteDatabase>> SqliteDatabase::Open(const SqliteOptions
   if (!ck.ok()) return ck.status();
   db->checkpointer_ = std::move(ck).value();
   db->checkpointer_thread_ = std::thread([p = db.get()] { p->CheckpointerLoop(); });
-  db->writer_thread_ = std::thread([p = db.get()] { p->WriterLoop(); });
+  db->writer_tx_ = std::make_unique<SqliteTx>(db->writer_.get(), true);
+  GroupCommitOptions group;
+  group.max_batch = options.max_batch;
+  group.thread_name = "sqlite-writer";  // for ps, perf and the benchmark
+  GroupCommitConnection& conn = *db;  // a private base: converted here, where it is accessible
+  db->group_ = std::make_unique<GroupCommitWriter>(conn, std::move(group));
   return db;
 }
 
 SqliteDatabase::~SqliteDatabase() { Close(); }
 
 void SqliteDatabase::Close() {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (closing_ && !writer_thread_.joinable()) return;
-    closing_ = true;
-  }
-  cv_.notify_all();
-  if (writer_thread_.joinable()) writer_thread_.join();
+  if (group_) group_->Stop();
   {
     std::lock_guard<std::mutex> l(ckpt_mu_);
     ckpt_closing_ = true;
@@ -273,85 +268,36 @@ void SqliteDatabase::CheckpointerLoop() {
   }
 }
 
-void SqliteDatabase::Write(WriteFn fn, WriteDone done) {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (!closing_) {
-      queue_.push_back(Job{std::move(fn), std::move(done)});
-      cv_.notify_one();
-      return;
-    }
+void SqliteDatabase::Write(WriteFn fn, WriteDone done) { group_->Write(std::move(fn), std::move(done)); }
+
+Status SqliteDatabase::Begin() {
+  if (tail_wanted_.load() || wal_pages_ >= options_.wal_cap_pages) {
+    // Copy what the checkpointer has not (little, after its pass), so that the next write finds
+    // the WAL fully copied and starts it over. SQLITE_BUSY (the checkpointer is at work)
+    // leaves it to the next batch; a reader of an older snapshot may leave the WAL uncopied,
+    // and the next round tries again.
+    int log_frames = 0, copied = 0;
+    int rc = sqlite3_wal_checkpoint_v2(writer_->db(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                       &log_frames, &copied);
+    if (rc == SQLITE_OK) tail_wanted_.store(false);
   }
-  done(Status::Unavailable("the database is closing"));
+  LASTCALL_RETURN_IF_ERROR(writer_->Step("BEGIN IMMEDIATE"));
+  if (Status sp = writer_->Step("SAVEPOINT unit"); !sp.ok()) {
+    (void)writer_->Step("ROLLBACK");
+    return sp;
+  }
+  return Status::Ok();
 }
 
-void SqliteDatabase::WriterLoop() {
-  pthread_setname_np(pthread_self(), "sqlite-writer");  // for ps, perf and the benchmark
-  std::vector<Job> batch;
-  for (;;) {
-    batch.clear();
-    {
-      std::unique_lock<std::mutex> l(mu_);
-      cv_.wait(l, [&] { return closing_ || !queue_.empty(); });
-      if (queue_.empty() && closing_) return;
-      while (!queue_.empty() && static_cast<int>(batch.size()) < options_.max_batch) {
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-    }
-    if (tail_wanted_.load() || wal_pages_ >= options_.wal_cap_pages) {
-      // Copy what the checkpointer has not (little, after its pass), so that the next write finds
-      // the WAL fully copied and starts it over. SQLITE_BUSY (the checkpointer is at work)
-      // leaves it to the next batch; a reader of an older snapshot may leave the WAL uncopied,
-      // and the next round tries again.
-      int log_frames = 0, copied = 0;
-      int rc = sqlite3_wal_checkpoint_v2(writer_->db(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
-                                         &log_frames, &copied);
-      if (rc == SQLITE_OK) tail_wanted_.store(false);
-    }
-    std::vector<Status> results(batch.size());
-    std::vector<std::vector<std::function<void()>>> after(batch.size());
-    Status begin = writer_->Step("BEGIN IMMEDIATE");
-    if (!begin.ok()) {
-      for (auto& j : batch) j.done(begin);
-      continue;
-    }
-    for (size_t i = 0; i < batch.size(); ++i) {
-      Status sp = writer_->Step("SAVEPOINT unit");
-      if (!sp.ok()) {
-        results[i] = sp;
-        continue;
-      }
-      SqliteTx tx(writer_.get(), true);
-      Status st;
-      try {
-        st = batch[i].fn(tx);
-      } catch (const std::exception& e) {
-        st = Status::Internal(std::string("unit of work threw: ") + e.what());
-      }
-      if (st.ok()) {
-        st = writer_->Step("RELEASE unit");
-        if (st.ok()) after[i] = tx.TakeAfterCommit();
-      } else {
-        Status rb = writer_->Step("ROLLBACK TO unit");
-        Status rel = writer_->Step("RELEASE unit");
-        if (!rb.ok() || !rel.ok()) log::Error("savepoint rollback failed", {{"error", rb.ToString()}});
-      }
-      results[i] = st;
-    }
-    Status commit = writer_->Step("COMMIT");
-    if (!commit.ok()) {
-      log::Error("group commit failed", {{"error", commit.message()}, {"units", batch.size()}});
-      (void)writer_->Step("ROLLBACK");
-      for (auto& j : batch) j.done(commit);
-      continue;
-    }
-    for (size_t i = 0; i < batch.size(); ++i) {
-      for (auto& fn : after[i]) fn();
-      batch[i].done(results[i]);
-    }
-  }
+Status SqliteDatabase::EndUnit(bool keep, bool next) {
+  if (!keep) LASTCALL_RETURN_IF_ERROR(writer_->Step("ROLLBACK TO unit"));
+  LASTCALL_RETURN_IF_ERROR(writer_->Step("RELEASE unit"));
+  return next ? writer_->Step("SAVEPOINT unit") : Status::Ok();
 }
+
+Status SqliteDatabase::Commit() { return writer_->Step("COMMIT"); }
+
+void SqliteDatabase::Rollback() { (void)writer_->Step("ROLLBACK"); }
 
 std::unique_ptr<SqliteConnection> SqliteDatabase::TakeReader() {
   {

@@ -15,13 +15,13 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "store/group_commit.h"
 #include "store/sql.h"
 
 struct sqlite3;
@@ -43,7 +43,9 @@ struct SqliteOptions {
   int wal_cap_pages = 16384;         // WAL frames past which the writer checkpoints regardless
 };
 
-class SqliteDatabase : public Database {
+// The writer is a GroupCommitWriter driving this object's write connection (GroupCommitConnection,
+// private: only the writer calls it).
+class SqliteDatabase : public Database, private GroupCommitConnection {
  public:
   // Opens (creating if needed) the database and starts the writer thread. Errors: kUnavailable
   // when the file cannot be opened or WAL mode cannot be set.
@@ -55,12 +57,15 @@ class SqliteDatabase : public Database {
   void Close() override;
 
  private:
-  struct Job {
-    WriteFn fn;
-    WriteDone done;
-  };
   explicit SqliteDatabase(SqliteOptions options);
-  void WriterLoop();
+  // GroupCommitConnection, on the writer thread. Begin first copies the WAL's tail when it is due
+  // (see the top of this file); no failure is retryable (one writer: nothing to lose a conflict to).
+  Status Begin() override;
+  GroupCommitTx& tx() override { return *writer_tx_; }
+  Status EndUnit(bool keep, bool next) override;
+  Status Commit() override;
+  void Rollback() override;
+  bool TakeRetryable() override { return false; }
   void CheckpointerLoop();
   // sqlite3_wal_hook of the writer connection: runs on the writer thread after each commit with
   // the number of frames in the WAL; wakes the checkpointer past checkpoint_pages.
@@ -70,12 +75,8 @@ class SqliteDatabase : public Database {
 
   SqliteOptions options_;
   std::unique_ptr<SqliteConnection> writer_;
-
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Job> queue_;        // guarded by mu_
-  bool closing_ = false;         // guarded by mu_
-  std::thread writer_thread_;
+  std::unique_ptr<GroupCommitTx> writer_tx_;  // on writer_; writer thread only
+  std::unique_ptr<GroupCommitWriter> group_;  // the writer thread; started last by Open
   int wal_pages_ = 0;            // frames in the WAL after the last commit; writer thread only
   // Set by the checkpointer after copying a WAL of restart_pages or more; the writer clears it
   // when it has copied the tail. The checkpointer is not woken again meanwhile.

@@ -1,0 +1,123 @@
+#include "store/group_commit.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+
+#include "common/log.h"
+
+namespace lastcall {
+
+GroupCommitWriter::GroupCommitWriter(GroupCommitConnection& conn, GroupCommitOptions options)
+    : conn_(conn), options_(std::move(options)) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+GroupCommitWriter::~GroupCommitWriter() { Stop(); }
+
+void GroupCommitWriter::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void GroupCommitWriter::Write(WriteFn fn, WriteDone done) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!stopping_) {
+      queue_.push_back(Job{std::move(fn), std::move(done)});
+      cv_.notify_one();
+      return;
+    }
+  }
+  done(Status::Unavailable("the database is closing"));
+}
+
+Status GroupCommitWriter::RunBatch(std::vector<Job>& batch, std::vector<Status>& results,
+                                   std::vector<std::vector<std::function<void()>>>& after,
+                                   std::vector<bool>& retry) {
+  LASTCALL_RETURN_IF_ERROR(conn_.Begin());
+  GroupCommitTx& tx = conn_.tx();
+  for (size_t i = 0; i < batch.size(); ++i) {
+    (void)conn_.TakeRetryable();
+    Status st;
+    try {
+      st = batch[i].fn(tx);
+    } catch (const std::exception& e) {
+      st = Status::Internal(std::string("unit of work threw: ") + e.what());
+    }
+    std::vector<std::function<void()>> work = tx.TakeAfterCommit();
+    // A unit that lost a conflict holds nothing once rolled back to its savepoint, but the locks
+    // this transaction's earlier units took may be what the other side waits for: running it again
+    // here could lose again. It runs in a later transaction instead.
+    retry[i] = !st.ok() && conn_.TakeRetryable();
+    if (Status ended = conn_.EndUnit(st.ok(), i + 1 < batch.size()); !ended.ok()) {
+      conn_.Rollback();
+      return ended;
+    }
+    if (st.ok()) after[i] = std::move(work);
+    results[i] = std::move(st);
+  }
+  Status commit = conn_.Commit();
+  if (!commit.ok()) conn_.Rollback();
+  return commit;
+}
+
+void GroupCommitWriter::Loop() {
+  if (!options_.thread_name.empty()) {
+    pthread_setname_np(pthread_self(), options_.thread_name.c_str());  // for ps, perf, benchmark
+  }
+  const size_t max_batch = static_cast<size_t>(std::max(1, options_.max_batch));
+  std::vector<Job> batch;
+  int64_t failures = 0;
+  for (;;) {
+    batch.clear();
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty() && stopping_) return;
+      while (!queue_.empty() && batch.size() < max_batch) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    std::vector<Status> results(batch.size());
+    std::vector<std::vector<std::function<void()>>> after(batch.size());
+    std::vector<bool> retry(batch.size(), false);
+    Status st = RunBatch(batch, results, after, retry);
+    if (!st.ok()) {
+      log::Error("group commit failed", {{"error", st.message()}, {"units", batch.size()}});
+      for (auto& job : batch) job.done(st);
+      if (options_.back_off_after_failure) {
+        ++failures;
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(failures * 50, 1000)));
+      }
+      continue;
+    }
+    failures = 0;
+    std::vector<Job> again;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (retry[i] && batch[i].runs + 1 < options_.retryable_attempts) {
+        ++batch[i].runs;
+        again.push_back(std::move(batch[i]));
+        continue;
+      }
+      for (auto& fn : after[i]) fn();
+      batch[i].done(std::move(results[i]));
+    }
+    if (!again.empty()) {
+      log::Warn("units of work lost a deadlock or serialization conflict with another node; "
+                "running them again",
+                {{"units", again.size()}});
+      std::lock_guard<std::mutex> l(mu_);
+      for (auto it = again.rbegin(); it != again.rend(); ++it) queue_.push_front(std::move(*it));
+    }
+  }
+}
+
+}  // namespace lastcall

@@ -1,0 +1,110 @@
+// Group commit, shared by the SQL engines (SQLite, PostgreSQL). One writer thread takes queued
+// units of work in batches and runs each batch in one transaction on the engine's write
+// connection, each unit in its own savepoint: a unit that fails is rolled back alone and the others
+// of its batch still commit. Once COMMIT returned, each unit's AfterCommit work runs and then its
+// done callback, in queue order. An engine plugs in through GroupCommitConnection (transaction
+// control on its connection, plus its own rule for which failed units run again).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "store/sql.h"
+
+namespace lastcall {
+
+// A writable SqlTx whose AfterCommit work the group-commit writer collects unit by unit. The engines'
+// transaction classes derive from it.
+class GroupCommitTx : public SqlTx {
+ public:
+  void AfterCommit(std::function<void()> fn) final { after_commit_.push_back(std::move(fn)); }
+  // Returns the work registered since the last call, and forgets it.
+  std::vector<std::function<void()>> TakeAfterCommit() { return std::exchange(after_commit_, {}); }
+
+ private:
+  std::vector<std::function<void()>> after_commit_;
+};
+
+// An engine's write connection as the group-commit writer drives it. Every method is called on the
+// writer thread only. A batch is Begin, then for each unit EndUnit (after the unit ran on tx()),
+// then Commit; Rollback after an EndUnit or Commit that failed.
+class GroupCommitConnection {
+ public:
+  virtual ~GroupCommitConnection() = default;
+  // Starts a batch: opens the transaction and the first unit's savepoint (with whatever the engine
+  // does between batches first). On error nothing is left open and the batch fails as a whole.
+  virtual Status Begin() = 0;
+  // The transaction the units run on; valid from Begin until the batch ends.
+  virtual GroupCommitTx& tx() = 0;
+  // Ends the current unit's savepoint, keeping its work (keep) or undoing it; then, when next,
+  // opens the next unit's savepoint. An error leaves the transaction unusable: the writer calls
+  // Rollback and the batch fails as a whole.
+  virtual Status EndUnit(bool keep, bool next) = 0;
+  // Commits the batch. An error means nothing of it is durable; the writer then calls Rollback.
+  virtual Status Commit() = 0;
+  // Abandons the open transaction, if any. Errors are ignored (the connection may be gone).
+  virtual void Rollback() = 0;
+  // The engine's retry rule: whether the statements run since the last call failed in a way that
+  // running the unit again in a later transaction resolves (PostgreSQL: it lost a deadlock or a
+  // serialization conflict with another node). Clears what it reports.
+  virtual bool TakeRetryable() = 0;
+};
+
+struct GroupCommitOptions {
+  int max_batch = 512;        // units per transaction at most (at least 1)
+  // Runs of a unit whose failure TakeRetryable reported, at most; after the last it is reported
+  // with its error. 1: never run again.
+  int retryable_attempts = 1;
+  // After a batch failed as a whole, wait 50 ms times the consecutive failures (at most 1 s)
+  // before the next one, so that a server that is down is not hammered.
+  bool back_off_after_failure = false;
+  std::string thread_name;    // the writer thread's name (15 characters at most), for ps and perf
+};
+
+class GroupCommitWriter {
+ public:
+  // Starts the writer thread on conn, which must outlive this object (or its Stop).
+  GroupCommitWriter(GroupCommitConnection& conn, GroupCommitOptions options);
+  ~GroupCommitWriter();
+  GroupCommitWriter(const GroupCommitWriter&) = delete;
+  GroupCommitWriter& operator=(const GroupCommitWriter&) = delete;
+
+  // Queues a unit (Database::Write's contract): done is called exactly once, on the writer thread,
+  // after the batch holding the unit committed (with the unit's own status) or failed as a whole;
+  // at once with kUnavailable on the calling thread after Stop. Thread-safe.
+  void Write(WriteFn fn, WriteDone done);
+  // Stops accepting units, runs the queued ones, and joins the writer thread. Idempotent;
+  // thread-safe, but not from the writer thread.
+  void Stop();
+
+ private:
+  struct Job {
+    WriteFn fn;
+    WriteDone done;
+    int runs = 0;  // earlier runs that failed retryably
+  };
+  void Loop();
+  // Runs one batch; fills each unit's status, its AfterCommit work and whether it failed
+  // retryably. Returns the status of the transaction as a whole (Begin, EndUnit, Commit).
+  Status RunBatch(std::vector<Job>& batch, std::vector<Status>& results,
+                  std::vector<std::vector<std::function<void()>>>& after,
+                  std::vector<bool>& retry);
+
+  GroupCommitConnection& conn_;
+  const GroupCommitOptions options_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> queue_;  // guarded by mu_
+  bool stopping_ = false;  // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace lastcall

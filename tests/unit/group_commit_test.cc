@@ -1,0 +1,279 @@
+// The group-commit writer's contracts, on a fake connection that records the transaction control
+// it was asked for: a failing unit is undone alone, AfterCommit work runs only for units that
+// committed and before their done callback, a broken savepoint or commit fails the whole batch,
+// retryable failures run again in a later transaction up to the limit, and Stop drains the queue.
+// (The engines run the same writer on real connections: sqlite_database_test, postgres_database_test.)
+#include "store/group_commit.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_util.h"
+
+namespace lastcall {
+namespace {
+
+class FakeTx : public GroupCommitTx {
+ public:
+  Result<int64_t> Exec(std::string_view, const SqlParams&) override { return int64_t{0}; }
+  Status Query(std::string_view, const SqlParams&, const std::function<bool(const SqlRow&)>&) override {
+    return Status::Ok();
+  }
+  bool writable() const override { return true; }
+  SqlDialect dialect() const override { return SqlDialect::kSqlite; }
+};
+
+// Records every call as a word ("begin", "keep", "undo", "next", "commit", "rollback") in order;
+// fails the Nth EndUnit or the commit when told to.
+class FakeGroupCommitConnection : public GroupCommitConnection {
+ public:
+  Status Begin() override {
+    Note("begin");
+    return Status::Ok();
+  }
+  GroupCommitTx& tx() override { return tx_; }
+  Status EndUnit(bool keep, bool next) override {
+    Note(keep ? "keep" : "undo");
+    std::lock_guard<std::mutex> l(mu_);
+    if (++end_units_ == fail_end_unit_) return Status::Unavailable("injected: savepoint failed");
+    if (next) calls_.push_back("next");
+    return Status::Ok();
+  }
+  Status Commit() override {
+    Note("commit");
+    std::lock_guard<std::mutex> l(mu_);
+    return fail_commit_ ? Status::Unavailable("injected: commit failed") : Status::Ok();
+  }
+  void Rollback() override { Note("rollback"); }
+  bool TakeRetryable() override {
+    std::lock_guard<std::mutex> l(mu_);
+    return std::exchange(retryable_, false);
+  }
+
+  // Called by a unit: its failure is one that running it again resolves.
+  void MarkRetryable() {
+    std::lock_guard<std::mutex> l(mu_);
+    retryable_ = true;
+  }
+  void FailEndUnit(int n) {
+    std::lock_guard<std::mutex> l(mu_);
+    fail_end_unit_ = n;
+  }
+  void FailCommit() {
+    std::lock_guard<std::mutex> l(mu_);
+    fail_commit_ = true;
+  }
+  void Log(const std::string& what) { Note(what); }
+  std::vector<std::string> calls() {
+    std::lock_guard<std::mutex> l(mu_);
+    return calls_;
+  }
+
+ private:
+  void Note(const std::string& what) {
+    std::lock_guard<std::mutex> l(mu_);
+    calls_.push_back(what);
+  }
+  FakeTx tx_;
+  std::mutex mu_;
+  std::vector<std::string> calls_;
+  int end_units_ = 0;
+  int fail_end_unit_ = -1;
+  bool fail_commit_ = false;
+  bool retryable_ = false;
+};
+
+class GroupCommitWriterTest : public ::testing::Test {
+ protected:
+  void Start(GroupCommitOptions options = {}) {
+    writer_ = std::make_unique<GroupCommitWriter>(conn_, std::move(options));
+  }
+  // Queues a unit that blocks the writer until Release(), so that the units queued meanwhile
+  // share the next batch. Returns once the writer is inside it.
+  void HoldWriter() {
+    std::promise<void> inside;
+    auto entered = inside.get_future();
+    writer_->Write(
+        [this, inside = std::make_shared<std::promise<void>>(std::move(inside))](SqlTx&) {
+          inside->set_value();
+          std::unique_lock<std::mutex> l(hold_mu_);
+          hold_cv_.wait(l, [&] { return released_; });
+          return Status::Ok();
+        },
+        [](Status) {});
+    entered.wait();
+  }
+  void Release() {
+    {
+      std::lock_guard<std::mutex> l(hold_mu_);
+      released_ = true;
+    }
+    hold_cv_.notify_all();
+  }
+  // Queues a unit that logs "run <name>", registers "after <name>" as AfterCommit work and
+  // returns result; its done logs "done <name> ok|error" and fulfils the returned future.
+  std::future<Status> Unit(const std::string& name, Status result = Status::Ok(),
+                           bool retryable = false) {
+    auto done = std::make_shared<std::promise<Status>>();
+    auto future = done->get_future();
+    writer_->Write(
+        [this, name, result, retryable](SqlTx& tx) {
+          conn_.Log("run " + name);
+          tx.AfterCommit([this, name] { conn_.Log("after " + name); });
+          if (retryable) conn_.MarkRetryable();
+          return result;
+        },
+        [this, name, done](Status st) {
+          conn_.Log("done " + name + (st.ok() ? " ok" : " error"));
+          done->set_value(std::move(st));
+        });
+    return future;
+  }
+  // The calls after the held batch (which ends with its "commit").
+  std::vector<std::string> CallsAfterHold() {
+    auto all = conn_.calls();
+    auto it = std::find(all.begin(), all.end(), "commit");
+    return it == all.end() ? all : std::vector<std::string>(it + 1, all.end());
+  }
+
+  FakeGroupCommitConnection conn_;
+  std::unique_ptr<GroupCommitWriter> writer_;
+  std::mutex hold_mu_;
+  std::condition_variable hold_cv_;
+  bool released_ = false;
+};
+
+TEST_F(GroupCommitWriterTest, AFailingUnitIsUndoneAloneAndTheOthersOfItsBatchCommit) {
+  Start();
+  HoldWriter();
+  auto a = Unit("a");
+  auto b = Unit("b", Status::Internal("b broke"));
+  auto c = Unit("c");
+  Release();
+  EXPECT_TRUE(a.get().ok());
+  EXPECT_EQ(b.get().code(), Code::kInternal);
+  EXPECT_TRUE(c.get().ok());
+  // One transaction: b's savepoint is undone, a's and c's kept; b's AfterCommit work never runs;
+  // each committed unit's AfterCommit work runs before its done, in queue order.
+  EXPECT_EQ(CallsAfterHold(),
+            (std::vector<std::string>{"begin", "run a", "keep", "next", "run b", "undo", "next",
+                                      "run c", "keep", "commit", "after a", "done a ok",
+                                      "done b error", "after c", "done c ok"}));
+}
+
+TEST_F(GroupCommitWriterTest, ABrokenSavepointFailsTheWholeBatchAndRunsNoAfterCommitWork) {
+  Start();
+  HoldWriter();  // its batch ends the first unit: EndUnit call 1
+  conn_.FailEndUnit(3);  // the second unit of the next batch
+  auto a = Unit("a");
+  auto b = Unit("b");
+  auto c = Unit("c");
+  Release();
+  EXPECT_EQ(a.get().code(), Code::kUnavailable);
+  EXPECT_EQ(b.get().code(), Code::kUnavailable);
+  EXPECT_EQ(c.get().code(), Code::kUnavailable);
+  // Nothing after the broken savepoint runs, and a, although its own savepoint was kept, is not
+  // reported durable: the transaction is rolled back.
+  EXPECT_EQ(CallsAfterHold(),
+            (std::vector<std::string>{"begin", "run a", "keep", "next", "run b", "keep",
+                                      "rollback", "done a error", "done b error",
+                                      "done c error"}));
+}
+
+TEST_F(GroupCommitWriterTest, AFailedCommitFailsEveryUnitOfTheBatch) {
+  Start();
+  HoldWriter();
+  conn_.FailCommit();
+  auto a = Unit("a");
+  auto b = Unit("b");
+  Release();
+  EXPECT_EQ(a.get().code(), Code::kUnavailable);
+  EXPECT_EQ(b.get().code(), Code::kUnavailable);
+  auto calls = CallsAfterHold();
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "after a"), 0);
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "after b"), 0);
+}
+
+TEST_F(GroupCommitWriterTest, ARetryableFailureRunsAgainInALaterTransactionUpToTheLimit) {
+  GroupCommitOptions options;
+  options.retryable_attempts = 3;
+  Start(options);
+  auto lost = Unit("lost", Status::Unavailable("deadlock detected"), /*retryable=*/true);
+  EXPECT_EQ(lost.get().code(), Code::kUnavailable);
+  auto calls = conn_.calls();
+  // Three runs, each in a transaction of its own, then reported once with its error.
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "run lost"), 3);
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "begin"), 3);
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "done lost error"), 1);
+
+  // A plain failure is reported at once.
+  auto plain = Unit("plain", Status::Internal("bug"));
+  EXPECT_EQ(plain.get().code(), Code::kInternal);
+  calls = conn_.calls();
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "run plain"), 1);
+}
+
+TEST_F(GroupCommitWriterTest, ARetryableUnitThatSucceedsOnItsSecondRunIsReportedDurable) {
+  GroupCommitOptions options;
+  options.retryable_attempts = 5;
+  Start(options);
+  auto runs = std::make_shared<int>(0);
+  std::promise<Status> done;
+  auto result = done.get_future();
+  writer_->Write(
+      [this, runs](SqlTx& tx) {
+        tx.AfterCommit([this] { conn_.Log("after"); });
+        if (++*runs == 1) {
+          conn_.MarkRetryable();
+          return Status::Unavailable("could not serialize access");
+        }
+        return Status::Ok();
+      },
+      [&done](Status st) { done.set_value(std::move(st)); });
+  EXPECT_TRUE(result.get().ok());
+  EXPECT_EQ(*runs, 2);
+  auto calls = conn_.calls();
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "after"), 1);  // the failed run's work dropped
+}
+
+TEST_F(GroupCommitWriterTest, BatchesHoldAtMostMaxBatchUnits) {
+  GroupCommitOptions options;
+  options.max_batch = 2;
+  Start(options);
+  HoldWriter();
+  std::vector<std::future<Status>> units;
+  for (int i = 0; i < 5; ++i) units.push_back(Unit("u" + std::to_string(i)));
+  Release();
+  for (auto& u : units) EXPECT_TRUE(u.get().ok());
+  auto calls = CallsAfterHold();
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "commit"), 3);  // 2 + 2 + 1
+}
+
+TEST_F(GroupCommitWriterTest, StopRunsTheQueuedUnitsAndThenRefusesNewOnes) {
+  Start();
+  HoldWriter();
+  auto a = Unit("a");
+  auto b = Unit("b");
+  std::thread stopper([this] { writer_->Stop(); });
+  // Stop waits for the queue: release the writer once Stop is under way.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  Release();
+  stopper.join();
+  EXPECT_EQ(a.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  EXPECT_TRUE(a.get().ok());
+  EXPECT_TRUE(b.get().ok());
+  auto late = Unit("late");
+  EXPECT_EQ(late.get().code(), Code::kUnavailable);  // answered at once, never run
+  auto calls = conn_.calls();
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "run late"), 0);
+}
+
+}  // namespace
+}  // namespace lastcall
