@@ -28,6 +28,7 @@
 #include "store/schema.h"
 #include "store/postgres/postgres_database.h"
 #include "store/sqlite/sqlite_database.h"
+#include "store/sqlite/sqlite_memory.h"
 #include "webhooks/consumer_repo.h"
 #include "webhooks/delivery.h"
 
@@ -67,6 +68,8 @@ Result<std::unique_ptr<Database>> OpenDatabase(const Config& config) {
     log::Info("database: PostgreSQL", {{"url", RedactDatabaseUrl(*config.database_url)}});
     return std::unique_ptr<Database>(std::move(pg).value());
   }
+  // Before the first connection: one budget for every connection's page cache together.
+  LASTCALL_RETURN_IF_ERROR(SetSqliteMemoryBudget(int64_t{config.sqlite_memory_mib} * 1024 * 1024));
   SqliteOptions lite_options;
   lite_options.path = config.db_path();
   lite_options.synchronous = config.sqlite_synchronous;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -294,11 +295,12 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
   };
   int64_t attempts = c.webhook_max_attempts, workers = c.webhook_workers;
   int64_t retention_s = c.outbox_retention_ms / 1000, prune_interval_s = c.prune_interval_ms / 1000;
-  int64_t prune_batch = c.prune_batch, cache_mib = c.sqlite_cache_mib;
+  int64_t prune_batch = c.prune_batch, cache_mib = c.sqlite_cache_mib, memory_mib = -1;
   for (const IntVar& iv : {IntVar{"LASTCALL_OUTBOX_RETENTION_SECONDS", 0, 366 * 86400, &retention_s},
                            IntVar{"LASTCALL_PRUNE_INTERVAL_SECONDS", 1, 86400, &prune_interval_s},
                            IntVar{"LASTCALL_PRUNE_BATCH", 1, 10000, &prune_batch},
                            IntVar{"LASTCALL_SQLITE_CACHE_MIB", 1, 4096, &cache_mib},
+                           IntVar{"LASTCALL_SQLITE_MEMORY_MIB", 0, 65536, &memory_mib},
                            IntVar{"LASTCALL_WEBHOOK_MAX_ATTEMPTS", 1, 100, &attempts},
                            IntVar{"LASTCALL_WEBHOOK_BACKOFF_BASE_MS", 1, 3600000, &c.webhook_backoff_base_ms},
                            IntVar{"LASTCALL_WEBHOOK_BACKOFF_CAP_MS", 1, 86400000, &c.webhook_backoff_cap_ms},
@@ -315,6 +317,8 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
   c.prune_interval_ms = prune_interval_s * 1000;
   c.prune_batch = static_cast<int>(prune_batch);
   c.sqlite_cache_mib = static_cast<int>(cache_mib);
+  c.sqlite_memory_mib =
+      memory_mib < 0 ? SqliteMemoryMibDefault(c.sqlite_cache_mib) : static_cast<int>(memory_mib);
   c.webhook_max_attempts = static_cast<int>(attempts);
   c.webhook_workers = static_cast<int>(workers);
   if (c.webhook_backoff_cap_ms < c.webhook_backoff_base_ms) {
@@ -322,6 +326,8 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
   }
   return c;
 }
+
+int SqliteMemoryMibDefault(int sqlite_cache_mib) { return std::max(8, sqlite_cache_mib / 4); }
 
 Result<std::string> ResolveJwtSecret(const Config& config, bool* created) {
   *created = false;

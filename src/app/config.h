@@ -29,6 +29,9 @@ struct Config {
   std::vector<std::string> expected_consumers = {"analytics_consumer", "categorization_consumer"};
   std::string sqlite_synchronous = "FULL";    // LASTCALL_SQLITE_SYNCHRONOUS: FULL or NORMAL
   int sqlite_cache_mib = 64;                  // LASTCALL_SQLITE_CACHE_MIB: the writer's page cache
+  // LASTCALL_SQLITE_MEMORY_MIB: all of SQLite's memory together (store/sqlite/sqlite_memory.h);
+  // 0 means no bound. Unset: SqliteMemoryMibDefault(sqlite_cache_mib).
+  int sqlite_memory_mib = 0;
   std::optional<std::string> database_url;   // LASTCALL_DATABASE_URL: PostgreSQL instead of SQLite
                                               // (may hold a password: never logged)
   int http_threads = 2;                       // LASTCALL_HTTP_THREADS
@@ -67,6 +70,12 @@ struct Config {
   std::string secret_path() const { return data_dir + "/jwt_secret"; }
   std::string receipt_key_dir() const { return data_dir + "/receipt_keys"; }
 };
+
+// The SQLite memory budget when LASTCALL_SQLITE_MEMORY_MIB is unset: a quarter of the writer's
+// cache size, at least 8 MiB (16 MiB with the default 64 MiB cache). The writer's cache_size still
+// bounds what one group commit holds before it spills to the WAL; the budget bounds the clean pages
+// every cache keeps together (docs/operations.md).
+int SqliteMemoryMibDefault(int sqlite_cache_mib);
 
 // Reads the variables through getenv (a function so tests can pass a map). Errors:
 // kInvalidArgument "invalid_config" whose message names the variable and the accepted values.

@@ -8,17 +8,6 @@
 #include "common/log.h"
 
 namespace lastcall {
-namespace {
-
-// "(?, ?, ...)" with n placeholders.
-std::string Placeholders(size_t n) {
-  std::string out = "(";
-  for (size_t i = 0; i < n; ++i) out += i == 0 ? "?" : ", ?";
-  return out + ")";
-}
-
-}  // namespace
-
 Result<PruneCounts> PruneOnce(SqlTx& tx, EventBus& bus, WallMillis now,
                               const RetentionOptions& options) {
   PruneCounts counts;
@@ -34,7 +23,9 @@ Result<PruneCounts> PruneOnce(SqlTx& tx, EventBus& bus, WallMillis now,
       seqs.emplace_back(std::in_place_type<int64_t>, e.seq);
       ids.emplace_back(std::in_place_type<std::string>, e.id);
     }
-    std::string in = Placeholders(finished->size());
+    // Padded: batches of every size would each keep a statement of their own on the writer.
+    std::string in = PaddedInList(ids);
+    PaddedInList(seqs);  // the same length as ids, so `in` fits it too
     auto processed = tx.Exec("DELETE FROM processed WHERE event_id IN " + in, ids);
     if (!processed.ok()) return processed.status();
     counts.processed = *processed;

@@ -63,4 +63,13 @@ Status Database::WriteSync(WriteFn fn) {
   return f.get();
 }
 
+std::string PaddedInList(SqlParams& values) {
+  size_t n = 1;
+  while (n < values.size()) n *= 2;
+  if (!values.empty()) values.resize(n, values.back());
+  std::string out = "(";
+  for (size_t i = 0; i < n; ++i) out += i == 0 ? "?" : ", ?";
+  return out + ")";
+}
+
 }  // namespace lastcall

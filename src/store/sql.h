@@ -70,6 +70,13 @@ class SqlTx {
 std::string_view LockRowsClause(const SqlTx& tx);
 std::string_view SkipLockedRowsClause(const SqlTx& tx);
 
+// The placeholders "(?, ?, ...)" of an `IN` list over `values` (not empty), padded to the next power
+// of two by repeating the last value, which an IN list ignores. Both engines keep a prepared
+// statement per distinct SQL text (SQLite's per-connection cache holds them for the connection's
+// life), so lists of every length from 1 to n would keep n statements; padded, at most
+// log2(n) + 1.
+std::string PaddedInList(SqlParams& values);
+
 // A unit of work for the writer: runs inside a savepoint of a batch transaction. Returning an error
 // rolls back this unit only; the other units of the batch still commit.
 using WriteFn = std::function<Status(SqlTx&)>;

@@ -84,6 +84,29 @@ TEST(ConfigTest, BadValuesNameTheirVariable) {
   }
 }
 
+TEST(ConfigTest, SqliteMemoryBudgetDefaultsFromTheCacheAndRejectsBadValues) {
+  auto d = Load({});
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->sqlite_cache_mib, 64);
+  EXPECT_EQ(d->sqlite_memory_mib, SqliteMemoryMibDefault(64));
+  auto small = Load({{"LASTCALL_SQLITE_CACHE_MIB", "8"}});
+  ASSERT_TRUE(small.ok());
+  EXPECT_EQ(small->sqlite_memory_mib, SqliteMemoryMibDefault(8));
+  auto set = Load({{"LASTCALL_SQLITE_MEMORY_MIB", " 48 "}});
+  ASSERT_TRUE(set.ok());
+  EXPECT_EQ(set->sqlite_memory_mib, 48);
+  auto off = Load({{"LASTCALL_SQLITE_MEMORY_MIB", "0"}});
+  ASSERT_TRUE(off.ok());
+  EXPECT_EQ(off->sqlite_memory_mib, 0);
+  for (const char* bad : {"", "abc", "-1", "1.5", "65537", "32MiB", "99999999999999999999"}) {
+    auto c = Load({{"LASTCALL_SQLITE_MEMORY_MIB", bad}});
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_EQ(c.status().error(), "invalid_config");
+    EXPECT_NE(c.status().message().find("LASTCALL_SQLITE_MEMORY_MIB"), std::string::npos)
+        << c.status().message();
+  }
+}
+
 TEST(ConfigTest, TestConsumerFaultsAreParsed) {
   auto c = Load({{"LASTCALL_TEST_CONSUMER_FAULTS",
                   " analytics_consumer=fail:20, categorization_consumer=silent:100 ,"}});

@@ -198,6 +198,11 @@ Result<std::unique_ptr<SqliteDatabase>> SqliteDatabase::Open(const SqliteOptions
   db->writer_ = std::move(w).value();
   // Checkpoints move to the checkpointer: off on the writer (the hook below replaces SQLite's).
   LASTCALL_RETURN_IF_ERROR(db->writer_->Simple("PRAGMA wal_autocheckpoint=0"));
+  // A group commit writes its dirty pages to the WAL mid-transaction (a spill) only past the
+  // whole cache_size, even when the process is over its SQLite memory budget (sqlite_memory.h):
+  // SQLite's default spills as soon as the budget leaves the cache no clean page to reuse.
+  LASTCALL_RETURN_IF_ERROR(
+      db->writer_->Simple("PRAGMA cache_spill=-" + std::to_string(int64_t{options.cache_mib} * 1024)));
   sqlite3_wal_hook(db->writer_->db(), &SqliteDatabase::OnWalCommit, db.get());
   // A checkpoint copies WAL frames into the database file: it needs no page cache to speak of.
   auto ck = SqliteConnection::Open(options.path, false, options.synchronous, /*cache_kib=*/1024);
