@@ -74,7 +74,34 @@ struct Options {
                              // first); the raw limit and the sweep stay SQLite's
   std::string nats_url;  // when set: the server's event bus is NATS JetStream at this URL (the
                          // server never sees the bench's own LASTCALL_* variables)
+  // KEY=VALUE settings passed to every server the bench starts (e.g. LASTCALL_SQLITE_MEMORY_MIB=0),
+  // since the server does not inherit the bench's environment. Checked by ServerEnv.
+  std::vector<std::string> server_env;
+  std::map<std::string, std::string> server_vars;  // server_env parsed (main)
 };
+
+// The --server-env settings as a map; an error names the first that is not KEY=VALUE or that
+// sets what the bench itself controls (the data folder, the secret, the address, the mode).
+lastcall::Result<std::map<std::string, std::string>> ServerEnv(const Options& o) {
+  std::map<std::string, std::string> out;
+  for (const std::string& kv : o.server_env) {
+    size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return lastcall::Status::Invalid("invalid_server_env", "--server-env " + kv + ": expected KEY=VALUE");
+    }
+    std::string key = kv.substr(0, eq);
+    for (const char* owned : {"LASTCALL_DATA_DIR", "LASTCALL_JWT_SECRET", "LASTCALL_LISTEN",
+                              "LASTCALL_SQLITE_SYNCHRONOUS", "LASTCALL_DATABASE_URL",
+                              "LASTCALL_NATS_URL"}) {
+      if (key == owned) {
+        return lastcall::Status::Invalid(
+            "invalid_server_env", "--server-env " + key + ": set by the bench itself (see --help)");
+      }
+    }
+    out[key] = kv.substr(eq + 1);
+  }
+  return out;
+}
 
 std::string Substitute(std::string s, const std::string& key, const std::string& value) {
   for (size_t at = s.find(key); at != std::string::npos; at = s.find(key, at + value.size())) {
@@ -411,6 +438,7 @@ json RunMode(const Options& o, const std::string& mode, const fs::path& work) {
       {"LASTCALL_LOG_LEVEL", o.log_level},
   };
   if (o.http_threads > 0) env["LASTCALL_HTTP_THREADS"] = std::to_string(o.http_threads);
+  for (const auto& [k, v] : o.server_vars) env[k] = v;
   if (!o.nats_url.empty()) {
     env["LASTCALL_NATS_URL"] = o.nats_url;
     result["bus"] = "nats";
@@ -640,6 +668,7 @@ json RunSweep(const Options& o, int64_t waiting, const fs::path& work) {
       {"LASTCALL_LOG_LEVEL", o.log_level},
   };
   if (o.http_threads > 0) env["LASTCALL_HTTP_THREADS"] = std::to_string(o.http_threads);
+  for (const auto& [k, v] : o.server_vars) env[k] = v;
   ServerProcess server;
   double t_start = MonoSeconds();
   if (!server.Start(o.lastcall, env, (dir / "server.log").string(), 60, &error)) {
@@ -722,6 +751,9 @@ int main(int argc, char** argv) {
   app.add_option("--nats-url", o.nats_url,
                  "the server's event bus: NATS JetStream at this URL (LASTCALL_NATS_URL; the "
                  "server does not inherit the bench's LASTCALL_* variables)");
+  app.add_option("--server-env", o.server_env,
+                 "KEY=VALUE passed to the server (repeatable; the server does not inherit the "
+                 "bench's LASTCALL_* variables), e.g. --server-env LASTCALL_SQLITE_MEMORY_MIB=0");
   app.add_flag("--raw-only", o.raw_only, "only the raw SQLite limit, printed (no report files)");
   app.add_flag("--skip-sweep", o.skip_sweep, "skip the deadline sweep");
   app.add_flag("--skip-raw", o.skip_raw, "skip the raw SQLite limit");
@@ -753,6 +785,12 @@ int main(int argc, char** argv) {
     WriteReports(o, results);
     std::cout << RenderSummary(results);
     return 0;
+  }
+  if (auto env = ServerEnv(o); !env.ok()) {
+    std::fprintf(stderr, "lastcall_bench: %s\n", env.status().message().c_str());
+    return 2;
+  } else {
+    o.server_vars = std::move(env).value();
   }
   if (!fs::exists(o.lastcall)) {
     std::fprintf(stderr, "lastcall_bench: no lastcall binary at %s (see --lastcall)\n", o.lastcall.c_str());
@@ -820,7 +858,8 @@ int main(int argc, char** argv) {
         {"sweepWaiting", o.skip_sweep ? 0 : o.sweep_waiting},
         {"sweepDue", o.sweep_due},
         {"sweepMode", o.sweep_mode},
-        {"logLevel", o.log_level}}},
+        {"logLevel", o.log_level},
+        {"serverEnv", o.server_env}}},
       {"modes", json::array()},
   };
   if (results["machine"]["workDirFileSystem"] == "tmpfs") {
