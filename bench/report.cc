@@ -468,6 +468,10 @@ std::string RenderMarkdown(const json& r, const std::string& svg_rel, const std:
 - **PostgreSQL + NATS** is not part of the default run (it needs a PostgreSQL server and a
   nats-server): run the benchmark with `--database-url postgresql://...` and
   `--nats-url nats://...` (the server does not inherit the caller's `LASTCALL_*` variables). The figures measured so far are under "PostgreSQL + NATS" in the profile.
+- **Other server settings.** The server never inherits the benchmark's own environment's
+  `LASTCALL_*` variables (every setting above is the benchmark's choice); pass any other with
+  `--server-env KEY=VALUE` (repeatable), e.g. `--server-env LASTCALL_SQLITE_MEMORY_MIB=0`. The
+  results JSON records them (`parameters.serverEnv`).
 
 )";
   md << "## Profile\n\n";
