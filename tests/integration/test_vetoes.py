@@ -15,7 +15,7 @@ import threading
 import unittest
 
 import harness
-from harness import Assertions, Server, free_port, http_request, make_csv, unique_user, wait_until
+from harness import free_port, http_request, make_csv, unique_user, wait_until
 from test_webhooks import ReferenceConsumer
 
 ROWS = [("2024-05-02", "Grocer", "-20.00", "USD", "Grocer"),
@@ -57,23 +57,18 @@ class Receiver(object):
         self.server.server_close()
 
 
-class VetoTest(Assertions, unittest.TestCase):
-    server = None
+class VetoTest(harness.ServerTestCase):
+    SERVER_ENV = ENV
 
     @classmethod
     def setUpClass(cls):
-        cls.server = Server(ENV)
-        cls.server.start()
+        super().setUpClass()
         cls.receiver = Receiver()
 
     @classmethod
     def tearDownClass(cls):
         cls.receiver.stop()
-        if cls.server:
-            try:
-                cls.server.stop()
-            finally:
-                cls.server.cleanup()
+        super().tearDownClass()
 
     def setUp(self):
         self.op = self.server.client(token=self.server.token(unique_user("ops"), role="operator"))

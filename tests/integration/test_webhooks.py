@@ -22,8 +22,7 @@ import time
 import unittest
 
 import harness
-from harness import (Assertions, Server, free_port, http_request, make_csv, unique_user,
-                     wait_until)
+from harness import free_port, http_request, make_csv, unique_user, wait_until
 
 REPO = os.path.abspath(os.path.join(harness.HERE, "..", ".."))
 REFERENCE = os.path.join(REPO, "examples", "webhook_consumer.py")
@@ -113,21 +112,8 @@ class SilentEndpoint(object):
             c.close()
 
 
-class WebhookTest(Assertions, unittest.TestCase):
-    server = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.server = Server(ENV)
-        cls.server.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.server:
-            try:
-                cls.server.stop()
-            finally:
-                cls.server.cleanup()
+class WebhookTest(harness.ServerTestCase):
+    SERVER_ENV = ENV
 
     def setUp(self):
         self.op = self.server.client(token=self.server.token("ops", role="operator"))
