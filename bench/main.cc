@@ -151,6 +151,21 @@ void StopPerf(pid_t pid) {
   ::waitpid(pid, &status, 0);
 }
 
+// The environment of a server the bench starts: its data folder, JWT secret and synchronous
+// mode, the log level and HTTP threads chosen on the command line, then --server-env.
+std::map<std::string, std::string> ServerEnvFor(const Options& o, const fs::path& data_dir,
+                                                const std::string& secret, const std::string& mode) {
+  std::map<std::string, std::string> env = {
+      {"LASTCALL_DATA_DIR", data_dir.string()},
+      {"LASTCALL_JWT_SECRET", secret},
+      {"LASTCALL_SQLITE_SYNCHRONOUS", mode},
+      {"LASTCALL_LOG_LEVEL", o.log_level},
+  };
+  if (o.http_threads > 0) env["LASTCALL_HTTP_THREADS"] = std::to_string(o.http_threads);
+  for (const auto& [k, v] : o.server_vars) env[k] = v;
+  return env;
+}
+
 std::string Bearer(const std::string& secret, const std::string& user) {
   return "Bearer " + lastcall::SignJwt(user, "", 7 * 86400, secret, WallMillis());
 }
@@ -431,14 +446,7 @@ json RunMode(const Options& o, const std::string& mode, const fs::path& work) {
   fs::path dir = work / ("mode-" + mode);
   fs::create_directories(dir / "data");
   std::string secret = lastcall::RandomHex(24);
-  std::map<std::string, std::string> env = {
-      {"LASTCALL_DATA_DIR", (dir / "data").string()},
-      {"LASTCALL_JWT_SECRET", secret},
-      {"LASTCALL_SQLITE_SYNCHRONOUS", mode},
-      {"LASTCALL_LOG_LEVEL", o.log_level},
-  };
-  if (o.http_threads > 0) env["LASTCALL_HTTP_THREADS"] = std::to_string(o.http_threads);
-  for (const auto& [k, v] : o.server_vars) env[k] = v;
+  std::map<std::string, std::string> env = ServerEnvFor(o, dir / "data", secret, mode);
   if (!o.nats_url.empty()) {
     env["LASTCALL_NATS_URL"] = o.nats_url;
     result["bus"] = "nats";
@@ -661,14 +669,8 @@ json RunSweep(const Options& o, int64_t waiting, const fs::path& work) {
     r["error"] = due.error;
     return r;
   }
-  std::map<std::string, std::string> env = {
-      {"LASTCALL_DATA_DIR", (dir / "data").string()},
-      {"LASTCALL_JWT_SECRET", lastcall::RandomHex(24)},
-      {"LASTCALL_SQLITE_SYNCHRONOUS", o.sweep_mode},
-      {"LASTCALL_LOG_LEVEL", o.log_level},
-  };
-  if (o.http_threads > 0) env["LASTCALL_HTTP_THREADS"] = std::to_string(o.http_threads);
-  for (const auto& [k, v] : o.server_vars) env[k] = v;
+  std::map<std::string, std::string> env =
+      ServerEnvFor(o, dir / "data", lastcall::RandomHex(24), o.sweep_mode);
   ServerProcess server;
   double t_start = MonoSeconds();
   if (!server.Start(o.lastcall, env, (dir / "server.log").string(), 60, &error)) {
