@@ -390,12 +390,14 @@ SweepSeed SeedWaiting(const std::string& path, int64_t count, int64_t deadline_m
     res.error = err;
     return res;
   }
+  // As the server writes a waiting coordination: its timer (due_at) is the deadline and its grace
+  // window (not_before_at) starts and ends at once. Without due_at the driver never finds it due.
   auto ins = w.Prepare(
       "INSERT INTO coordinations (id, user_id, file_id, account_id, transaction_count, "
       "expected_consumers, status, outcome, missing_consumers, started_at, deadline_at, "
-      "completed_at, transactions_deleted) VALUES (?, ?, ?, ?, 10, "
+      "completed_at, transactions_deleted, not_before_at, due_at) VALUES (?, ?, ?, ?, 10, "
       "'[\"analytics_consumer\",\"categorization_consumer\"]', 'waiting', NULL, '[]', ?, ?, NULL, "
-      "NULL)",
+      "NULL, ?, ?)",
       &err);
   if (!ins) {
     res.error = err;
@@ -416,7 +418,7 @@ SweepSeed SeedWaiting(const std::string& path, int64_t count, int64_t deadline_m
                     static_cast<unsigned long long>(i % 100));
       std::snprintf(user, sizeof user, "sweep-user-%lld", static_cast<long long>(i % 100));
       std::string sid = id, sfile = file, sacc = account, suser = user;
-      if (!w.Run(ins, {sid, suser, sfile, sacc, now, deadline_ms}, &err)) {
+      if (!w.Run(ins, {sid, suser, sfile, sacc, now, deadline_ms, now, deadline_ms}, &err)) {
         res.error = err;
         return res;
       }
