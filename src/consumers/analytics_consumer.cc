@@ -36,20 +36,74 @@ Status AddToMonthly(SqlTx& tx, const std::string& user_id, const std::string& mo
   return r.ok() ? Status::Ok() : r.status();
 }
 
-Result<int64_t> RemoveFileContribution(SqlTx& tx, const std::string& file_id) {
-  // Locked: a second node removing the same contribution at once waits and then finds none.
+namespace {
+
+// Takes the file's whole contribution (analytics_file_totals) out of the monthly totals and drops
+// it, in a fixed number of statements whatever the number of buckets. On archive, first copies it
+// into analytics_archive under coordination_id (a bucket archived before stays as it is).
+// Same results as subtracting bucket by bucket with AddToMonthly: checked arithmetic (nothing
+// changes when a total would overflow), a bucket that reaches count 0 (or a missing one) is gone.
+// Returns the number of buckets the file had.
+Result<int64_t> TakeOutFileContribution(SqlTx& tx, const std::string& file_id,
+                                        const std::string* archive_coordination_id,
+                                        WallMillis now) {
+  // The file's buckets and the monthly rows they count in, locked (PostgreSQL: in a fixed order,
+  // the file's rows and then each monthly row, as AddToMonthly locked them) so that a second node
+  // taking out the same contribution waits and then finds none, and the overflow check below
+  // holds until the commit. A bucket without its monthly row (never expected) has nothing to
+  // subtract from, as in AddToMonthly.
   auto rows = tx.QueryAll(
-      std::string("SELECT user_id, month, category, total_units, count FROM analytics_file_totals "
-                  "WHERE file_id = ?") +
+      std::string("SELECT m.total_units, m.count, t.total_units, t.count FROM "
+                  "analytics_file_totals t JOIN analytics_monthly m ON m.user_id = t.user_id AND "
+                  "m.month = t.month AND m.category = t.category WHERE t.file_id = ? "
+                  "ORDER BY t.month, t.category") +
           std::string(LockRowsClause(tx)),
       {file_id});
   if (!rows.ok()) return rows.status();
   for (const SqlRow& r : *rows) {
-    LASTCALL_RETURN_IF_ERROR(AddToMonthly(tx, r.Text(0), r.Text(1), r.Text(2), -r.Int(3), -r.Int(4)));
+    int64_t total = 0, n = 0;
+    if (__builtin_sub_overflow(r.Int(0), r.Int(2), &total) ||
+        __builtin_sub_overflow(r.Int(1), r.Int(3), &n)) {
+      return Status::Unprocessable("amount_out_of_range", "monthly total out of range");
+    }
+  }
+  if (archive_coordination_id) {
+    auto ins = tx.Exec(
+        "INSERT INTO analytics_archive (user_id, file_id, coordination_id, month, category, "
+        "total_units, count, archived_at) SELECT user_id, file_id, ?, month, category, "
+        "total_units, count, ? FROM analytics_file_totals WHERE file_id = ? "
+        "ON CONFLICT (file_id, month, category) DO NOTHING",
+        {*archive_coordination_id, now, file_id});
+    if (!ins.ok()) return ins.status();
+  }
+  if (!rows->empty()) {
+    // UPDATE ... FROM: SQLite 3.33 and later, and PostgreSQL. The SET expressions read the row's
+    // values before the update (both engines), and each monthly row matches one bucket at most
+    // (the same primary key).
+    auto upd = tx.Exec(
+        "UPDATE analytics_monthly SET total_units = analytics_monthly.total_units - t.total_units, "
+        "count = analytics_monthly.count - t.count FROM analytics_file_totals t "
+        "WHERE t.file_id = ? AND analytics_monthly.user_id = t.user_id AND "
+        "analytics_monthly.month = t.month AND analytics_monthly.category = t.category",
+        {file_id});
+    if (!upd.ok()) return upd.status();
+    // A row-value IN (not a correlated EXISTS) so that SQLite looks the buckets up by the
+    // primary key instead of scanning every monthly row.
+    auto emptied = tx.Exec(
+        "DELETE FROM analytics_monthly WHERE (user_id, month, category) IN (SELECT user_id, "
+        "month, category FROM analytics_file_totals WHERE file_id = ?) AND count <= 0",
+        {file_id});
+    if (!emptied.ok()) return emptied.status();
   }
   auto del = tx.Exec("DELETE FROM analytics_file_totals WHERE file_id = ?", {file_id});
   if (!del.ok()) return del.status();
-  return static_cast<int64_t>(rows->size());
+  return *del;
+}
+
+}  // namespace
+
+Result<int64_t> RemoveFileContribution(SqlTx& tx, const std::string& file_id) {
+  return TakeOutFileContribution(tx, file_id, nullptr, 0);
 }
 
 Status AnalyticsConsumer::Handle(const CloudEvent& event, SqlTx& tx) {
@@ -148,24 +202,7 @@ WorkResult AnalyticsConsumer::Archive(const CloudEvent& event, SqlTx& tx) {
 
 Result<int64_t> ArchiveFileContribution(SqlTx& tx, const std::string& file_id,
                                         const std::string& coordination_id, WallMillis now) {
-  auto rows = tx.QueryAll(
-      std::string("SELECT user_id, month, category, total_units, count FROM analytics_file_totals "
-                  "WHERE file_id = ? ORDER BY month, category") +
-          std::string(LockRowsClause(tx)),
-      {file_id});
-  if (!rows.ok()) return rows.status();
-  for (const SqlRow& r : *rows) {
-    auto ins = tx.Exec(
-        "INSERT INTO analytics_archive (user_id, file_id, coordination_id, month, category, "
-        "total_units, count, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (file_id, month, category) DO NOTHING",
-        {r.Text(0), file_id, coordination_id, r.Text(1), r.Text(2), r.Int(3), r.Int(4), now});
-    if (!ins.ok()) return ins.status();
-    LASTCALL_RETURN_IF_ERROR(AddToMonthly(tx, r.Text(0), r.Text(1), r.Text(2), -r.Int(3), -r.Int(4)));
-  }
-  auto del = tx.Exec("DELETE FROM analytics_file_totals WHERE file_id = ?", {file_id});
-  if (!del.ok()) return del.status();
-  return static_cast<int64_t>(rows->size());
+  return TakeOutFileContribution(tx, file_id, &coordination_id, now);
 }
 
 }  // namespace lastcall

@@ -32,13 +32,16 @@ class AnalyticsConsumer : public EventHandler {
 
 // Archives the file's contribution under coordination_id and takes it out of the monthly totals
 // (what file.delete_requested does): also for a vetoed deletion an operator let proceed, whose
-// archive the veto had put back. Returns the number of buckets archived.
+// archive the veto had put back. Set-based: five statements whatever the number of buckets.
+// Returns the number of buckets archived; kUnprocessable "amount_out_of_range" (and nothing
+// changed) when a monthly total would leave the 64-bit range.
 Result<int64_t> ArchiveFileContribution(SqlTx& tx, const std::string& file_id,
                                         const std::string& coordination_id, WallMillis now);
 
 // Takes a file's contribution out of the monthly totals without archiving it: for the synchronous
 // deletion (ENABLE_EVENT_PUBLISHING=false), where no consumer gets a last look, so the totals do not
-// keep counting a file that is gone. Returns the number of buckets changed.
+// keep counting a file that is gone. Set-based like ArchiveFileContribution, with the same errors.
+// Returns the number of buckets changed.
 Result<int64_t> RemoveFileContribution(SqlTx& tx, const std::string& file_id);
 
 // Adds delta (units, count) to one monthly bucket with checked arithmetic; a bucket that reaches

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <thread>
+#include <tuple>
 
 #include "blobs/blob_store.h"
 #include "bus/in_process_bus.h"
@@ -93,8 +94,9 @@ class CoordinationFlowTest : public ::testing::TestWithParam<Engine> {
     db_.reset();
   }
 
-  // Imports one file of n transactions of -1.00 each into a new account; returns the file.
-  FileRecord Import(int n) {
+  // Imports one file of n transactions of -1.00 each into a new account, dated in the given
+  // months in turn (all in January 2024 by default); returns the file.
+  FileRecord Import(int n, const std::vector<std::string>& months = {"2024-01"}) {
     Account a{ids_.NewUuid(), "alice", "Checking", "USD"};
     FileRecord f;
     f.id = ids_.NewUuid();
@@ -115,7 +117,7 @@ class CoordinationFlowTest : public ::testing::TestWithParam<Engine> {
       t.account_id = a.id;
       t.file_id = f.id;
       t.row_no = i + 1;
-      t.date = "2024-01-0" + std::to_string(1 + i % 9);
+      t.date = months[i % months.size()] + "-0" + std::to_string(1 + i % 9);
       t.description = "coffee";
       t.amount = Money::FromUnits(-10000);
       t.currency = "USD";
@@ -344,6 +346,96 @@ TEST_P(CoordinationFlowTest, AnalyticsArchivesAndRemovesTheFilesContribution) {
   EXPECT_EQ(Count("SELECT COALESCE(SUM(count), 0) FROM analytics_monthly"), 2);
   EXPECT_EQ(Count("SELECT COALESCE(SUM(total_units), 0) FROM analytics_monthly"), -20000);
   (void)keep;
+}
+
+// The set-based archive (a few statements per file, whatever its buckets) against what a user
+// of the monthly totals relies on: exactly the archived file's buckets leave the totals, a bucket
+// shared with another file keeps that file's part, a redelivery changes nothing, and a cancel's
+// restore puts back exactly what was archived.
+TEST_P(CoordinationFlowTest, ArchiveTakesOutExactlyTheFilesBucketsAndRestorePutsThemBack) {
+  FileRecord a = Import(4, {"2024-01", "2024-02"});  // two buckets of 2 rows each
+  FileRecord b = Import(3, {"2024-01"});             // one bucket, shared with a
+  ASSERT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) FROM analytics_file_totals") == 3; }));
+  // (month, total_units, count) of every monthly row, in month order.
+  auto monthly = [&] {
+    std::vector<std::tuple<std::string, int64_t, int64_t>> out;
+    EXPECT_TRUE(db_->Read([&](SqlTx& tx) {
+                     return tx.Query("SELECT month, total_units, count FROM analytics_monthly ORDER BY "
+                                     "month, category",
+                                     {}, [&](const SqlRow& r) {
+                                       out.emplace_back(r.Text(0), r.Int(1), r.Int(2));
+                                       return true;
+                                     });
+                   }).ok());
+    return out;
+  };
+  using Rows = std::vector<std::tuple<std::string, int64_t, int64_t>>;
+  const Rows before = monthly();
+  ASSERT_EQ(before, (Rows{{"2024-01", -50000, 5}, {"2024-02", -20000, 2}}));
+  auto archive = [&](const FileRecord& f, const std::string& coordination_id) {
+    int64_t n = -1;
+    EXPECT_TRUE(db_->WriteSync([&](SqlTx& tx) -> Status {
+                     auto r = ArchiveFileContribution(tx, f.id, coordination_id, clock_.Now());
+                     if (!r.ok()) return r.status();
+                     n = *r;
+                     return Status::Ok();
+                   }).ok());
+    return n;
+  };
+  std::string ca = ids_.NewUuid(), cb = ids_.NewUuid();
+
+  EXPECT_EQ(archive(a, ca), 2);
+  EXPECT_EQ(monthly(), (Rows{{"2024-01", -30000, 3}}));  // b's part; February had only a's
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM analytics_archive WHERE file_id = ? AND coordination_id = ?",
+                  {a.id, ca}), 2);
+  EXPECT_EQ(Count("SELECT SUM(total_units) FROM analytics_archive WHERE file_id = ?", {a.id}), -40000);
+  EXPECT_EQ(Count("SELECT SUM(count) FROM analytics_archive WHERE file_id = ?", {a.id}), 4);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM analytics_file_totals WHERE file_id = ?", {a.id}), 0);
+  // Redelivered: nothing left to archive, nothing changes.
+  EXPECT_EQ(archive(a, ca), 0);
+  EXPECT_EQ(monthly(), (Rows{{"2024-01", -30000, 3}}));
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM analytics_archive WHERE file_id = ?", {a.id}), 2);
+
+  EXPECT_EQ(archive(b, cb), 1);
+  EXPECT_TRUE(monthly().empty());
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM analytics_file_totals"), 0);
+
+  // Both deletions cancelled: the analytics consumer puts back exactly what each archived.
+  for (const auto& [f, c] : {std::pair{a, ca}, std::pair{b, cb}}) {
+    Status st = db_->WriteSync([&, &f = f, &c = c](SqlTx& tx) -> Status {
+      CloudEvent e{ids_.NewUuid(), kCoordinatorSource, kFileDeleteCancelled, "files/" + f.id, "t",
+                   {{"fileId", f.id}, {"coordinationId", c}}};
+      return analytics_->Handle(e, tx);
+    });
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+  EXPECT_EQ(monthly(), before);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM analytics_file_totals"), 3);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM analytics_archive"), 0);
+}
+
+// A monthly total that would leave the 64-bit range: the archive refuses (the consumer then
+// reports "failed") and changes nothing, on both engines.
+TEST_P(CoordinationFlowTest, ArchiveThatWouldOverflowAMonthlyTotalChangesNothing) {
+  FileRecord a = Import(2, {"2024-01"});
+  ASSERT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) FROM analytics_file_totals") == 1; }));
+  const int64_t near_max = INT64_MAX - 5;
+  ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) -> Status {
+                   auto r = tx.Exec("UPDATE analytics_monthly SET total_units = ?", {near_max});
+                   return r.ok() ? Status::Ok() : r.status();
+                 }).ok());
+  Status result = Status::Ok();
+  ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) -> Status {
+                   auto r = ArchiveFileContribution(tx, a.id, ids_.NewUuid(), clock_.Now());
+                   if (!r.ok()) result = r.status();
+                   return Status::Ok();  // commit whatever it wrote
+                 }).ok());
+  EXPECT_EQ(result.code(), Code::kUnprocessable);
+  EXPECT_EQ(result.error(), "amount_out_of_range");
+  EXPECT_EQ(Count("SELECT total_units FROM analytics_monthly"), near_max);
+  EXPECT_EQ(Count("SELECT count FROM analytics_monthly"), 2);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM analytics_file_totals WHERE file_id = ?", {a.id}), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM analytics_archive"), 0);
 }
 
 std::string EngineName(const ::testing::TestParamInfo<Engine>& info) {
