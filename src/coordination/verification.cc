@@ -1,5 +1,7 @@
 #include "coordination/verification.h"
 
+#include <iterator>
+
 namespace lastcall {
 namespace {
 
@@ -15,16 +17,31 @@ constexpr Place kPlaces[] = {
     {"analyticsFileTotals", "SELECT COUNT(*) FROM analytics_file_totals WHERE file_id = ?"},
 };
 
+// Every place's count as one column of one statement: "SELECT (<count>), (<count>), ...".
+const std::string& CountsSql() {
+  static const std::string sql = [] {
+    std::string s = "SELECT ";
+    for (const Place& p : kPlaces) {
+      if (&p != &kPlaces[0]) s += ", ";
+      s += std::string("(") + p.sql + ")";
+    }
+    return s;
+  }();
+  return sql;
+}
+
 }  // namespace
 
 Result<nlohmann::json> FindResidue(SqlTx& tx, BlobStore& blobs, const std::string& file_id,
                                    const std::optional<std::string>& blob_key) {
   nlohmann::json found = nlohmann::json::object();
-  for (const Place& p : kPlaces) {
-    auto r = tx.QueryOne(p.sql, {file_id});
-    if (!r.ok()) return r.status();
-    int64_t n = *r ? (*r)->Int(0) : 0;
-    if (n > 0) found[p.name] = n;
+  SqlParams params(std::size(kPlaces), file_id);
+  auto r = tx.QueryOne(CountsSql(), params);
+  if (!r.ok()) return r.status();
+  if (!*r) return Status::Internal("the residue counts returned no row");
+  for (size_t i = 0; i < std::size(kPlaces); ++i) {
+    int64_t n = (*r)->Int(i);
+    if (n > 0) found[kPlaces[i].name] = n;
   }
   if (blob_key) {
     auto bytes = blobs.Get(*blob_key);
