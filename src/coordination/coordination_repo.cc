@@ -170,6 +170,12 @@ Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::strin
   return std::optional<Coordination>(std::move(c));
 }
 
+Result<bool> CoordinationExists(SqlTx& tx, const std::string& id) {
+  auto row = tx.QueryOne("SELECT 1 FROM coordinations WHERE id = ?", {id});
+  if (!row.ok()) return row.status();
+  return row->has_value();
+}
+
 Status InsertCoordination(SqlTx& tx, const Coordination& c) {
   auto r = tx.Exec(
       "INSERT INTO coordinations (id, user_id, file_id, account_id, transaction_count, "
@@ -190,17 +196,27 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c) {
   return Status::Ok();
 }
 
-Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c) {
+Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c,
+                                  const std::optional<std::string>& blob_key) {
+  SqlParams params = {
+      std::string(ToString(c.status)),
+      c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
+      JoinJson(c.missing), OptInt(c.completed_at), OptInt(c.transactions_deleted), OptInt(c.due_at),
+      OptText(c.hold_reason), OptInt(c.cancelled_at), ProceededJson(c), VetoBy(c), VetoReason(c),
+      VetoAt(c), OverrideBy(c), OverrideReason(c), OverrideAt(c)};
+  if (blob_key) params.push_back(*blob_key);
+  params.push_back(c.id);
   auto r = tx.Exec(
-      "UPDATE coordinations SET status = ?, outcome = ?, missing_consumers = ?, completed_at = ?, "
-      "transactions_deleted = ?, due_at = ?, hold_reason = ?, cancelled_at = ?, proceeded_by = ?, "
-      "vetoed_by = ?, veto_reason = ?, vetoed_at = ?, overridden_by = ?, override_reason = ?, "
-      "overridden_at = ? WHERE id = ?",
-      {std::string(ToString(c.status)),
-       c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
-       JoinJson(c.missing), OptInt(c.completed_at), OptInt(c.transactions_deleted), OptInt(c.due_at),
-       OptText(c.hold_reason), OptInt(c.cancelled_at), ProceededJson(c), VetoBy(c), VetoReason(c),
-       VetoAt(c), OverrideBy(c), OverrideReason(c), OverrideAt(c), c.id});
+      blob_key
+          ? "UPDATE coordinations SET status = ?, outcome = ?, missing_consumers = ?, "
+            "completed_at = ?, transactions_deleted = ?, due_at = ?, hold_reason = ?, "
+            "cancelled_at = ?, proceeded_by = ?, vetoed_by = ?, veto_reason = ?, vetoed_at = ?, "
+            "overridden_by = ?, override_reason = ?, overridden_at = ?, blob_key = ? WHERE id = ?"
+          : "UPDATE coordinations SET status = ?, outcome = ?, missing_consumers = ?, "
+            "completed_at = ?, transactions_deleted = ?, due_at = ?, hold_reason = ?, "
+            "cancelled_at = ?, proceeded_by = ?, vetoed_by = ?, veto_reason = ?, vetoed_at = ?, "
+            "overridden_by = ?, override_reason = ?, overridden_at = ? WHERE id = ?",
+      params);
   if (!r.ok()) return r.status();
   if (*r != 1) return Status::Internal("coordination " + c.id + " vanished during an update");
   return Status::Ok();
@@ -240,6 +256,25 @@ Status AppendTimeline(SqlTx& tx, const std::string& coordination_id, WallMillis 
   auto r = tx.Exec(
       "INSERT INTO coordination_timeline (coordination_id, at, kind, detail) VALUES (?, ?, ?, ?)",
       {coordination_id, at, kind, detail_json});
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+Status AppendTimeline(SqlTx& tx, const std::string& coordination_id,
+                      const std::vector<TimelineEntry>& entries) {
+  if (entries.empty()) return Status::Ok();
+  // One multi-row INSERT: both engines insert VALUES rows in their order, so seq keeps it.
+  std::string sql =
+      "INSERT INTO coordination_timeline (coordination_id, at, kind, detail) VALUES (?, ?, ?, ?)";
+  SqlParams params;
+  params.reserve(entries.size() * 4);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (i > 0) sql += ", (?, ?, ?, ?)";
+    params.push_back(coordination_id);
+    params.push_back(entries[i].at);
+    params.push_back(entries[i].kind);
+    params.push_back(entries[i].detail_json);
+  }
+  auto r = tx.Exec(sql, params);
   return r.ok() ? Status::Ok() : r.status();
 }
 

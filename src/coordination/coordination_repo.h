@@ -26,12 +26,17 @@ Result<bool> ClaimCoordination(SqlTx& tx, const std::string& id, ClaimMode mode)
 
 // The coordination with all its recorded completions, or nullopt.
 Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::string& id);
+// Whether a coordination with this id exists (one primary-key lookup; no completions read).
+Result<bool> CoordinationExists(SqlTx& tx, const std::string& id);
 // Completions stored under an id (for a coordination that does not exist yet: the early ones).
 Result<std::vector<Completion>> LoadCompletions(SqlTx& tx, const std::string& coordination_id);
 Status InsertCoordination(SqlTx& tx, const Coordination& c);
 // Updates the decision columns: status, outcome, missing consumers, completed_at,
-// transactions_deleted, due_at, hold_reason, cancelled_at, proceeded_by, the veto and the override.
-Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c);
+// transactions_deleted, due_at, hold_reason, cancelled_at, proceeded_by, the veto and the override;
+// and blob_key (where the file's content was, for the verification) when given.
+// Errors: kInternal when the row does not exist.
+Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c,
+                                  const std::optional<std::string>& blob_key = std::nullopt);
 // Inserts a completion; an existing one for the same (coordination, consumer) stays as it is,
 // except that its expected flag is set to c.expected.
 Status UpsertCompletion(SqlTx& tx, const std::string& coordination_id, const Completion& c);
@@ -44,6 +49,9 @@ struct TimelineEntry {
 };
 Status AppendTimeline(SqlTx& tx, const std::string& coordination_id, WallMillis at,
                       const std::string& kind, const std::string& detail_json);
+// Appends entries in their order with one statement (none when entries is empty).
+Status AppendTimeline(SqlTx& tx, const std::string& coordination_id,
+                      const std::vector<TimelineEntry>& entries);
 Result<std::vector<TimelineEntry>> LoadTimeline(SqlTx& tx, const std::string& coordination_id);
 
 // ---- listing (newest first, keyset pagination) ----

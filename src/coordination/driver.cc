@@ -67,18 +67,24 @@ CoordinationDriver::~CoordinationDriver() { Stop(); }
 
 Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
                                  const std::optional<Coordination>& before) {
+  LASTCALL_RETURN_IF_ERROR(ApplyActions(tx, d));
+  if (d.changed && before) LASTCALL_RETURN_IF_ERROR(UpdateCoordinationDecision(tx, *d.state));
+  return Status::Ok();
+}
+
+Status CoordinationDriver::ApplyActions(SqlTx& tx, const Decision& d,
+                                        std::vector<TimelineEntry>* pending) {
   const std::string id = d.state ? d.state->id : "";
+  std::vector<TimelineEntry> timeline;  // the actions' entries, appended in order at the end
   for (const Action& a : d.actions) {
     switch (a.kind) {
       case ActionKind::kCreate:
         LASTCALL_RETURN_IF_ERROR(InsertCoordination(tx, *d.state));
-        LASTCALL_RETURN_IF_ERROR(AppendTimeline(
-            tx, id, d.state->started_at, "requested",
-            Json({{"expectedConsumers", d.state->expected},
-                  {"deadlineAt", FormatRfc3339(d.state->deadline_at)}})));
+        timeline.push_back({d.state->started_at, "requested",
+                            Json({{"expectedConsumers", d.state->expected},
+                                  {"deadlineAt", FormatRfc3339(d.state->deadline_at)}})});
         for (const auto& c : d.state->completions) {
-          LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, id, d.state->started_at, "completion",
-                                                  CompletionDetail(c)));
+          timeline.push_back({d.state->started_at, "completion", CompletionDetail(c)});
         }
         tx.AfterCommit([this] { metrics_.coordinations_started.Inc({}); });
         break;
@@ -86,7 +92,7 @@ Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
       case ActionKind::kRecordUnexpected: {
         const Completion& c = *d.completion;
         LASTCALL_RETURN_IF_ERROR(UpsertCompletion(tx, id, c));
-        LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, id, c.at, "completion", CompletionDetail(c)));
+        timeline.push_back({c.at, "completion", CompletionDetail(c)});
         tx.AfterCommit([this, id, reason = a.reason, consumer = c.consumer, counted = c.expected,
                         status = std::string(ToString(c.status)),
                         seconds = static_cast<double>(c.at - d.state->started_at) / 1000.0] {
@@ -105,8 +111,7 @@ Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
         log::Info("coordination input ignored", {{"coordinationId", id}, {"reason", a.reason}});
         break;
       case ActionKind::kWarnTimeout:
-        LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, id, clock_.Now(), "timeout",
-                                                Json({{"missingConsumers", d.state->missing}})));
+        timeline.push_back({clock_.Now(), "timeout", Json({{"missingConsumers", d.state->missing}})});
         tx.AfterCommit([this, id, file_id = d.state->file_id, missing = d.state->missing] {
           for (const auto& m : missing) metrics_.coordination_timeouts.Inc({m});
           log::Warn("coordination timed out; proceeding without missing consumers",
@@ -114,8 +119,7 @@ Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
         });
         break;
       case ActionKind::kBeginDeletion:
-        LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, id, clock_.Now(), "deletion_decided",
-                                                DecisionDetail(*d.state)));
+        timeline.push_back({clock_.Now(), "deletion_decided", DecisionDetail(*d.state)});
         tx.AfterCommit([this, id, file_id = d.state->file_id,
                         outcome = std::string(ToString(d.state->outcome)),
                         rules = ProceedRuleLabels(*d.state)] {
@@ -131,7 +135,7 @@ Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
       case ActionKind::kRelease:
       case ActionKind::kVeto:
       case ActionKind::kOverride:
-        LASTCALL_RETURN_IF_ERROR(ApplyStopOrResume(tx, d, a));
+        LASTCALL_RETURN_IF_ERROR(ApplyStopOrResume(tx, d, a, &timeline));
         break;
       case ActionKind::kRefuseCancel:
       case ActionKind::kRefuseVeto:
@@ -139,8 +143,11 @@ Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
         break;  // the caller answers (409, 422, 404) or logs it
     }
   }
-  if (d.changed && before) LASTCALL_RETURN_IF_ERROR(UpdateCoordinationDecision(tx, *d.state));
-  return Status::Ok();
+  if (pending) {
+    pending->insert(pending->end(), timeline.begin(), timeline.end());
+    return Status::Ok();
+  }
+  return AppendTimeline(tx, id, timeline);
 }
 
 Status CoordinationDriver::AddConsumerPolicies(SqlTx& tx, WallMillis now, DeleteRequested* req) {
@@ -161,15 +168,15 @@ Status CoordinationDriver::AddConsumerPolicies(SqlTx& tx, WallMillis now, Delete
   return Status::Ok();
 }
 
-Status CoordinationDriver::ApplyStopOrResume(SqlTx& tx, const Decision& d, const Action& a) {
+Status CoordinationDriver::ApplyStopOrResume(SqlTx& tx, const Decision& d, const Action& a,
+                                             std::vector<TimelineEntry>* timeline) {
   const Coordination& c = *d.state;
   WallMillis now = clock_.Now();
   switch (a.kind) {
     case ActionKind::kCancel: {
       auto reactivated = ReactivateFile(tx, c.file_id, c.id);
       if (!reactivated.ok()) return reactivated.status();
-      LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, c.id, now, "cancelled",
-                                              Json({{"fileActive", *reactivated}})));
+      timeline->push_back({now, "cancelled", Json({{"fileActive", *reactivated}})});
       CloudEvent e = MakeEvent(ids_, kCoordinatorSource, kFileDeleteCancelled, "files/" + c.file_id,
                                now,
                                {{"coordinationId", c.id},
@@ -186,25 +193,23 @@ Status CoordinationDriver::ApplyStopOrResume(SqlTx& tx, const Decision& d, const
       return Status::Ok();
     }
     case ActionKind::kHold:
-      LASTCALL_RETURN_IF_ERROR(
-          AppendTimeline(tx, c.id, now, "held", Json({{"reason", a.reason}})));
+      timeline->push_back({now, "held", Json({{"reason", a.reason}})});
       tx.AfterCommit([this, id = c.id, file_id = c.file_id] {
         metrics_.deletions_blocked.Inc({});
         log::Info("deletion blocked by a legal hold", {{"coordinationId", id}, {"fileId", file_id}});
       });
       return Status::Ok();
     case ActionKind::kRelease:
-      LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, c.id, now, "resumed", "{}"));
+      timeline->push_back({now, "resumed", "{}"});
       tx.AfterCommit([this] { Wake(); });
       return Status::Ok();
     case ActionKind::kVeto: {
       // Like a cancel: the file is active again and consumers undo their anticipation.
       auto reactivated = ReactivateFile(tx, c.file_id, c.id);
       if (!reactivated.ok()) return reactivated.status();
-      LASTCALL_RETURN_IF_ERROR(AppendTimeline(
-          tx, c.id, now, "vetoed",
-          Json({{"consumer", c.veto->consumer}, {"reason", c.veto->reason},
-                {"fileActive", *reactivated}})));
+      timeline->push_back({now, "vetoed",
+                           Json({{"consumer", c.veto->consumer}, {"reason", c.veto->reason},
+                                 {"fileActive", *reactivated}})});
       CloudEvent e = MakeEvent(ids_, kCoordinatorSource, kFileDeleteVetoed, "files/" + c.file_id,
                                now,
                                {{"coordinationId", c.id},
@@ -234,10 +239,10 @@ Status CoordinationDriver::ApplyStopOrResume(SqlTx& tx, const Decision& d, const
                                                     "again since)");
       }
       bool held = c.status == CoordinationStatus::kHeld;
-      LASTCALL_RETURN_IF_ERROR(AppendTimeline(
-          tx, c.id, now, "overridden",
-          Json({{"operator", c.overridden->by}, {"reason", c.overridden->reason},
-                {"vetoedBy", c.veto ? c.veto->consumer : std::string()}, {"held", held}})));
+      timeline->push_back({now, "overridden",
+                           Json({{"operator", c.overridden->by}, {"reason", c.overridden->reason},
+                                 {"vetoedBy", c.veto ? c.veto->consumer : std::string()},
+                                 {"held", held}})});
       tx.AfterCommit([this, id = c.id, file_id = c.file_id, by = c.overridden->by,
                       reason = c.overridden->reason, held] {
         metrics_.veto_overrides.Inc({held ? "held" : "proceeding"});
@@ -341,8 +346,7 @@ Result<Coordination> CoordinationDriver::Override(SqlTx& tx, const std::string& 
                                               ToString(c.status) +
                                               ": only a vetoed coordination can be overridden");
   }
-  LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *loaded));
-  LASTCALL_RETURN_IF_ERROR(ProceedInline(tx, d));
+  LASTCALL_RETURN_IF_ERROR(ApplyAndProceed(tx, d, *loaded));
   // The inline deletion step may have finished it already: answer what is stored now.
   auto now_state = LoadCoordination(tx, coordination_id);
   if (!now_state.ok()) return now_state.status();
@@ -386,8 +390,7 @@ Result<int> CoordinationDriver::ReleaseHold(SqlTx& tx, const Hold& h) {
         tx, id, clock_.Now(), "hold_released",
         Json({{"holdId", h.id}, {"stillHeld", other->has_value()}})));
     Decision d = Decide(*c, {}, in, clock_.Now());
-    LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *c));
-    LASTCALL_RETURN_IF_ERROR(ProceedInline(tx, d));
+    LASTCALL_RETURN_IF_ERROR(ApplyAndProceed(tx, d, *c));
     if (d.Has(ActionKind::kRelease)) ++released;
   }
   return released;
@@ -417,9 +420,10 @@ Result<std::string> CoordinationDriver::RequestDeletion(SqlTx& tx, const FileRec
   auto hold = ActiveHoldCovering(tx, file.user_id, file.account_id, file.id);
   if (!hold.ok()) return hold.status();
   if (*hold) req.hold_reason = (*hold)->reason;
-  auto early = LoadCompletions(tx, coordination_id);
-  if (!early.ok()) return early.status();
-  Decision d = Decide(std::nullopt, *early, req, now);
+  // No completion can be stored early under coordination_id: it is a fresh id from the CSPRNG
+  // that nobody sees before this transaction commits (early completions come with requests from
+  // other producers, HandleDeleteRequested).
+  Decision d = Decide(std::nullopt, {}, req, now);
   LASTCALL_RETURN_IF_ERROR(Apply(tx, d, std::nullopt));
 
   CloudEvent e = MakeEvent(ids_, kApiSource, kFileDeleteRequested, "files/" + file.id, now,
@@ -461,9 +465,9 @@ Status CoordinationDriver::HandleDeleteRequested(const CloudEvent& e, SqlTx& tx)
   if (auto claimed = ClaimCoordination(tx, id, ClaimMode::kWait); !claimed.ok()) {
     return claimed.status();
   }
-  auto existing = LoadCoordination(tx, id);
-  if (!existing.ok()) return existing.status();
-  if (*existing) return Status::Ok();  // created with the request, as it should be
+  auto exists = CoordinationExists(tx, id);
+  if (!exists.ok()) return exists.status();
+  if (*exists) return Status::Ok();  // created with the request, as it should be
   // Created elsewhere (another producer): build it from the event.
   DeleteRequested req;
   req.coordination_id = id;
@@ -486,8 +490,7 @@ Status CoordinationDriver::HandleDeleteRequested(const CloudEvent& e, SqlTx& tx)
   auto early = LoadCompletions(tx, id);
   if (!early.ok()) return early.status();
   Decision decision = Decide(std::nullopt, *early, req, clock_.Now());
-  LASTCALL_RETURN_IF_ERROR(Apply(tx, decision, std::nullopt));
-  return ProceedInline(tx, decision);
+  return ApplyAndProceed(tx, decision, std::nullopt);
 }
 
 Status CoordinationDriver::HandleVetoEvent(const CloudEvent& e, SqlTx& tx) {
@@ -563,20 +566,31 @@ Status CoordinationDriver::HandleCompletion(const CloudEvent& e, SqlTx& tx) {
               {{"coordinationId", id}, {"consumer", consumer}});
     return UpsertCompletion(tx, id, *dec.completion);
   }
-  LASTCALL_RETURN_IF_ERROR(Apply(tx, dec, *existing));
-  return ProceedInline(tx, dec);
+  return ApplyAndProceed(tx, dec, *existing);
 }
 
-Status CoordinationDriver::ProceedInline(SqlTx& tx, const Decision& d) {
-  if (!d.Has(ActionKind::kBeginDeletion) || config_.test_deletion_delay_ms > 0) return Status::Ok();
+Status CoordinationDriver::ApplyAndProceed(SqlTx& tx, const Decision& d,
+                                           const std::optional<Coordination>& before) {
+  if (!d.Has(ActionKind::kBeginDeletion) || config_.test_deletion_delay_ms > 0) {
+    return Apply(tx, d, before);
+  }
+  // The decision's timeline entries go in with the step's (one statement), and the decided state
+  // (deleting) is stored by the step's own update, which writes every decision column of it as
+  // completed. Both are stored on their own only when the step fails. A new coordination (no
+  // before) was inserted by ApplyActions already.
+  std::vector<TimelineEntry> decided;
+  LASTCALL_RETURN_IF_ERROR(ApplyActions(tx, d, &decided));
   auto sp = tx.Exec("SAVEPOINT inline_deletion");
   if (!sp.ok()) return sp.status();
-  Status st = ExecuteDeletion(tx, d.state->id, nullptr);
+  Status st = DeleteNow(tx, *d.state, decided);
   if (!st.ok()) {
     // The decision stands (status deleting); the driver thread retries the deletion step.
     (void)tx.Exec("ROLLBACK TO inline_deletion");
     log::Warn("inline deletion step failed; the driver will retry it",
               {{"coordinationId", d.state->id}, {"error", st.ToString()}});
+    // Released below: the decision commits with the unit, without the step's effects.
+    LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, d.state->id, decided));
+    if (d.changed && before) LASTCALL_RETURN_IF_ERROR(UpdateCoordinationDecision(tx, *d.state));
   }
   auto rel = tx.Exec("RELEASE inline_deletion");
   return rel.ok() ? Status::Ok() : rel.status();
@@ -584,7 +598,6 @@ Status CoordinationDriver::ProceedInline(SqlTx& tx, const Decision& d) {
 
 Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordination_id,
                                            bool* skipped) {
-  // Inline (after a decision in this transaction) the claim is already ours and always succeeds.
   auto claimed = ClaimCoordination(tx, coordination_id, ClaimMode::kSkipIfTaken);
   if (!claimed.ok()) return claimed.status();
   if (!*claimed) {
@@ -594,9 +607,18 @@ Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordin
   auto loaded = LoadCoordination(tx, coordination_id);
   if (!loaded.ok()) return loaded.status();
   if (!*loaded || (*loaded)->status != CoordinationStatus::kDeleting) return Status::Ok();
-  const Coordination& c = **loaded;
+  return DeleteNow(tx, **loaded, {});
+}
+
+Status CoordinationDriver::DeleteNow(SqlTx& tx, const Coordination& c,
+                                    std::vector<TimelineEntry> timeline) {
+  if (c.status != CoordinationStatus::kDeleting) {
+    return Status::Internal("deletion step for coordination " + c.id + " in status " +
+                            ToString(c.status));
+  }
   WallMillis now = clock_.Now();
   int64_t deleted = 0;
+  std::optional<std::string> blob_key;
   auto file = FindFileById(tx, c.file_id);
   if (!file.ok()) return file.status();
   if (*file) {
@@ -617,25 +639,25 @@ Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordin
       auto archived = ArchiveFileContribution(tx, c.file_id, c.id, now);
       if (!archived.ok()) return archived.status();
     }
-    // Where its content was, for the verification after the blob's removal.
-    auto key = tx.Exec("UPDATE coordinations SET blob_key = ? WHERE id = ?", {(*file)->blob_key, c.id});
-    if (!key.ok()) return key.status();
+    // Where its content was, for the verification after the blob's removal (stored with the
+    // final state below).
+    blob_key = (*file)->blob_key;
     deleted = *n;
     // The steps DeleteFileData took, in its order, all in this transaction.
-    LASTCALL_RETURN_IF_ERROR(
-        AppendTimeline(tx, c.id, now, "transactions_deleted", Json({{"count", deleted}})));
-    LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, c.id, now, "account_updated", "{}"));
-    LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, c.id, now, "content_queued", "{}"));
-    LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, c.id, now, "metadata_deleted", "{}"));
+    timeline.push_back({now, "transactions_deleted", Json({{"count", deleted}})});
+    timeline.push_back({now, "account_updated", "{}"});
+    timeline.push_back({now, "content_queued", "{}"});
+    timeline.push_back({now, "metadata_deleted", "{}"});
   } else {
     log::Warn("file of a coordination was already gone", {{"coordinationId", c.id},
                                                          {"fileId", c.file_id}});
   }
-  Decision d = Decide(*loaded, {}, DeletionDone{deleted}, now);
-  LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *loaded));
-  LASTCALL_RETURN_IF_ERROR(AppendTimeline(
-      tx, c.id, now, "deleted",
-      Json({{"outcome", ToString(c.outcome)}, {"transactionsDeleted", deleted}})));
+  Decision d = Decide(c, {}, DeletionDone{deleted}, now);
+  LASTCALL_RETURN_IF_ERROR(ApplyActions(tx, d));
+  LASTCALL_RETURN_IF_ERROR(UpdateCoordinationDecision(tx, *d.state, blob_key));
+  timeline.push_back({now, "deleted",
+                      Json({{"outcome", ToString(c.outcome)}, {"transactionsDeleted", deleted}})});
+  LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, c.id, timeline));
   CloudEvent e = MakeEvent(ids_, kCoordinatorSource, kFileDeleted, "files/" + c.file_id, now,
                            {{"coordinationId", c.id},
                             {"userId", c.user_id},
@@ -710,8 +732,7 @@ bool CoordinationDriver::FireDeadlines() {
       if (!c.ok()) return c.status();
       if (!*c) continue;
       Decision d = Decide(*c, {}, Tick{}, clock_.Now());
-      LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *c));
-      LASTCALL_RETURN_IF_ERROR(ProceedInline(tx, d));
+      LASTCALL_RETURN_IF_ERROR(ApplyAndProceed(tx, d, *c));
     }
     return Status::Ok();
   });

@@ -24,6 +24,7 @@
 #include "bus/event_bus.h"
 #include "common/clock.h"
 #include "common/ids.h"
+#include "coordination/coordination_repo.h"
 #include "coordination/coordinator.h"
 #include "coordination/holds.h"
 #include "domain/model.h"
@@ -106,10 +107,18 @@ class CoordinationDriver : public EventHandler {
   void Wake();
 
  private:
+  // Carries out d's actions (ApplyActions) and stores its new state when it changed (and before
+  // existed; a new coordination is stored by its kCreate action).
   Status Apply(SqlTx& tx, const Decision& d, const std::optional<Coordination>& before);
+  // d's actions only: rows, outbox events, timeline entries (appended in their order with one
+  // statement, or added to *pending for the caller to append when pending is given), metrics and
+  // logs after the commit. Does not store d.state unless kCreate.
+  Status ApplyActions(SqlTx& tx, const Decision& d,
+                      std::vector<TimelineEntry>* pending = nullptr);
   // The actions of cancels, holds, vetoes and overrides (kCancel, kHold, kRelease, kVeto,
-  // kOverride), for Apply.
-  Status ApplyStopOrResume(SqlTx& tx, const Decision& d, const Action& a);
+  // kOverride), for ApplyActions, which appends the entries they add to *timeline.
+  Status ApplyStopOrResume(SqlTx& tx, const Decision& d, const Action& a,
+                           std::vector<TimelineEntry>* timeline);
   // Each expected consumer's policy (the configured ones: critical until the deadline) plus the
   // further consumers of config_.more_consumers, and the optional grace.
   Status AddConsumerPolicies(SqlTx& tx, WallMillis now, DeleteRequested* req);
@@ -121,11 +130,16 @@ class CoordinationDriver : public EventHandler {
   // The deletion step of a coordination in status deleting (no-op otherwise), in tx. Claims the
   // coordination first; when another node holds it, does nothing and sets *skipped (if given).
   Status ExecuteDeletion(SqlTx& tx, const std::string& coordination_id, bool* skipped);
-  // When d began the deletion, runs the deletion step right away in the same transaction (one
-  // commit instead of two), inside a savepoint: if the step fails, the decision still commits
-  // and the driver thread retries the step. Not when a test deletion delay is configured (the
-  // pause happens on the driver thread).
-  Status ProceedInline(SqlTx& tx, const Decision& d);
+  // The deletion step of c, which is the coordination's current state in tx (status deleting,
+  // claimed by tx; kInternal otherwise): deletes the file's data, stores c as completed (every
+  // decision column, and blob_key), appends file.deleted and the timeline: `timeline` (entries
+  // not yet stored, written first) and the step's own.
+  Status DeleteNow(SqlTx& tx, const Coordination& c, std::vector<TimelineEntry> timeline);
+  // Apply, and when d began the deletion, the deletion step right away in the same transaction
+  // (one commit instead of two) from d.state (no second read), inside a savepoint: if the step
+  // fails, the decision still commits (stored as deleting) and the driver thread retries the
+  // step. Not when a test deletion delay is configured (the pause happens on the driver thread).
+  Status ApplyAndProceed(SqlTx& tx, const Decision& d, const std::optional<Coordination>& before);
   void Loop();
   bool FireDeadlines();
   bool RunDeletions();
