@@ -196,14 +196,36 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c) {
   return Status::Ok();
 }
 
+namespace {
+
+// The decision columns of UpdateCoordinationDecision, in its order.
+SqlParams DecisionValues(const Coordination& c) {
+  return {std::string(ToString(c.status)),
+          c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
+          JoinJson(c.missing), OptInt(c.completed_at), OptInt(c.transactions_deleted), OptInt(c.due_at),
+          OptText(c.hold_reason), OptInt(c.cancelled_at), ProceededJson(c), VetoBy(c), VetoReason(c),
+          VetoAt(c), OverrideBy(c), OverrideReason(c), OverrideAt(c)};
+}
+
+bool SameValues(const SqlParams& a, const SqlParams& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].index() != b[i].index()) return false;
+    if (const auto* x = std::get_if<int64_t>(&a[i]); x && *x != std::get<int64_t>(b[i])) return false;
+    if (const auto* x = std::get_if<std::string>(&a[i]); x && *x != std::get<std::string>(b[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c,
-                                  const std::optional<std::string>& blob_key) {
-  SqlParams params = {
-      std::string(ToString(c.status)),
-      c.outcome == Outcome::kNone ? SqlValue(SqlNull{}) : SqlValue(std::string(ToString(c.outcome))),
-      JoinJson(c.missing), OptInt(c.completed_at), OptInt(c.transactions_deleted), OptInt(c.due_at),
-      OptText(c.hold_reason), OptInt(c.cancelled_at), ProceededJson(c), VetoBy(c), VetoReason(c),
-      VetoAt(c), OverrideBy(c), OverrideReason(c), OverrideAt(c)};
+                                  const std::optional<std::string>& blob_key,
+                                  const Coordination* stored) {
+  SqlParams params = DecisionValues(c);
+  if (stored && !blob_key && SameValues(params, DecisionValues(*stored))) return Status::Ok();
   if (blob_key) params.push_back(*blob_key);
   params.push_back(c.id);
   auto r = tx.Exec(

@@ -34,9 +34,13 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c);
 // Updates the decision columns: status, outcome, missing consumers, completed_at,
 // transactions_deleted, due_at, hold_reason, cancelled_at, proceeded_by, the veto and the override;
 // and blob_key (where the file's content was, for the verification) when given.
-// Errors: kInternal when the row does not exist.
+// stored: the coordination as loaded in this transaction, when the caller has it; then nothing is
+// written when none of those columns differs from it (and no blob_key is given): a completion
+// that does not move the decision changes only its own row.
+// Errors: kInternal when the row does not exist (when written).
 Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c,
-                                  const std::optional<std::string>& blob_key = std::nullopt);
+                                  const std::optional<std::string>& blob_key = std::nullopt,
+                                  const Coordination* stored = nullptr);
 // Inserts a completion; an existing one for the same (coordination, consumer) stays as it is,
 // except that its expected flag is set to c.expected.
 Status UpsertCompletion(SqlTx& tx, const std::string& coordination_id, const Completion& c);

@@ -68,7 +68,9 @@ CoordinationDriver::~CoordinationDriver() { Stop(); }
 Status CoordinationDriver::Apply(SqlTx& tx, const Decision& d,
                                  const std::optional<Coordination>& before) {
   LASTCALL_RETURN_IF_ERROR(ApplyActions(tx, d));
-  if (d.changed && before) LASTCALL_RETURN_IF_ERROR(UpdateCoordinationDecision(tx, *d.state));
+  if (d.changed && before) {
+    LASTCALL_RETURN_IF_ERROR(UpdateCoordinationDecision(tx, *d.state, std::nullopt, &*before));
+  }
   return Status::Ok();
 }
 
@@ -590,7 +592,9 @@ Status CoordinationDriver::ApplyAndProceed(SqlTx& tx, const Decision& d,
               {{"coordinationId", d.state->id}, {"error", st.ToString()}});
     // Released below: the decision commits with the unit, without the step's effects.
     LASTCALL_RETURN_IF_ERROR(AppendTimeline(tx, d.state->id, decided));
-    if (d.changed && before) LASTCALL_RETURN_IF_ERROR(UpdateCoordinationDecision(tx, *d.state));
+    if (d.changed && before) {
+      LASTCALL_RETURN_IF_ERROR(UpdateCoordinationDecision(tx, *d.state, std::nullopt, &*before));
+    }
   }
   auto rel = tx.Exec("RELEASE inline_deletion");
   return rel.ok() ? Status::Ok() : rel.status();
