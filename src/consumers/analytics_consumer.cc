@@ -60,12 +60,14 @@ Result<int64_t> TakeOutFileContribution(SqlTx& tx, const std::string& file_id,
           std::string(LockRowsClause(tx)),
       {file_id});
   if (!rows.ok()) return rows.status();
+  bool empties = false;  // some bucket reaches count 0 and goes
   for (const SqlRow& r : *rows) {
     int64_t total = 0, n = 0;
     if (__builtin_sub_overflow(r.Int(0), r.Int(2), &total) ||
         __builtin_sub_overflow(r.Int(1), r.Int(3), &n)) {
       return Status::Unprocessable("amount_out_of_range", "monthly total out of range");
     }
+    empties = empties || n <= 0;
   }
   if (archive_coordination_id) {
     auto ins = tx.Exec(
@@ -87,6 +89,8 @@ Result<int64_t> TakeOutFileContribution(SqlTx& tx, const std::string& file_id,
         "analytics_monthly.month = t.month AND analytics_monthly.category = t.category",
         {file_id});
     if (!upd.ok()) return upd.status();
+  }
+  if (empties) {
     // A row-value IN (not a correlated EXISTS) so that SQLite looks the buckets up by the
     // primary key instead of scanning every monthly row.
     auto emptied = tx.Exec(

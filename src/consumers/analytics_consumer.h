@@ -32,7 +32,8 @@ class AnalyticsConsumer : public EventHandler {
 
 // Archives the file's contribution under coordination_id and takes it out of the monthly totals
 // (what file.delete_requested does): also for a vetoed deletion an operator let proceed, whose
-// archive the veto had put back. Set-based: five statements whatever the number of buckets.
+// archive the veto had put back. Set-based: at most five statements whatever the number of
+// buckets (the DELETE of emptied buckets only when one reaches count 0).
 // Returns the number of buckets archived; kUnprocessable "amount_out_of_range" (and nothing
 // changed) when a monthly total would leave the 64-bit range.
 Result<int64_t> ArchiveFileContribution(SqlTx& tx, const std::string& file_id,
