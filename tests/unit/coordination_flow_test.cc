@@ -165,6 +165,21 @@ class CoordinationFlowTest : public ::testing::TestWithParam<Engine> {
     return testing::CountRows(*db_, sql, params);
   }
 
+  // The kinds of a coordination's timeline entries, in order; without "verified", which the
+  // verification appends at its own time after the blob's removal.
+  std::vector<std::string> TimelineKinds(const std::string& id) {
+    std::vector<std::string> kinds;
+    EXPECT_TRUE(db_->Read([&](SqlTx& tx) {
+                     auto t = LoadTimeline(tx, id);
+                     if (!t.ok()) return t.status();
+                     for (const auto& e : *t) {
+                       if (e.kind != "verified") kinds.push_back(e.kind);
+                     }
+                     return Status::Ok();
+                   }).ok());
+    return kinds;
+  }
+
   bool Finished(const std::string& id) {
     auto c = Load(id);
     return c && c->status == CoordinationStatus::kCompleted;
@@ -198,6 +213,12 @@ TEST_P(CoordinationFlowTest, AllConsumersCompleteThenTheFileIsDeletedOnce) {
   EXPECT_EQ(Count("SELECT balance_units FROM accounts WHERE id = ?", {f.account_id}), 0);
   EXPECT_EQ(Count("SELECT transaction_count FROM accounts WHERE id = ?", {f.account_id}), 0);
   EXPECT_TRUE(Eventually([&] { return !blobs_->Get(f.blob_key).ok(); }));
+  // The timeline in the order the steps happened (the last completion, the decision and the
+  // deletion's steps are written by one multi-row INSERT, in order on both engines).
+  EXPECT_EQ(TimelineKinds(id), (std::vector<std::string>{"requested", "completion", "completion",
+                                                         "deletion_decided", "transactions_deleted",
+                                                         "account_updated", "content_queued",
+                                                         "metadata_deleted", "deleted"}));
 }
 
 TEST_P(CoordinationFlowTest, SecondRequestReturnsTheSameCoordination) {
@@ -436,6 +457,43 @@ TEST_P(CoordinationFlowTest, ArchiveThatWouldOverflowAMonthlyTotalChangesNothing
   EXPECT_EQ(Count("SELECT count FROM analytics_monthly"), 2);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM analytics_file_totals WHERE file_id = ?", {a.id}), 1);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM analytics_archive"), 0);
+}
+
+// The deletion step fails inside the unit that decided it: the decision still commits (deleting,
+// with its timeline entries, the file untouched), and the driver thread carries the step out once
+// it can. The timeline then reads as for a step that succeeded at once.
+TEST_P(CoordinationFlowTest, AFailedInlineDeletionStepLeavesTheDecisionAndIsRetried) {
+  if (GetParam() == Engine::kPostgres) GTEST_SKIP() << "the injected fault is a SQLite trigger";
+  auto exec = [&](const std::string& sql) {
+    return db_->WriteSync([&](SqlTx& tx) -> Status {
+      auto r = tx.Exec(sql);
+      return r.ok() ? Status::Ok() : r.status();
+    });
+  };
+  ASSERT_TRUE(exec("CREATE TRIGGER fail_tombstone BEFORE INSERT ON tombstones BEGIN "
+                   "SELECT RAISE(ABORT, 'injected'); END").ok());
+  FileRecord f = Import(2);
+  std::string id = RequestDeletion(f);
+  ASSERT_TRUE(Eventually([&] {
+    auto c = Load(id);
+    return c && c->status == CoordinationStatus::kDeleting;
+  }));
+  EXPECT_EQ(Load(id)->outcome, Outcome::kAllCompleted);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM files WHERE id = ?", {f.id}), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM transactions WHERE file_id = ?", {f.id}), 2);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM coordination_timeline WHERE coordination_id = ? AND "
+                  "kind = 'deletion_decided'", {id}), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM coordination_timeline WHERE coordination_id = ? AND "
+                  "kind = 'deleted'", {id}), 0);
+
+  ASSERT_TRUE(exec("DROP TRIGGER fail_tombstone").ok());
+  driver_->Wake();
+  ASSERT_TRUE(Eventually([&] { return Finished(id); }));
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM files WHERE id = ?", {f.id}), 0);
+  EXPECT_EQ(TimelineKinds(id), (std::vector<std::string>{"requested", "completion", "completion",
+                                             "deletion_decided", "transactions_deleted",
+                                             "account_updated", "content_queued",
+                                             "metadata_deleted", "deleted"}));
 }
 
 std::string EngineName(const ::testing::TestParamInfo<Engine>& info) {
