@@ -38,8 +38,10 @@ const char* Name(Level l) {
 
 void SetLevel(Level level) { g_level = static_cast<int>(level); }
 
+bool Enabled(Level level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
+
 void Write(Level level, std::string_view message, const Fields& fields) {
-  if (static_cast<int>(level) < g_level.load()) return;
+  if (!Enabled(level)) return;
   nlohmann::json line = nlohmann::json::object();
   line["time"] = FormatRfc3339(SystemClock().Now());
   line["level"] = Name(level);
