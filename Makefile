@@ -13,7 +13,7 @@ export CCACHE_NOHASHDIR := 1
 BUILD_PACKAGES := build-essential cmake ninja-build ccache pkg-config git ca-certificates \
   libboost-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libsqlite3-dev \
   libssl-dev libpq-dev libofx-dev libnats-dev libgtest-dev googletest libbenchmark-dev python3 \
-  curl sqlite3
+  curl sqlite3 libgoogle-perftools-dev
 TEST_PACKAGES := postgresql python3-yaml python3-jsonschema prometheus chromium fonts-dejavu-core \
   nats-server clang-14 libclang-rt-14-dev llvm-14
 

@@ -137,7 +137,11 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
       continue;
     }
     CloudEvent e = EventFromOutboxRow(r);
-    auto delivered = DeliverInTx(tx, t.name, *t.handler, e, clock_.Now());
+    // Optimistic first: no savepoint per event (each costs a copy of every page the handler
+    // writes first). A handler that fails then fails the whole unit, and the batch runs again
+    // with a savepoint per event, so that the events before the failing one commit without it.
+    auto delivered = DeliverInTx(tx, t.name, *t.handler, e, clock_.Now(),
+                                 {.check_processed = true, .savepoint = t.careful});
     if (!delivered.ok()) return delivered.status();
     if (delivered->duplicate) {
       last = e.seq;
@@ -147,18 +151,13 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
     if (!p->failure.ok()) {
       p->failed_seq = e.seq;
       p->failed_event = e.id;
+      if (!t.careful) {
+        // Its partial effects are in tx: the unit fails, and the writer rolls all of it back.
+        (p->consumed <= 0 ? p->head_failed : p->redo_carefully) = true;
+        return p->failure;
+      }
       // Count the attempt in this unit (the handler's effects were rolled back above).
-      auto att = tx.Exec(
-          "INSERT INTO delivery_attempts (target, event_id, attempts, last_error, updated_at) "
-          "VALUES (?, ?, 1, ?, ?) ON CONFLICT (target, event_id) DO UPDATE SET "
-          "attempts = delivery_attempts.attempts + 1, last_error = excluded.last_error, "
-          "updated_at = excluded.updated_at",
-          {t.name, e.id, p->failure.ToString(), clock_.Now()});
-      if (!att.ok()) return att.status();
-      auto n = tx.QueryOne("SELECT attempts FROM delivery_attempts WHERE target = ? AND event_id = ?",
-                           {t.name, e.id});
-      if (!n.ok()) return n.status();
-      p->attempts = *n ? (*n)->Int(0) : 1;
+      LASTCALL_RETURN_IF_ERROR(RecordAttempt(t, tx, p));
       break;
     }
     if (p->consumed <= 0) {
@@ -180,6 +179,21 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
     if (!up.ok()) return up.status();
     if (p->consumed == 0) p->consumed = -1;  // moved past unmatched events: look again at once
   }
+  return Status::Ok();
+}
+
+Status InProcessBus::RecordAttempt(const Target& t, SqlTx& tx, Progress* p) {
+  auto att = tx.Exec(
+      "INSERT INTO delivery_attempts (target, event_id, attempts, last_error, updated_at) "
+      "VALUES (?, ?, 1, ?, ?) ON CONFLICT (target, event_id) DO UPDATE SET "
+      "attempts = delivery_attempts.attempts + 1, last_error = excluded.last_error, "
+      "updated_at = excluded.updated_at",
+      {t.name, p->failed_event, p->failure.ToString(), clock_.Now()});
+  if (!att.ok()) return att.status();
+  auto n = tx.QueryOne("SELECT attempts FROM delivery_attempts WHERE target = ? AND event_id = ?",
+                       {t.name, p->failed_event});
+  if (!n.ok()) return n.status();
+  p->attempts = *n ? (*n)->Int(0) : 1;
   return Status::Ok();
 }
 
@@ -257,6 +271,19 @@ void InProcessBus::Loop() {
     for (size_t k = 0; k < due.size(); ++k) {
       Status st = done[k].get_future().get();
       Target& t = targets_[due[k]];
+      Progress& p = progress[k];
+      if (!st.ok() && p.redo_carefully) {
+        t.careful = true;  // at once, not an attempt: the failing handler runs again in its savepoint
+        progressed = true;
+        continue;
+      }
+      if (!st.ok() && p.head_failed) {
+        st = db_.WriteSync([&](SqlTx& tx) { return RecordAttempt(t, tx, &p); });
+        if (st.ok()) {
+          OnFailure(t, p);
+          continue;
+        }
+      }
       if (!st.ok()) {
         log::Error("delivery unit failed", {{"target", t.name}, {"error", st.ToString()}});
         t.retry_at = clock_.Now() + options_.backoff_base_ms;
@@ -264,7 +291,11 @@ void InProcessBus::Loop() {
       }
       if (progress[k].consumed != 0) progressed = true;
       for (const auto& type : progress[k].types) metrics_.events_delivered.Inc({type, t.name});
-      if (!progress[k].failure.ok()) OnFailure(t, progress[k]);
+      if (!progress[k].failure.ok()) {
+        OnFailure(t, progress[k]);
+      } else {
+        t.careful = false;
+      }
     }
     if (progressed) continue;
     WallMillis wake = clock_.Now() + options_.idle_poll_ms;

@@ -65,6 +65,9 @@ class InProcessBus : public EventBus, public EventReplayer {
     EventHandler* handler = nullptr;
     std::vector<EventPattern> patterns;
     WallMillis retry_at = 0;
+    // true: each event runs in its own savepoint (after a handler failed in the optimistic
+    // mode), until a unit commits with no failure. false: no savepoint per event.
+    bool careful = false;
   };
   struct Progress {
     int consumed = 0;
@@ -73,10 +76,18 @@ class InProcessBus : public EventBus, public EventReplayer {
     std::string failed_event;
     int64_t attempts = 0;  // failed attempts of failed_event so far, this one included (stored)
     Status failure;
+    // In the optimistic mode a handler failed without its savepoint, so the unit failed and
+    // nothing of it committed. head_failed: it was the unit's first event to run; its failure is
+    // an attempt, recorded in a unit of its own. redo_carefully: events ran before it; the batch
+    // runs again at once in careful mode, and the failure is not an attempt.
+    bool head_failed = false;
+    bool redo_carefully = false;
   };
   void Loop();
   Status DeliverBatch(Target& t, SqlTx& tx, Progress* p);
   void OnFailure(Target& t, const Progress& p);
+  // Counts one failed attempt of p's failed event for t; sets p->attempts (this one included).
+  Status RecordAttempt(const Target& t, SqlTx& tx, Progress* p);
 
   Database& db_;
   Clock& clock_;

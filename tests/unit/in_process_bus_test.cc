@@ -29,8 +29,14 @@ class RecordingHandler : public EventHandler {
   Status Handle(const CloudEvent& e, SqlTx& tx) override {
     std::lock_guard<std::mutex> l(mu_);
     ++calls_;
-    if (fail_remaining_ > 0) {
-      --fail_remaining_;
+    int n = e.data.value("n", -1);
+    bool fail_this = fail_remaining_ > 0 || (n == fail_n_ && fail_n_times_ > 0);
+    if (fail_this) {
+      if (fail_remaining_ > 0) {
+        --fail_remaining_;
+      } else {
+        --fail_n_times_;
+      }
       // An effect written before the failure must be rolled back with it.
       (void)tx.Exec("INSERT INTO effects (target, event_id) VALUES (?, ?)", {name_, e.id + "-partial"});
       return Status::Unavailable("simulated failure");
@@ -52,6 +58,12 @@ class RecordingHandler : public EventHandler {
     std::lock_guard<std::mutex> l(mu_);
     fail_remaining_ = n;
   }
+  // The next `times` calls for the event whose data has n fail.
+  void FailOn(int n, int times) {
+    std::lock_guard<std::mutex> l(mu_);
+    fail_n_ = n;
+    fail_n_times_ = times;
+  }
 
  private:
   std::string name_;
@@ -59,6 +71,8 @@ class RecordingHandler : public EventHandler {
   std::vector<int> seen_;
   int calls_ = 0;
   int fail_remaining_ = 0;
+  int fail_n_ = -1;
+  int fail_n_times_ = 0;
 };
 
 class InProcessBusTest : public ::testing::Test {
@@ -150,6 +164,26 @@ TEST_F(InProcessBusTest, AFailedDeliveryIsRetriedAndItsEffectsRolledBack) {
   EXPECT_EQ(Count("SELECT COUNT(*) FROM effects WHERE event_id LIKE '%-partial'"), 0);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM effects WHERE target = 'a'"), 2);
   EXPECT_EQ(bus_->failures(), 2u);
+}
+
+// Events run without a savepoint each until one fails; the unit then fails whole and runs again
+// with a savepoint per event, so the events before the failing one commit without its partial
+// effects, and only the failures in that careful run count as attempts.
+TEST_F(InProcessBusTest, AFailureInsideABatchKeepsTheEventsBeforeItAndOnlyTheAttemptCounts) {
+  outbox_ = std::make_unique<Outbox>(metrics_, [] {});  // published before the bus starts: one batch
+  Publish("t.one", 1);
+  Publish("t.one", 2);
+  Publish("t.one", 3);
+  a_.FailOn(2, 2);  // fails in the optimistic run and in the careful one
+  StartBus({.batch = 256, .max_attempts = 5, .backoff_base_ms = 5, .backoff_cap_ms = 20});
+  ASSERT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) FROM effects WHERE target = 'a'") == 3; }));
+  ASSERT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) FROM processed WHERE target = 'a'") == 3; }));
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM effects WHERE event_id LIKE '%-partial'"), 0);
+  EXPECT_EQ(bus_->failures(), 1u);  // the careful run's failure; the optimistic one is not counted
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM delivery_attempts"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM dead_letters"), 0);
+  // 1 and 2 (failing) optimistically, 1 and 2 (failing) carefully, then 2 and 3.
+  EXPECT_EQ(a_.calls(), 6);
 }
 
 TEST_F(InProcessBusTest, AfterTheLastAttemptTheEventIsDeadLetteredAndTheTargetMovesOn) {
