@@ -115,6 +115,19 @@ uint64_t InProcessBus::failures() const {
   return failures_;
 }
 
+namespace {
+
+// Moves target's delivery cursor to seq (the last outbox row it is done with).
+Status SetCursor(SqlTx& tx, const std::string& target, int64_t seq) {
+  auto up = tx.Exec(
+      "INSERT INTO delivery_cursors (target, last_seq) VALUES (?, ?) "
+      "ON CONFLICT (target) DO UPDATE SET last_seq = excluded.last_seq",
+      {target, seq});
+  return up.ok() ? Status::Ok() : up.status();
+}
+
+}  // namespace
+
 Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
   auto cursor_row = tx.QueryOne("SELECT last_seq FROM delivery_cursors WHERE target = ?", {t.name});
   if (!cursor_row.ok()) return cursor_row.status();
@@ -136,7 +149,8 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
       last = r.Int(0);
       continue;
     }
-    CloudEvent e = EventFromOutboxRow(r);
+    std::shared_ptr<const CloudEvent> parsed = Parsed(r);
+    const CloudEvent& e = *parsed;
     // Optimistic first: no savepoint per event (each costs a copy of every page the handler
     // writes first). A handler that fails then fails the whole unit, and the batch runs again
     // with a savepoint per event, so that the events before the failing one commit without it.
@@ -154,6 +168,7 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
       if (!t.careful) {
         // Its partial effects are in tx: the unit fails, and the writer rolls all of it back.
         (p->consumed <= 0 ? p->head_failed : p->redo_carefully) = true;
+        p->passed = last != cursor ? last : 0;  // rows before it this target does not want
         return p->failure;
       }
       // Count the attempt in this unit (the handler's effects were rolled back above).
@@ -172,14 +187,21 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
     p->types.push_back(e.type);
   }
   if (last != cursor) {
-    auto up = tx.Exec(
-        "INSERT INTO delivery_cursors (target, last_seq) VALUES (?, ?) "
-        "ON CONFLICT (target) DO UPDATE SET last_seq = excluded.last_seq",
-        {t.name, last});
-    if (!up.ok()) return up.status();
+    LASTCALL_RETURN_IF_ERROR(SetCursor(tx, t.name, last));
     if (p->consumed == 0) p->consumed = -1;  // moved past unmatched events: look again at once
   }
   return Status::Ok();
+}
+
+std::shared_ptr<const CloudEvent> InProcessBus::Parsed(const SqlRow& r) {
+  int64_t seq = r.Int(0);
+  std::lock_guard<std::mutex> l(parsed_mu_);
+  auto it = parsed_.find(seq);
+  if (it != parsed_.end() && it->second->id == r.Text(1)) return it->second;
+  if (parsed_.size() >= kParsedCacheSize) parsed_.clear();
+  auto e = std::make_shared<const CloudEvent>(EventFromOutboxRow(r));
+  parsed_[seq] = e;
+  return e;
 }
 
 Status InProcessBus::RecordAttempt(const Target& t, SqlTx& tx, Progress* p) {
@@ -227,11 +249,7 @@ void InProcessBus::OnFailure(Target& t, const Progress& p) {
     auto forget = tx.Exec("DELETE FROM delivery_attempts WHERE target = ? AND event_id = ?",
                           {target, p.failed_event});
     if (!forget.ok()) return forget.status();
-    auto up = tx.Exec(
-        "INSERT INTO delivery_cursors (target, last_seq) VALUES (?, ?) "
-        "ON CONFLICT (target) DO UPDATE SET last_seq = excluded.last_seq",
-        {target, p.failed_seq});
-    return up.ok() ? Status::Ok() : up.status();
+    return SetCursor(tx, target, p.failed_seq);
   });
   if (st.ok()) {
     metrics_.dead_letters.Inc({target});
@@ -278,7 +296,10 @@ void InProcessBus::Loop() {
         continue;
       }
       if (!st.ok() && p.head_failed) {
-        st = db_.WriteSync([&](SqlTx& tx) { return RecordAttempt(t, tx, &p); });
+        st = db_.WriteSync([&](SqlTx& tx) {
+          if (p.passed > 0) LASTCALL_RETURN_IF_ERROR(SetCursor(tx, t.name, p.passed));
+          return RecordAttempt(t, tx, &p);
+        });
         if (st.ok()) {
           OnFailure(t, p);
           continue;

@@ -14,7 +14,9 @@
 
 #include <condition_variable>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <random>
 #include <thread>
 
@@ -81,6 +83,7 @@ class InProcessBus : public EventBus, public EventReplayer {
     // an attempt, recorded in a unit of its own. redo_carefully: events ran before it; the batch
     // runs again at once in careful mode, and the failure is not an attempt.
     bool head_failed = false;
+    int64_t passed = 0;  // head_failed: the cursor moves here (rows it skipped before it); 0: stays
     bool redo_carefully = false;
   };
   void Loop();
@@ -96,6 +99,15 @@ class InProcessBus : public EventBus, public EventReplayer {
   InProcessBusOptions options_;
   std::vector<Target> targets_;  // fixed after Start; used by the dispatcher thread only
   std::mt19937_64 rng_;
+
+  // Events parsed by a target's unit, by outbox seq, for the other targets' units (a
+  // file.delete_requested goes to three targets, read in the same round). An entry is used only
+  // when its event id is the row's: the seq of an insert that was rolled back may be taken again.
+  // Cleared whole when it reaches kParsedCacheSize entries.
+  static constexpr size_t kParsedCacheSize = 4096;
+  std::shared_ptr<const CloudEvent> Parsed(const SqlRow& r);
+  std::mutex parsed_mu_;
+  std::unordered_map<int64_t, std::shared_ptr<const CloudEvent>> parsed_;  // guarded by parsed_mu_
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -42,14 +42,31 @@ bool Enabled(Level level) { return static_cast<int>(level) >= g_level.load(std::
 
 void Write(Level level, std::string_view message, const Fields& fields) {
   if (!Enabled(level)) return;
-  nlohmann::json line = nlohmann::json::object();
-  line["time"] = FormatRfc3339(SystemClock().Now());
-  line["level"] = Name(level);
-  line["message"] = std::string(message);
-  if (fields.is_object()) {
-    for (auto it = fields.begin(); it != fields.end(); ++it) line[it.key()] = it.value();
+  // Written as text, value by value, rather than copied into a new JSON object and dumped: the
+  // writer thread logs each deletion's steps. A field named time, level or message replaces the
+  // built-in one, as it always did.
+  auto dump = [](const nlohmann::json& v) {
+    return v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  bool object = fields.is_object();
+  auto given = [&](const char* key) { return object && fields.contains(key); };
+  std::string line = "{\"time\":";
+  line += given("time") ? dump(fields["time"]) : "\"" + FormatRfc3339(SystemClock().Now()) + "\"";
+  line += ",\"level\":";
+  line += given("level") ? dump(fields["level"]) : std::string("\"") + Name(level) + "\"";
+  line += ",\"message\":";
+  line += given("message") ? dump(fields["message"]) : dump(nlohmann::json(std::string(message)));
+  if (object) {
+    for (auto it = fields.begin(); it != fields.end(); ++it) {
+      if (it.key() == "time" || it.key() == "level" || it.key() == "message") continue;
+      line += ',';
+      line += dump(nlohmann::json(it.key()));
+      line += ':';
+      line += dump(it.value());
+    }
   }
-  Logger().info(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  line += '}';
+  Logger().info(line);
 }
 
 }  // namespace lastcall::log

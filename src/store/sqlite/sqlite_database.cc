@@ -165,7 +165,9 @@ class SqliteTx : public GroupCommitTx {
         sqlite3_bind_int64(*stmt, idx, *p);
       } else {
         const std::string& s = std::get<std::string>(v);
-        sqlite3_bind_text(*stmt, idx, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+        // SQLITE_STATIC: no copy. params outlives every step of this use of the statement, and
+        // the next use clears these bindings (above) before it binds its own.
+        sqlite3_bind_text(*stmt, idx, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
       }
     }
     return stmt;
