@@ -1,13 +1,19 @@
-// An HTTP/1.1 keep-alive load generator on Boost.Beast: C connections driven by async I/O on one
-// thread (or a few), in three shapes:
+// An HTTP/1.1 keep-alive load generator on raw non-blocking sockets and epoll: C connections
+// driven from one thread (or a few), each request serialized once into one buffer and each answer
+// read with a minimal parser (status line, Content-Length, Connection), so that the client's own
+// CPU per request stays small next to the server's on a shared machine. Three shapes:
 //   closed loop  every connection sends its next request as soon as the previous answer arrived;
 //   open loop    request i is due at t0 + i / rate whatever the answers do (one thread only);
 //   duration     closed loop until a number of seconds has passed.
+// It speaks only what lastcall answers: every response must carry Content-Length (a chunked or
+// length-less response counts as a transport failure). HttpOnce (health checks) uses Beast.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 
 namespace bench {
 
@@ -48,7 +54,9 @@ struct LoadSummary {
 
 // make(i, spec) fills request i; done(i, result) receives its result. Both are called on client
 // threads, serialized (never concurrently). Jobs are 0..jobs-1, or in duration mode 0, 1, 2, ...
-// until the time is up (the caller maps i onto its data, e.g. i % n).
+// until the time is up (the caller maps i onto its data, e.g. i % n). A request that fails in
+// transport (connection refused, reset or closed before the whole answer, 60 s without progress,
+// an answer this client cannot parse) is sent again on a fresh connection, up to 3 times.
 using MakeRequest = std::function<void(uint64_t i, HttpRequestSpec& spec)>;
 using OnDone = std::function<void(uint64_t i, HttpResult&& r)>;
 
@@ -58,5 +66,20 @@ LoadSummary RunLoad(const LoadOptions& options, uint64_t jobs, const MakeRequest
 // One blocking request on a fresh connection (for health checks). status 0 on failure.
 HttpResult HttpOnce(const std::string& host, unsigned short port, const HttpRequestSpec& spec,
                     double timeout_s);
+
+// The head of an HTTP/1.1 response as RunLoad reads it.
+struct ResponseHead {
+  int status = 0;
+  size_t head_bytes = 0;       // through the blank line
+  size_t content_length = 0;
+  bool keep_alive = true;      // false on "Connection: close" (or an HTTP/1.0 answer without
+                               // "Connection: keep-alive")
+};
+enum class HeadParse { kNeedMore, kDone, kBad };
+// Parses the response head at the start of data. kNeedMore while the blank line has not arrived
+// (up to 64 KiB); kBad for a malformed status line or header line, a status outside 200..599 (this
+// client never asks for an interim 1xx), a missing (except for 204 and 304), malformed or repeated
+// Content-Length, any Transfer-Encoding, or a head over 64 KiB.
+HeadParse ParseResponseHead(std::string_view data, ResponseHead* head);
 
 }  // namespace bench

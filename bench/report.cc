@@ -425,9 +425,10 @@ std::string RenderMarkdown(const json& r, const std::string& svg_rel, const std:
   `LASTCALL_SQLITE_SYNCHRONOUS` set to the mode and every other setting at its default (both
   expected consumers in process and answering, `COORDINATION_TIMEOUT_MINUTES` 5). Its log goes to a
   file. The benchmark signs HS256 tokens itself with lastcall_core's `SignJwt`.
-- **Client.** One C++ program (`bench/`), Boost.Beast over HTTP/1.1 keep-alive, C connections driven
-  by asynchronous I/O on one thread. It runs on the same machine as the server and competes with it
-  for the cores.
+- **Client.** One C++ program (`bench/`), HTTP/1.1 keep-alive on raw non-blocking sockets and
+  epoll, C connections driven from one thread; each request is serialized into one buffer and each
+  answer read with a minimal parser that checks the status line and Content-Length. It runs on the
+  same machine as the server and competes with it for the cores.
 - **Seeding.** U accounts (`POST /accounts`), then two batches of F files of T CSV rows each
   (`POST /files`, multipart) from the C connections. The benchmark then waits until every bus
   target's cursor (`delivery_cursors`) has reached the newest outbox row, read from

@@ -38,8 +38,10 @@ const char* Name(Level l) {
 
 void SetLevel(Level level) { g_level = static_cast<int>(level); }
 
+bool Enabled(Level level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
+
 void Write(Level level, std::string_view message, const Fields& fields) {
-  if (static_cast<int>(level) < g_level.load()) return;
+  if (!Enabled(level)) return;
   // Written as text, value by value, rather than copied into a new JSON object and dumped: the
   // writer thread logs each deletion's steps. A field named time, level or message replaces the
   // built-in one, as it always did.

@@ -13,6 +13,8 @@ using Fields = nlohmann::json;  // an object; {} for none
 enum class Level { kDebug, kInfo, kWarn, kError };
 
 void SetLevel(Level level);
+// True when a line at level would be written: lets a hot path skip building its fields.
+bool Enabled(Level level);
 void Write(Level level, std::string_view message, const Fields& fields);
 inline void Debug(std::string_view m, const Fields& f = Fields::object()) { Write(Level::kDebug, m, f); }
 inline void Info(std::string_view m, const Fields& f = Fields::object()) { Write(Level::kInfo, m, f); }

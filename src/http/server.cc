@@ -3,10 +3,12 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <atomic>
 #include <list>
 #include <mutex>
@@ -207,6 +209,24 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
 
 namespace {
 
+class Session;
+
+// The session whose handler this thread is running (inside Session::OnRead), else null. A
+// response given while it is set is that handler answering synchronously on the session's strand.
+thread_local Session* t_handling = nullptr;
+
+// Sets t_handling for a scope (restoring the previous value, also when the handler throws).
+class HandlingGuard {
+ public:
+  explicit HandlingGuard(Session* s) : previous_(t_handling) { t_handling = s; }
+  ~HandlingGuard() { t_handling = previous_; }
+  HandlingGuard(const HandlingGuard&) = delete;
+  HandlingGuard& operator=(const HandlingGuard&) = delete;
+
+ private:
+  Session* previous_;
+};
+
 class Session : public Connection, public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket&& socket, std::shared_ptr<HttpServer::Impl> server)
@@ -283,11 +303,24 @@ class Session : public Connection, public std::enable_shared_from_this<Session> 
     req.body = std::move(msg.body());
     std::string request_id = req.request_id;
     stream_.expires_never();
-    server_->handler()(std::move(req), [self = shared_from_this(), request_id](HttpResponse r) {
-      net::post(self->stream_.get_executor(), [self, request_id, r = std::move(r)]() mutable {
-        self->Send(std::move(r), request_id);
+    {
+      HandlingGuard guard(this);
+      server_->handler()(std::move(req), [self = shared_from_this(), request_id](HttpResponse r) {
+        if (t_handling == self.get()) {
+          // Answered inside the handler, on this session's strand: sent when it returns.
+          self->sync_response_.emplace(std::move(r));
+          return;
+        }
+        net::post(self->stream_.get_executor(), [self, request_id, r = std::move(r)]() mutable {
+          self->Send(std::move(r), request_id);
+        });
       });
-    });
+    }
+    if (sync_response_) {
+      HttpResponse r = std::move(*sync_response_);
+      sync_response_.reset();
+      Send(std::move(r), request_id);
+    }
   }
 
   void SendFinal(HttpResponse r, std::string request_id = {}) {
@@ -296,25 +329,49 @@ class Session : public Connection, public std::enable_shared_from_this<Session> 
     Send(std::move(r), request_id);
   }
 
+  // Writes the response as one head string and the body, gathered into one write. The head is
+  // what Beast's serializer wrote for the same response: the status line, Server, Content-Type,
+  // X-Request-Id, X-Content-Type-Options, the handler's headers, Content-Length, and
+  // "Connection: close" when the connection ends after it.
   void Send(HttpResponse r, const std::string& request_id) {
-    auto res = std::make_shared<http::response<http::string_body>>();
-    res->result(static_cast<http::status>(r.status));
-    res->version(11);
-    res->set(http::field::server, "lastcall");
-    res->set(http::field::content_type, r.content_type);
-    res->set("X-Request-Id", request_id);
-    res->set("X-Content-Type-Options", "nosniff");
-    for (const auto& [k, v] : r.headers) res->set(k, v);
-    res->body() = std::move(r.body);
     bool keep = keep_alive_ && !server_->stopped();
-    res->keep_alive(keep);
-    res->prepare_payload();
+    out_body_ = std::move(r.body);
+    out_head_.clear();
+    out_head_.reserve(256 + request_id.size() + r.content_type.size());
+    auto status = static_cast<unsigned>(r.status);
+    out_head_.append("HTTP/1.1 ").append(std::to_string(status)).append(" ");
+    beast::string_view reason = http::obsolete_reason(static_cast<http::status>(status));
+    out_head_.append(reason.data(), reason.size()).append("\r\nServer: lastcall\r\n");
+    AppendField("Content-Type", r.content_type);
+    AppendField("X-Request-Id", request_id);
+    out_head_.append("X-Content-Type-Options: nosniff\r\n");
+    for (const auto& [k, v] : r.headers) AppendField(k, v);
+    // 1xx, 204 and 304 carry no body and no length (RFC 9110 8.6).
+    if (status >= 200 && status != 204 && status != 304) {
+      out_head_.append("Content-Length: ").append(std::to_string(out_body_.size())).append("\r\n");
+    } else {
+      out_body_.clear();
+    }
+    if (!keep) out_head_.append("Connection: close\r\n");
+    out_head_.append("\r\n");
     stream_.expires_after(std::chrono::seconds(server_->options().read_timeout_seconds));
-    http::async_write(stream_, *res,
-                      [self = shared_from_this(), res, keep](beast::error_code ec, size_t) {
-                        if (ec || !keep) return self->Close();
-                        self->Read();
-                      });
+    std::array<net::const_buffer, 2> buffers{net::buffer(out_head_), net::buffer(out_body_)};
+    net::async_write(stream_, buffers, [self = shared_from_this(), keep](beast::error_code ec, size_t) {
+      if (ec || !keep) return self->Close();
+      self->Read();
+    });
+  }
+
+  // "name: value\r\n"; a CR or LF in either (never set by lastcall's handlers) becomes a space,
+  // so no field can end the head early or add another.
+  void AppendField(std::string_view name, std::string_view value) {
+    auto clean = [this](std::string_view s) {
+      for (char c : s) out_head_.push_back(c == '\r' || c == '\n' ? ' ' : c);
+    };
+    clean(name);
+    out_head_.append(": ");
+    clean(value);
+    out_head_.append("\r\n");
   }
 
   void Close() {
@@ -329,6 +386,9 @@ class Session : public Connection, public std::enable_shared_from_this<Session> 
   std::shared_ptr<HttpServer::Impl> server_;
   std::optional<HttpServer::Impl::WaitingList::iterator> waiting_;  // while a read is pending
   bool keep_alive_ = true;
+  std::optional<HttpResponse> sync_response_;  // answered inside the handler (see OnRead)
+  std::string out_head_;  // the response being written: head and body (one write at a time)
+  std::string out_body_;
 };
 
 }  // namespace

@@ -1,6 +1,7 @@
 // HttpServer's admission control: at max_connections a new connection closes the connection that
 // has waited longest for its request; a connection whose request is being handled is never cut;
-// when every connection is busy the newcomer is closed at once.
+// when every connection is busy the newcomer is closed at once. And its responses: whole and alike
+// whether the handler answers inside its call or later from another thread.
 #include "http/server.h"
 
 #include <gtest/gtest.h>
@@ -41,6 +42,7 @@ class HttpServerTest : public ::testing::Test {
       }
       HttpResponse r;
       r.body = "{}";
+      if (req.path == "/crlf") r.headers["X-Test"] = "a\r\nSet-Cookie: evil";
       respond(std::move(r));
     });
     ASSERT_TRUE(server_->Start().ok());
@@ -105,6 +107,29 @@ class HttpServerTest : public ::testing::Test {
     char body[2];
     net::read(s, net::buffer(body, 2), ec);
     return std::stoi(got.substr(9, 3));
+  }
+
+  // The next response's head (through the blank line), after which its "{}" body is read.
+  static std::string ReadHead(tcp::socket& s) {
+    std::string got;
+    char c;
+    boost::system::error_code ec;
+    while (got.find("\r\n\r\n") == std::string::npos) {
+      if (net::read(s, net::buffer(&c, 1), ec) != 1) return got;
+      got.push_back(c);
+    }
+    char body[2];
+    net::read(s, net::buffer(body, 2), ec);
+    return got;
+  }
+
+  static void ExpectWholeResponse(const std::string& head) {
+    EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << head;
+    EXPECT_NE(head.find("\r\nContent-Length: 2\r\n"), std::string::npos) << head;
+    EXPECT_NE(head.find("\r\nContent-Type: application/json\r\n"), std::string::npos) << head;
+    EXPECT_NE(head.find("\r\nX-Request-Id: "), std::string::npos) << head;
+    EXPECT_NE(head.find("\r\nX-Content-Type-Options: nosniff\r\n"), std::string::npos) << head;
+    EXPECT_EQ(head.find("Connection: close"), std::string::npos) << head;
   }
 
   // True when the server closed s (EOF or reset) within two seconds.
@@ -175,6 +200,38 @@ TEST_F(HttpServerTest, WhenEveryConnectionIsBusyTheNewcomerIsClosed) {
   ReleaseHeld();
   busy->non_blocking(false);
   EXPECT_EQ(ReadStatus(*busy), 200);
+}
+
+TEST_F(HttpServerTest, AnswersInsideAndAfterTheHandlerAreWholeAndKeepTheConnection) {
+  StartServer(4);
+  auto s = Connect();
+  Send(*s, "/x");  // answered inside the handler's call
+  ExpectWholeResponse(ReadHead(*s));
+  Send(*s, "/hold");  // answered later, from this thread
+  ASSERT_TRUE(testing::Eventually([&] { return Held() == 1; }));
+  ReleaseHeld();
+  ExpectWholeResponse(ReadHead(*s));
+  Send(*s, "/x");  // the same connection still serves
+  ExpectWholeResponse(ReadHead(*s));
+}
+
+TEST_F(HttpServerTest, ConnectionCloseIsAnsweredAndHonoured) {
+  StartServer(4);
+  auto s = Connect();
+  net::write(*s, net::buffer(std::string("GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")));
+  std::string head = ReadHead(*s);
+  EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << head;
+  EXPECT_NE(head.find("\r\nConnection: close\r\n"), std::string::npos) << head;
+  EXPECT_TRUE(ClosedByServer(*s));
+}
+
+TEST_F(HttpServerTest, AHeaderValueCannotAddAField) {
+  StartServer(4);
+  auto s = Connect();
+  Send(*s, "/crlf");
+  std::string head = ReadHead(*s);
+  EXPECT_NE(head.find("\r\nX-Test: a  Set-Cookie: evil\r\n"), std::string::npos) << head;
+  EXPECT_EQ(head.find("\r\nSet-Cookie"), std::string::npos) << head;
 }
 
 }  // namespace
