@@ -517,9 +517,8 @@ Status NatsBus::RelayOnce(int* published) {
       // An event no rule routes (file.deleted) is published for outside subscribers and is
       // settled at once: no target will ever record it.
       SqlValue settled = Routed(e) ? SqlValue(SqlNull{}) : SqlValue(now);
-      auto up = tx.Exec("UPDATE outbox SET relayed_at = ?, settled_at = ? WHERE seq = ?",
-                        {now, settled, e.seq});
-      if (!up.ok()) return up.status();
+      LASTCALL_RETURN_IF_ERROR(tx.Send(
+          "UPDATE outbox SET relayed_at = ?, settled_at = ? WHERE seq = ?", {now, settled, e.seq}));
       claimed.push_back(std::move(e));
     }
     return Status::Ok();
