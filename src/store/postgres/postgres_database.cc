@@ -504,6 +504,7 @@ Result<std::unique_ptr<PostgresDatabase>> PostgresDatabase::Open(const PostgresO
   group.max_batch = options.max_batch;
   group.retryable_attempts = kConflictAttempts;
   group.back_off_after_failure = true;  // a server that is down fails every batch: do not spin
+  group.thread_name = "pg-writer";      // for ps, perf and the benchmark
   GroupCommitConnection& conn = *db;  // a private base: converted here, where it is accessible
   db->group_ = std::make_unique<GroupCommitWriter>(conn, std::move(group));
   return db;
