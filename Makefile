@@ -34,13 +34,14 @@ SAN_CMAKE = cmake -S . -G Ninja -DCMAKE_BUILD_TYPE=Sanitize -DCMAKE_CXX_COMPILER
 # What runs under each: everything under ASan+UBSan except the browser test (a headless Chromium
 # driving the dashboard, slow and not our code). TSan is scoped to the concurrent parts, to keep
 # `make test` under 25 minutes: build-tsan builds only the `lastcall` binary and the unit test
-# binary (TSAN_TARGETS), runs the unit suites of the bus, the coordinator driver's flows, the
-# HTTP server, webhook delivery and retention over the real SQLite writer (TSAN_UNIT_FILTER), and
+# binary (TSAN_TARGETS), runs the unit suites of the bus, the SQLite writer and its checkpointer,
+# the coordinator driver's flows, the HTTP server, webhook delivery and retention over the real
+# SQLite writer (TSAN_UNIT_FILTER), and
 # the integration tests that drive the real server concurrently (TSAN_CTEST_INCLUDE: the
 # lifecycle races, retention, and the short crash harness's concurrent clients and kills).
 ASAN_CTEST_EXCLUDE ?= integration.test_dashboard
 TSAN_TARGETS ?= lastcall lastcall_tests
-TSAN_UNIT_FILTER ?= InProcessBusTest.*:GroupCommitWriterTest.*:Seeds/ChaosBusTest.*:Sqlite/CoordinationFlowTest.*:HttpServerTest.*:WebhookDeliveryTest.*:VerificationTest.*:FaultyDatabaseTest.*
+TSAN_UNIT_FILTER ?= InProcessBusTest.*:GroupCommitWriterTest.*:SqliteDatabaseTest.*:Seeds/ChaosBusTest.*:Sqlite/CoordinationFlowTest.*:HttpServerTest.*:WebhookDeliveryTest.*:VerificationTest.*:FaultyDatabaseTest.*
 TSAN_CTEST_INCLUDE ?= ^unit\.lastcall_tests$$|^integration\.test_lifecycle$$|^integration\.test_retention$$|^crash\.short$$
 # make fuzz: seconds per target; new inputs that add coverage are merged into tests/fuzz/corpus.
 FUZZ_SECONDS ?= 60

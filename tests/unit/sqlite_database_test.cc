@@ -127,5 +127,31 @@ TEST_F(SqliteDatabaseTest, WalStaysBoundedUnderContinuousWrites) {
   EXPECT_EQ(CountRows(), 2000);
 }
 
+TEST_F(SqliteDatabaseTest, TheWalStartsOverWithoutTheWriterCheckpointingWhenItLeavesTime) {
+  SqliteOptions options;
+  options.checkpoint_pages = 16;
+  options.restart_pages = 32;
+  options.wal_cap_pages = 1 << 20;  // never forced
+  Open(options);
+  // One unit of about 50 pages: its commit leaves a WAL past restart_pages and wakes the
+  // checkpointer, which copies all of it (nothing is written meanwhile).
+  ASSERT_TRUE(db_->WriteSync([](SqlTx& tx) {
+                   for (int i = 0; i < 50; ++i) {
+                     auto r = tx.Exec("INSERT INTO rows (n, payload) VALUES (?, ?)",
+                                      {int64_t{i}, std::string(4000, 'x')});
+                     if (!r.ok()) return r.status();
+                   }
+                   return Status::Ok();
+                 }).ok());
+  ASSERT_TRUE(Eventually([&] { return db_->checkpoint_counts().checkpointer_passes >= 1; }));
+  const uintmax_t wal = FileSize(path() + "-wal");
+  // Later writes start the WAL over from its beginning (it does not grow) without the writer
+  // running a checkpoint of its own before them.
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(InsertRow(100 + i, 100).ok());
+  EXPECT_EQ(db_->checkpoint_counts().writer_checkpoints, 0);
+  EXPECT_EQ(FileSize(path() + "-wal"), wal);
+  EXPECT_EQ(CountRows(), 55);
+}
+
 }  // namespace
 }  // namespace lastcall

@@ -239,12 +239,16 @@ void SqliteDatabase::Close() {
 int SqliteDatabase::OnWalCommit(void* self, sqlite3* /*db*/, const char* /*name*/, int wal_pages) {
   auto* d = static_cast<SqliteDatabase*>(self);
   d->wal_pages_ = wal_pages;
-  if (wal_pages >= d->options_.checkpoint_pages && !d->tail_wanted_.load()) {
+  // When the writer is to copy the tail itself (Begin), a pass of the checkpointer's would only
+  // make the writer's checkpoint fail as busy.
+  if (wal_pages >= d->options_.checkpoint_pages && wal_pages < d->options_.wal_cap_pages) {
+    bool wake = false;
     {
-      std::lock_guard<std::mutex> l(d->ckpt_mu_);
-      d->ckpt_wanted_ = true;
+      std::lock_guard<std::mutex> l(d->ckpt_mu_);  // tail_wanted_ is set under it
+      wake = !d->tail_wanted_.load();
+      if (wake) d->ckpt_wanted_ = true;
     }
-    d->ckpt_cv_.notify_one();
+    if (wake) d->ckpt_cv_.notify_one();
   }
   return SQLITE_OK;
 }
@@ -258,29 +262,61 @@ void SqliteDatabase::CheckpointerLoop() {
       if (ckpt_closing_) return;
       ckpt_wanted_ = false;
     }
-    // PASSIVE: copies what no reader still needs, never waits for the writer or readers.
-    int log_frames = 0, copied = 0;
-    int rc = sqlite3_wal_checkpoint_v2(checkpointer_->db(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
-                                       &log_frames, &copied);
-    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
-      log::Warn("wal checkpoint failed", {{"error", std::string(sqlite3_errmsg(checkpointer_->db()))}});
-    } else if (rc == SQLITE_OK && log_frames >= options_.restart_pages) {
-      tail_wanted_.store(true);  // the writer copies the tail, then starts the WAL over
+    // PASSIVE: copies what no reader still needs, never waits for the writer or readers. Once the
+    // WAL is long enough to be started over, further passes copy what the writer committed during
+    // the pass before, each a shorter tail than the last unless the writer is saturated, so that
+    // the WAL is all copied when the writer next begins (it then starts the WAL over by itself).
+    // Passes that do not catch up, or a writer that twice began before they did, leave the tail
+    // to the writer.
+    constexpr int kTailPasses = 4;
+    int copied_before = -1;
+    for (int pass = 1;; ++pass) {
+      int log_frames = 0, copied = 0;
+      int rc = sqlite3_wal_checkpoint_v2(checkpointer_->db(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                         &log_frames, &copied);
+      checkpointer_passes_.fetch_add(1);
+      if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
+        log::Warn("wal checkpoint failed", {{"error", std::string(sqlite3_errmsg(checkpointer_->db()))}});
+      }
+      if (rc != SQLITE_OK || log_frames < options_.restart_pages) break;
+      if (copied >= log_frames) {
+        // All copied: the writer's next write starts the WAL over, unless it began before this
+        // pass ended. Catching up twice with no new start between leaves it to the writer.
+        bool missed = caught_up_at_ != 0 && log_frames > caught_up_at_;
+        caught_up_at_ = missed ? 0 : log_frames;
+        if (missed) LeaveTailToWriter();
+        break;
+      }
+      // Out of passes, or no progress (a reader still needs the frames left).
+      if (pass == kTailPasses || copied <= copied_before) {
+        caught_up_at_ = 0;
+        LeaveTailToWriter();
+        break;
+      }
+      copied_before = copied;
     }
   }
+}
+
+void SqliteDatabase::LeaveTailToWriter() {
+  // A wake that came before this would only run a pass that makes the writer's checkpoint busy.
+  std::lock_guard<std::mutex> l(ckpt_mu_);
+  ckpt_wanted_ = false;
+  tail_wanted_.store(true);
 }
 
 void SqliteDatabase::Write(WriteFn fn, WriteDone done) { group_->Write(std::move(fn), std::move(done)); }
 
 Status SqliteDatabase::Begin() {
   if (tail_wanted_.load() || wal_pages_ >= options_.wal_cap_pages) {
-    // Copy what the checkpointer has not (little, after its pass), so that the next write finds
-    // the WAL fully copied and starts it over. SQLITE_BUSY (the checkpointer is at work)
-    // leaves it to the next batch; a reader of an older snapshot may leave the WAL uncopied,
-    // and the next round tries again.
+    // The checkpointer could not catch up with this writer: copy what it has not, so that the
+    // next write finds the WAL all copied and starts it over. SQLITE_BUSY (a pass of the
+    // checkpointer's still at work) leaves it to the next batch; a reader of an older snapshot
+    // may leave the WAL uncopied, and the next round tries again.
     int log_frames = 0, copied = 0;
     int rc = sqlite3_wal_checkpoint_v2(writer_->db(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
                                        &log_frames, &copied);
+    writer_checkpoints_.fetch_add(1);
     if (rc == SQLITE_OK) tail_wanted_.store(false);
   }
   LASTCALL_RETURN_IF_ERROR(writer_->Step("BEGIN IMMEDIATE"));

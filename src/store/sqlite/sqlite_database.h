@@ -3,14 +3,19 @@
 // its own savepoint so that one unit's failure does not undo the others. Reads run on the calling
 // thread on pooled read-only connections, which WAL lets proceed while the writer commits.
 // Checkpoints (copying the WAL back into the database file, with its fsync) run on a checkpointer
-// thread with a connection of its own, so the writer never waits on them: the writer's automatic
+// thread with a connection of its own, so the writer does not wait on them: the writer's automatic
 // checkpoints are off, and each commit that leaves the WAL past checkpoint_pages wakes the
-// checkpointer for a passive checkpoint (the bulk of the copying and the fsync). The WAL starts
-// over from its beginning only when a write begins while all of it is copied, which a busy writer
-// never leaves time for; so once the checkpointer has copied a WAL of restart_pages frames or more,
-// the writer copies the few frames committed since with a checkpoint of its own before its next
-// batch, and its next write starts the WAL over. The writer does the same whenever the WAL reaches
-// wal_cap_pages, whatever the checkpointer did.
+// checkpointer for a passive checkpoint (the copying and the fsync). The WAL starts over from its
+// beginning only when a write begins while all of it is copied. So once the WAL holds
+// restart_pages frames or more, the checkpointer goes on with further passes (a few at most), each
+// copying the frames committed during the one before, a shorter tail each time unless the writer
+// is saturated: a writer with any time between its batches then finds the WAL all copied and
+// starts it over, with no checkpoint of its own. When the passes do not catch up (a saturated
+// writer, or a reader still using old frames), or they caught up twice and each time the writer
+// had begun its next batch before, the checkpointer is not woken again and the writer copies the
+// tail itself before its next batch (an fsync that every queued unit waits for), and its next
+// write starts the WAL over. The writer does the same whenever the WAL reaches wal_cap_pages,
+// whatever the checkpointer did.
 #pragma once
 
 #include <atomic>
@@ -39,7 +44,7 @@ struct SqliteOptions {
   // connection touched, and the database (tombstones, coordinations, timelines) keeps growing.
   int cache_mib = 64;
   int checkpoint_pages = 1024;       // WAL frames (4 KiB pages) that wake the checkpointer
-  int restart_pages = 4096;          // WAL frames after which the writer copies the tail to restart
+  int restart_pages = 4096;          // WAL frames from which the checkpointer chases the tail
   int wal_cap_pages = 16384;         // WAL frames past which the writer checkpoints regardless
 };
 
@@ -56,6 +61,16 @@ class SqliteDatabase : public Database, private GroupCommitConnection {
   Status Read(const ReadFn& fn) override;
   void Close() override;
 
+  // Checkpoints since Open: the checkpointer's passes, and the checkpoints the writer ran itself
+  // before a batch (each one a wait, with an fsync, for every unit queued behind it). Thread-safe.
+  struct CheckpointCounts {
+    int64_t checkpointer_passes = 0;
+    int64_t writer_checkpoints = 0;
+  };
+  CheckpointCounts checkpoint_counts() const {
+    return {checkpointer_passes_.load(), writer_checkpoints_.load()};
+  }
+
  private:
   explicit SqliteDatabase(SqliteOptions options);
   // GroupCommitConnection, on the writer thread. Begin first copies the WAL's tail when it is due
@@ -67,6 +82,8 @@ class SqliteDatabase : public Database, private GroupCommitConnection {
   void Rollback() override;
   bool TakeRetryable() override { return false; }
   void CheckpointerLoop();
+  // On the checkpointer thread: the writer is to copy the WAL's tail before its next batch.
+  void LeaveTailToWriter();
   // sqlite3_wal_hook of the writer connection: runs on the writer thread after each commit with
   // the number of frames in the WAL; wakes the checkpointer past checkpoint_pages.
   static int OnWalCommit(void* self, sqlite3* db, const char* name, int wal_pages);
@@ -78,9 +95,14 @@ class SqliteDatabase : public Database, private GroupCommitConnection {
   std::unique_ptr<GroupCommitTx> writer_tx_;  // on writer_; writer thread only
   std::unique_ptr<GroupCommitWriter> group_;  // the writer thread; started last by Open
   int wal_pages_ = 0;            // frames in the WAL after the last commit; writer thread only
-  // Set by the checkpointer after copying a WAL of restart_pages or more; the writer clears it
-  // when it has copied the tail. The checkpointer is not woken again meanwhile.
+  // Set by the checkpointer when its passes over a WAL of restart_pages or more did not catch up;
+  // the writer clears it when it has copied the tail. The checkpointer is not woken meanwhile.
   std::atomic<bool> tail_wanted_{false};
+  // The WAL's frames when the checkpointer last copied all of a WAL of restart_pages or more
+  // (0: none since the writer last copied the tail). Checkpointer thread only.
+  int caught_up_at_ = 0;
+  std::atomic<int64_t> checkpointer_passes_{0};
+  std::atomic<int64_t> writer_checkpoints_{0};
 
   std::unique_ptr<SqliteConnection> checkpointer_;  // used by checkpointer_thread_ only
   std::mutex ckpt_mu_;
