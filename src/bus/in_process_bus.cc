@@ -21,11 +21,11 @@ bool EventPattern::Matches(const CloudEvent& e) const {
 }
 
 Status Outbox::Append(SqlTx& tx, const CloudEvent& e, WallMillis now) {
-  auto r = tx.Exec(
+  // Sent without waiting where the engine can: its failure fails the caller's whole unit.
+  LASTCALL_RETURN_IF_ERROR(tx.Send(
       "INSERT INTO outbox (id, type, source, subject, time, data, created_at) "
       "VALUES (?, ?, ?, ?, ?, ?, ?)",
-      {e.id, e.type, e.source, e.subject, e.time, e.data.dump(), now});
-  if (!r.ok()) return r.status();
+      {e.id, e.type, e.source, e.subject, e.time, e.data.dump(), now}));
   tx.AfterCommit([this, type = e.type] {
     metrics_.events_published.Inc({type});
     if (on_commit_) on_commit_();

@@ -91,8 +91,8 @@ Result<bool> ClaimCoordination(SqlTx& tx, const std::string& id, ClaimMode mode)
     // The advisory lock covers a coordination whose row does not exist yet (a completion that
     // arrives before its request, on another node); the row lock conflicts with the driver's
     // SKIP LOCKED claims.
-    auto a = tx.QueryOne("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", {id});
-    if (!a.ok()) return a.status();
+    // Its result is not read: sent without waiting (the row lock below waits behind it).
+    LASTCALL_RETURN_IF_ERROR(tx.Send("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", {id}));
     auto r = tx.QueryOne(std::string("SELECT 1 FROM coordinations WHERE id = ?") +
                              std::string(LockRowsClause(tx)),
                          {id});
@@ -275,10 +275,9 @@ Result<std::vector<std::string>> DueCoordinations(SqlTx& tx, CoordinationStatus 
 
 Status AppendTimeline(SqlTx& tx, const std::string& coordination_id, WallMillis at,
                       const std::string& kind, const std::string& detail_json) {
-  auto r = tx.Exec(
+  return tx.Send(
       "INSERT INTO coordination_timeline (coordination_id, at, kind, detail) VALUES (?, ?, ?, ?)",
       {coordination_id, at, kind, detail_json});
-  return r.ok() ? Status::Ok() : r.status();
 }
 
 Status AppendTimeline(SqlTx& tx, const std::string& coordination_id,
@@ -296,8 +295,7 @@ Status AppendTimeline(SqlTx& tx, const std::string& coordination_id,
     params.push_back(entries[i].kind);
     params.push_back(entries[i].detail_json);
   }
-  auto r = tx.Exec(sql, params);
-  return r.ok() ? Status::Ok() : r.status();
+  return tx.Send(sql, params);
 }
 
 Result<std::vector<TimelineEntry>> LoadTimeline(SqlTx& tx, const std::string& coordination_id) {

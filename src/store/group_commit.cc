@@ -52,14 +52,17 @@ Status GroupCommitWriter::RunBatch(std::vector<Job>& batch, std::vector<Status>&
       st = Status::Internal(std::string("unit of work threw: ") + e.what());
     }
     std::vector<std::function<void()>> work = tx.TakeAfterCommit();
-    // A unit that lost a conflict holds nothing once rolled back to its savepoint, but the locks
-    // this transaction's earlier units took may be what the other side waits for: running it again
-    // here could lose again. It runs in a later transaction instead.
-    retry[i] = !st.ok() && conn_.TakeRetryable();
     if (Status ended = conn_.EndUnit(st.ok(), i + 1 < batch.size()); !ended.ok()) {
       conn_.Rollback();
       return ended;
     }
+    // A statement the unit sent without waiting failed: the unit is undone and fails with it
+    // (the root cause, even when the function's own error came from it).
+    if (Status sent = conn_.TakeUnitFailure(); !sent.ok()) st = std::move(sent);
+    // A unit that lost a conflict holds nothing once rolled back to its savepoint, but the locks
+    // this transaction's earlier units took may be what the other side waits for: running it again
+    // here could lose again. It runs in a later transaction instead.
+    retry[i] = !st.ok() && conn_.TakeRetryable();
     if (st.ok()) after[i] = std::move(work);
     results[i] = std::move(st);
   }

@@ -47,6 +47,11 @@ class GroupCommitConnection {
   // opens the next unit's savepoint. An error leaves the transaction unusable: the writer calls
   // Rollback and the batch fails as a whole.
   virtual Status EndUnit(bool keep, bool next) = 0;
+  // After an EndUnit that succeeded: the failure of a statement the unit just ended sent without
+  // waiting for its result (SqlTx::Send), or Ok. When set, EndUnit undid the unit (whatever keep
+  // said) and the unit ends with this failure. Clears what it reports. Default: such an engine
+  // waits for every statement, so there is none.
+  virtual Status TakeUnitFailure() { return Status::Ok(); }
   // Commits the batch. An error means nothing of it is durable; the writer then calls Rollback.
   virtual Status Commit() = 0;
   // Abandons the open transaction, if any. Errors are ignored (the connection may be gone).

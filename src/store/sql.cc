@@ -28,6 +28,11 @@ std::optional<std::string> SqlRow::OptText(size_t i) const {
   return Text(i);
 }
 
+Status SqlTx::Send(std::string_view sql, const SqlParams& params) {
+  auto r = Exec(sql, params);
+  return r.ok() ? Status::Ok() : r.status();
+}
+
 Result<std::vector<SqlRow>> SqlTx::QueryAll(std::string_view sql, const SqlParams& params) {
   std::vector<SqlRow> rows;
   Status st = Query(sql, params, [&](const SqlRow& r) {

@@ -47,6 +47,15 @@ class SqlTx {
   virtual ~SqlTx() = default;
   // Runs a statement; returns the number of rows changed.
   virtual Result<int64_t> Exec(std::string_view sql, const SqlParams& params = {}) = 0;
+  // Runs a statement whose result the caller does not read (a write whose row count does not
+  // matter, a lock taken with SELECT), and whose failure fails the whole unit of work: an engine
+  // may send it without waiting for its result (PostgreSQL's writer pipelines it). Its failure is
+  // then reported by a later statement of the unit that waits (every one after it fails with that
+  // failure, a ROLLBACK TO a savepoint included), and the writer rolls the unit back and ends it
+  // with that failure whatever the unit's function returned. An engine that waits (SQLite, reads)
+  // returns the failure here, and the caller must pass it on. Do not use it for a statement whose
+  // failure the caller handles (a constraint it expects to hit, say).
+  virtual Status Send(std::string_view sql, const SqlParams& params = {});
   // Runs a query; calls on_row for each row in order. on_row returning false stops early.
   virtual Status Query(std::string_view sql, const SqlParams& params,
                        const std::function<bool(const SqlRow&)>& on_row) = 0;

@@ -87,6 +87,51 @@ class PostgresDatabaseTest : public ::testing::Test {
     return claimed;
   }
 
+  // Two nodes' batches lock two rows in opposite orders; with sent, each update goes with
+  // SqlTx::Send (the deadlock is then found at the unit's end).
+  void TwoNodesLockingInOppositeOrders(bool sent) {
+    Exec("CREATE TABLE acc (id TEXT PRIMARY KEY, n BIGINT NOT NULL)");
+    Exec("INSERT INTO acc (id, n) VALUES ('a', 0), ('b', 0)");
+    auto other = OpenDb();
+    ASSERT_TRUE(other);
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    std::latch both_hold_their_first_row(2);
+    std::vector<std::promise<Status>> done(4);
+    auto add = [sent](const std::string& id, int64_t by) {
+      return [id, by, sent](SqlTx& tx) -> Status {
+        if (sent) return tx.Send("UPDATE acc SET n = n + ? WHERE id = ?", {by, id});
+        auto r = tx.Exec("UPDATE acc SET n = n + ? WHERE id = ?", {by, id});
+        return r.ok() ? Status::Ok() : r.status();
+      };
+    };
+    Database* nodes[2] = {db_.get(), other.get()};
+    const char* first[2] = {"a", "b"};
+    const char* second[2] = {"b", "a"};
+    for (int i = 0; i < 2; ++i) {
+      // Hold the writer so that the next two units share one transaction.
+      nodes[i]->Write([released](SqlTx&) { released.wait(); return Status::Ok(); }, [](Status) {});
+      auto lock_first = add(first[i], 1);
+      nodes[i]->Write(
+          [&, lock_first](SqlTx& tx) -> Status {
+            Status st = lock_first(tx);
+            if (st.ok()) st = tx.QueryOne("SELECT 1").status();  // a sent update has run: row locked
+            both_hold_their_first_row.arrive_and_wait();
+            return st;
+          },
+          [&, i](Status s) { done[2 * i].set_value(s); });
+      nodes[i]->Write(add(second[i], 10), [&, i](Status s) { done[2 * i + 1].set_value(s); });
+    }
+    release.set_value();
+    for (auto& d : done) {
+      Status st = d.get_future().get();
+      EXPECT_TRUE(st.ok()) << st.ToString();
+    }
+    EXPECT_EQ(Count("SELECT n FROM acc WHERE id = 'a'"), 11);
+    EXPECT_EQ(Count("SELECT n FROM acc WHERE id = 'b'"), 11);
+    other->Close();
+  }
+
   std::string url_;
   std::unique_ptr<PostgresDatabase> db_;
 };
@@ -175,49 +220,132 @@ TEST_F(PostgresDatabaseTest, AFailingUnitRollsBackAloneAndTheOthersOfItsBatchCom
   EXPECT_EQ(after_commit, (std::vector<std::string>{"first", "last"}));
 }
 
+TEST_F(PostgresDatabaseTest, ASentStatementThatFailsFailsItsUnitAloneAndTheNextUnitOfItsBatchCommits) {
+  // The writer pipelines statements sent with Send: the failure of one is found later, at the
+  // unit's next wait or its end. It must still fail that unit, and only it: every later
+  // statement of the unit reports it (a savepoint cannot undo it), the unit is rolled back even
+  // though its function returned Ok, its AfterCommit work never runs, and the units before and
+  // after it in the same transaction commit.
+  Exec("CREATE TABLE v (id BIGINT PRIMARY KEY)");
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<Status> first, failing, last;
+  Status seen_by_query, seen_by_rollback_to;
+  std::vector<std::string> after_commit;
+  db_->Write([released](SqlTx&) { released.wait(); return Status::Ok(); }, [](Status) {});
+  db_->Write(
+      [&](SqlTx& tx) -> Status {
+        tx.AfterCommit([&] { after_commit.push_back("first"); });
+        return tx.Send("INSERT INTO v (id) VALUES (?)", {int64_t{1}});
+      },
+      [&](Status s) { first.set_value(s); });
+  db_->Write(
+      [&](SqlTx& tx) -> Status {
+        tx.AfterCommit([&] { after_commit.push_back("failing"); });
+        LASTCALL_RETURN_IF_ERROR(tx.Send("INSERT INTO v (id) VALUES (?)", {int64_t{2}}));
+        LASTCALL_RETURN_IF_ERROR(tx.Exec("SAVEPOINT mine").status());
+        // A duplicate key, found only at the next wait.
+        LASTCALL_RETURN_IF_ERROR(tx.Send("INSERT INTO v (id) VALUES (?)", {int64_t{1}}));
+        seen_by_query = tx.QueryOne("SELECT COUNT(*) FROM v").status();
+        seen_by_rollback_to = tx.Exec("ROLLBACK TO mine").status();
+        (void)tx.Send("INSERT INTO v (id) VALUES (?)", {int64_t{4}});
+        return Status::Ok();  // a caller that swallowed the errors: the unit fails all the same
+      },
+      [&](Status s) { failing.set_value(s); });
+  db_->Write(
+      [&](SqlTx& tx) -> Status {
+        tx.AfterCommit([&] { after_commit.push_back("last"); });
+        LASTCALL_RETURN_IF_ERROR(tx.Send("INSERT INTO v (id) VALUES (?)", {int64_t{3}}));
+        auto n = tx.QueryOne("SELECT COUNT(*) FROM v");  // sees its own sent row and the first's
+        if (!n.ok()) return n.status();
+        return (*n)->Int(0) == 2 ? Status::Ok() : Status::Internal("unexpected count");
+      },
+      [&](Status s) { last.set_value(s); });
+  release.set_value();
+  EXPECT_TRUE(first.get_future().get().ok());
+  Status f = failing.get_future().get();
+  EXPECT_EQ(f.code(), Code::kConflict) << f.ToString();
+  EXPECT_EQ(seen_by_query.code(), Code::kConflict) << seen_by_query.ToString();
+  EXPECT_EQ(seen_by_rollback_to.code(), Code::kConflict) << seen_by_rollback_to.ToString();
+  Status l = last.get_future().get();
+  EXPECT_TRUE(l.ok()) << l.ToString();
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM v"), 2);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM v WHERE id IN (1, 3)"), 2);
+  EXPECT_EQ(after_commit, (std::vector<std::string>{"first", "last"}));
+}
+
+TEST_F(PostgresDatabaseTest, AUnitEndingWithAFailingSentStatementFailsAndTheBatchGoesOn) {
+  // Nothing waits inside the unit: its failure is found with its savepoint's release. A unit
+  // whose function failed on its own, after statements it sent, is rolled back as before.
+  Exec("CREATE TABLE v (id BIGINT PRIMARY KEY)");
+  Exec("INSERT INTO v (id) VALUES (1)");
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<Status> failing, refused, last;
+  db_->Write([released](SqlTx&) { released.wait(); return Status::Ok(); }, [](Status) {});
+  db_->Write([&](SqlTx& tx) { return tx.Send("INSERT INTO v (id) VALUES (1)"); },
+             [&](Status s) { failing.set_value(s); });
+  db_->Write(
+      [&](SqlTx& tx) -> Status {
+        LASTCALL_RETURN_IF_ERROR(tx.Send("INSERT INTO v (id) VALUES (5)"));
+        return Status::Invalid("refused", "the unit's own reason");
+      },
+      [&](Status s) { refused.set_value(s); });
+  db_->Write([&](SqlTx& tx) { return tx.Send("INSERT INTO v (id) VALUES (2)"); },
+             [&](Status s) { last.set_value(s); });
+  release.set_value();
+  EXPECT_EQ(failing.get_future().get().code(), Code::kConflict);
+  EXPECT_EQ(refused.get_future().get().code(), Code::kInvalidArgument);
+  EXPECT_TRUE(last.get_future().get().ok());
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM v"), 2);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM v WHERE id = 5"), 0);
+}
+
+TEST_F(PostgresDatabaseTest, ALostWriterConnectionFailsItsBatchAndTheNextBatchReconnects) {
+  Exec("CREATE TABLE v (id BIGINT PRIMARY KEY)");
+  int64_t writer_pid = 0;
+  ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) -> Status {
+                   auto r = tx.QueryOne("SELECT pg_backend_pid()");
+                   if (!r.ok()) return r.status();
+                   writer_pid = (*r)->Int(0);
+                   return Status::Ok();
+                 }).ok());
+  auto other = OpenDb();
+  ASSERT_TRUE(other);
+  ASSERT_TRUE(other->WriteSync([&](SqlTx& tx) {
+                       return tx.QueryOne("SELECT pg_terminate_backend(?::int)", {writer_pid}).status();
+                     }).ok());
+  other->Close();
+  // The batch that finds the connection gone fails as a whole, with kUnavailable.
+  Status lost;
+  for (int64_t i = 10; i < 13 && lost.ok(); ++i) {  // the kill may land after a unit
+    lost = db_->WriteSync([i](SqlTx& tx) { return tx.Send("INSERT INTO v (id) VALUES (?)", {i}); });
+  }
+  EXPECT_EQ(lost.code(), Code::kUnavailable) << lost.ToString();
+  Status again;
+  for (int i = 0; i < 50; ++i) {  // Begin reconnects (after the back-off of the failed batch)
+    again = db_->WriteSync([](SqlTx& tx) -> Status {
+      LASTCALL_RETURN_IF_ERROR(tx.Send("INSERT INTO v (id) VALUES (2)"));
+      return tx.QueryOne("SELECT COUNT(*) FROM v").status();
+    });
+    if (again.ok()) break;
+  }
+  EXPECT_TRUE(again.ok()) << again.ToString();
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM v WHERE id = 2"), 1);
+}
+
 TEST_F(PostgresDatabaseTest, AUnitThatLosesADeadlockWithAnotherNodeRunsAgainAndSucceeds) {
   // Two nodes' batches lock two rows in opposite orders (each unit in its own savepoint, but the
   // locks of a batch's earlier units last until its COMMIT): PostgreSQL breaks the deadlock by
   // failing one unit. That unit is not the client's failure: it must run again after its batch
   // committed, and every unit reports success. (The multi-node test found this as a 503 upload.)
-  Exec("CREATE TABLE acc (id TEXT PRIMARY KEY, n BIGINT NOT NULL)");
-  Exec("INSERT INTO acc (id, n) VALUES ('a', 0), ('b', 0)");
-  auto other = OpenDb();
-  ASSERT_TRUE(other);
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  std::latch both_hold_their_first_row(2);
-  std::vector<std::promise<Status>> done(4);
-  auto add = [](const std::string& id, int64_t by) {
-    return [id, by](SqlTx& tx) -> Status {
-      auto r = tx.Exec("UPDATE acc SET n = n + ? WHERE id = ?", {by, id});
-      return r.ok() ? Status::Ok() : r.status();
-    };
-  };
-  Database* nodes[2] = {db_.get(), other.get()};
-  const char* first[2] = {"a", "b"};
-  const char* second[2] = {"b", "a"};
-  for (int i = 0; i < 2; ++i) {
-    // Hold the writer so that the next two units share one transaction.
-    nodes[i]->Write([released](SqlTx&) { released.wait(); return Status::Ok(); }, [](Status) {});
-    auto lock_first = add(first[i], 1);
-    nodes[i]->Write(
-        [&, lock_first](SqlTx& tx) -> Status {
-          Status st = lock_first(tx);
-          both_hold_their_first_row.arrive_and_wait();
-          return st;
-        },
-        [&, i](Status s) { done[2 * i].set_value(s); });
-    nodes[i]->Write(add(second[i], 10), [&, i](Status s) { done[2 * i + 1].set_value(s); });
-  }
-  release.set_value();
-  for (auto& d : done) {
-    Status st = d.get_future().get();
-    EXPECT_TRUE(st.ok()) << st.ToString();
-  }
-  EXPECT_EQ(Count("SELECT n FROM acc WHERE id = 'a'"), 11);
-  EXPECT_EQ(Count("SELECT n FROM acc WHERE id = 'b'"), 11);
-  other->Close();
+  TwoNodesLockingInOppositeOrders(/*sent=*/false);
+}
+
+TEST_F(PostgresDatabaseTest, AUnitWhoseSentStatementLosesADeadlockRunsAgainAndSucceeds) {
+  // As above, with the updates sent without waiting: the unit must still be rolled back alone and
+  // run again.
+  TwoNodesLockingInOppositeOrders(/*sent=*/true);
 }
 
 TEST_F(PostgresDatabaseTest, ReadIsOneReadOnlySnapshot) {

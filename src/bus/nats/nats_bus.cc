@@ -512,15 +512,22 @@ Status NatsBus::RelayOnce(int* published) {
     auto rows = tx.QueryAll(sql, {static_cast<int64_t>(options_.relay_batch)});
     if (!rows.ok()) return rows.status();
     WallMillis now = clock_.Now();
+    SqlParams routed, unrouted;  // seqs
     for (const SqlRow& r : *rows) {
       CloudEvent e = EventFromOutboxRow(r);
       // An event no rule routes (file.deleted) is published for outside subscribers and is
       // settled at once: no target will ever record it.
-      SqlValue settled = Routed(e) ? SqlValue(SqlNull{}) : SqlValue(now);
-      auto up = tx.Exec("UPDATE outbox SET relayed_at = ?, settled_at = ? WHERE seq = ?",
-                        {now, settled, e.seq});
-      if (!up.ok()) return up.status();
+      (Routed(e) ? routed : unrouted).push_back(e.seq);
       claimed.push_back(std::move(e));
+    }
+    // Stamped set-based: one statement for each kind instead of one per row.
+    for (SqlParams* seqs : {&routed, &unrouted}) {
+      if (seqs->empty()) continue;
+      std::string in = PaddedInList(*seqs);
+      SqlParams params{now, seqs == &routed ? SqlValue(SqlNull{}) : SqlValue(now)};
+      params.insert(params.end(), seqs->begin(), seqs->end());
+      LASTCALL_RETURN_IF_ERROR(
+          tx.Send("UPDATE outbox SET relayed_at = ?, settled_at = ? WHERE seq IN " + in, params));
     }
     return Status::Ok();
   });

@@ -4,7 +4,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <unordered_map>
+#include <utility>
 
 #include "common/log.h"
 
@@ -29,6 +31,20 @@ bool IsUtility(std::string_view sql) {
   }
   return word == "SAVEPOINT" || word == "RELEASE" || word == "ROLLBACK" || word == "BEGIN" ||
          word == "COMMIT" || word == "CREATE" || word == "ALTER" || word == "DROP";
+}
+
+// "SAVEPOINT name" or "RELEASE [SAVEPOINT] name" (not ROLLBACK TO, whose caller is recovering).
+bool IsSavepointStartOrRelease(std::string_view sql) {
+  size_t i = sql.find_first_not_of(" \t\r\n");
+  if (i == std::string_view::npos) return false;
+  auto starts = [&](std::string_view word) {
+    if (sql.size() - i < word.size()) return false;
+    for (size_t k = 0; k < word.size(); ++k) {
+      if (std::toupper(static_cast<unsigned char>(sql[i + k])) != word[k]) return false;
+    }
+    return true;
+  };
+  return starts("SAVEPOINT ") || starts("RELEASE ");
 }
 
 // What a failed statement means to the caller. SQLSTATE classes: 23 integrity constraint
@@ -114,6 +130,14 @@ std::string RedactDatabaseUrl(const std::string& url) {
 }
 
 // One libpq connection with its prepared-statement cache. Used by one thread at a time.
+//
+// Pipeline mode (the writer's connection, EnterPipeline): statements are queued on the connection
+// and a Sync is sent only where a result is needed (Run, WaitAll), so statements sent with Send,
+// and the writer's transaction control, cost no round trip of their own. Every wait point is a
+// Sync, so an error skips the server's work only up to there, and the session is then in the
+// same state as without a pipeline (a failed transaction until ROLLBACK TO a savepoint).
+// A Send that fails makes the connection "failed" (sticky): every later statement returns that
+// failure without being sent, until TakeSendFailure.
 class PgConnection {
  public:
   ~PgConnection() {
@@ -137,13 +161,33 @@ class PgConnection {
     return c;
   }
 
-  bool healthy() const { return conn_ && PQstatus(conn_) == CONNECTION_OK; }
+  bool healthy() const { return conn_ && !broken_ && PQstatus(conn_) == CONNECTION_OK; }
+  bool pipelined() const { return pipeline_; }
 
-  // Reconnects a broken connection (the cache of prepared statements goes with the old session).
+  // Reconnects a broken connection (the cache of prepared statements goes with the old session;
+  // so does pipeline mode, entered again).
   bool Reset() {
+    bool pipeline = pipeline_;
+    pipeline_ = false;
+    pending_.clear();
+    send_failure_ = Status::Ok();
+    broken_ = false;
     PQreset(conn_);
     prepared_.clear();
-    return healthy() && Simple("SET TIME ZONE 'UTC'").ok();
+    if (PQpipelineStatus(conn_) != PQ_PIPELINE_OFF) (void)PQexitPipelineMode(conn_);
+    if (!healthy() || !Simple("SET TIME ZONE 'UTC'").ok()) return false;
+    return !pipeline || EnterPipeline().ok();
+  }
+
+  // Switches to pipeline mode (see the class comment). From then on only Run, Send, Control and
+  // WaitAll may be used.
+  Status EnterPipeline() {
+    if (PQenterPipelineMode(conn_) != 1) {
+      return Status::Unavailable(std::string("postgres: cannot enter pipeline mode: ") +
+                                 PQerrorMessage(conn_));
+    }
+    pipeline_ = true;
+    return Status::Ok();
   }
 
   Status Simple(std::string_view sql) {
@@ -165,56 +209,190 @@ class PgConnection {
     return c;
   }
 
-  // Runs sql with params; utility statements go through the simple protocol, the rest are
-  // prepared once per connection (per parameter type signature) and then executed.
+  // Runs sql with params and returns its result; utility statements go through the simple
+  // protocol (without a pipeline), the rest are prepared once per connection (per parameter type
+  // signature) and then executed. In pipeline mode: waits for everything queued before it too,
+  // and returns the failure of a statement sent before it (Send) instead of its own result.
   Result<PgResult> Run(std::string_view sql, const SqlParams& params) {
+    if (pipeline_) {
+      if (!send_failure_.ok()) return send_failure_;
+      LASTCALL_RETURN_IF_ERROR(Queue(sql, params, Kind::kWaited));
+      PgResult out;
+      LASTCALL_RETURN_IF_ERROR(WaitAll(&out));
+      return out;
+    }
     if (params.empty() && IsUtility(sql)) {
       PgResult res(PQexec(conn_, std::string(sql).c_str()));
       return Check(std::move(res), sql);
     }
-    std::string key(sql);
-    key += '\0';
-    std::vector<Oid> types(params.size(), 0);
-    std::vector<std::string> text(params.size());
-    std::vector<const char*> values(params.size(), nullptr);
-    for (size_t i = 0; i < params.size(); ++i) {
-      const SqlValue& v = params[i];
-      if (auto p = std::get_if<int64_t>(&v)) {
-        types[i] = kInt8Oid;
-        text[i] = std::to_string(*p);
-        values[i] = text[i].c_str();
-        key += 'i';
-      } else if (auto s = std::get_if<std::string>(&v)) {
-        if (s->find('\0') != std::string::npos) {
-          return Status::Invalid("invalid_text", "text values must not hold NUL characters");
-        }
-        values[i] = s->c_str();
-        key += 't';
-      } else {
-        key += 'n';
-      }
-    }
-    auto it = prepared_.find(key);
+    Bound b;
+    b.key = std::string(sql);
+    LASTCALL_RETURN_IF_ERROR(Bind(params, b));
+    auto it = prepared_.find(b.key);
     if (it == prepared_.end()) {
-      if (prepared_.size() >= 2000) {  // dynamic SQL should not grow a session without bound
+      if (prepared_.size() >= kMaxPrepared) {  // dynamic SQL should not grow a session without bound
         LASTCALL_RETURN_IF_ERROR(Simple("DEALLOCATE ALL"));
         prepared_.clear();
       }
       std::string name = "lc" + std::to_string(next_statement_++);
       std::string translated = ToPostgresPlaceholders(sql);
       PgResult prep(PQprepare(conn_, name.c_str(), translated.c_str(),
-                              static_cast<int>(types.size()), types.data()));
+                              static_cast<int>(b.types.size()), b.types.data()));
       auto checked = Check(std::move(prep), sql);
       if (!checked.ok()) return checked.status();
-      it = prepared_.emplace(std::move(key), std::move(name)).first;
+      it = prepared_.emplace(std::move(b.key), std::move(name)).first;
     }
-    PgResult res(PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(values.size()),
-                                values.data(), nullptr, nullptr, 0));
+    PgResult res(PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(b.values.size()),
+                                b.values.data(), nullptr, nullptr, 0));
     return Check(std::move(res), sql);
   }
 
+  // Pipeline mode: queues a statement of the current unit without waiting for its result. Its
+  // failure, found at the next wait, is the unit's (see the class comment).
+  Status Send(std::string_view sql, const SqlParams& params) {
+    if (!send_failure_.ok()) return send_failure_;
+    LASTCALL_RETURN_IF_ERROR(Queue(sql, params, Kind::kSent));
+    // Results pile up on the server while nothing reads them; read them now and then.
+    if (pending_.size() >= kMaxPending) return WaitAll(nullptr);
+    return Status::Ok();
+  }
+
+  // Pipeline mode: queues a transaction-control statement (one, without parameters). Its failure,
+  // found at the next wait, is the transaction's, not a unit's.
+  Status Control(std::string_view sql) { return Queue(sql, {}, Kind::kControl); }
+
+  // Pipeline mode: sends a Sync and reads every queued result. Returns the first failure (and
+  // the statements after it were skipped). A failed Send becomes the sticky failure. *out, when
+  // given, receives the result of the last waited statement.
+  Status WaitAll(PgResult* out) {
+    if (pending_.empty()) return Status::Ok();
+    if (PQpipelineSync(conn_) != 1) return Broken("cannot send to the server");
+    Status first;
+    for (Pending& p : pending_) {
+      PGresult* r = PQgetResult(conn_);
+      if (r == nullptr) return Broken("the server sent no result");
+      PgResult res(r);
+      // The NULL that ends this statement's results.
+      while (PGresult* more = PQgetResult(conn_)) PQclear(more);
+      ExecStatusType st = PQresultStatus(res.get());
+      if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        if (p.kind == Kind::kWaited && out) *out = std::move(res);
+        continue;
+      }
+      // Failed or skipped (PGRES_PIPELINE_ABORTED): a statement prepared here is not.
+      if (!p.prepared_key.empty()) prepared_.erase(p.prepared_key);
+      if (st == PGRES_PIPELINE_ABORTED || !first.ok()) continue;
+      NoteFailure(res.get());
+      first = PgFailure(res.get(), conn_, p.sql);
+      if (p.kind == Kind::kSent) send_failure_ = first;
+    }
+    pending_.clear();
+    for (;;) {  // the Sync's own result
+      PGresult* r = PQgetResult(conn_);
+      if (r == nullptr) return Broken("the server sent no sync");
+      PgResult res(r);
+      if (PQresultStatus(res.get()) == PGRES_PIPELINE_SYNC) break;
+    }
+    return first;
+  }
+
+  // The sticky failure of a statement sent with Send (Ok when none), cleared.
+  Status TakeSendFailure() { return std::exchange(send_failure_, Status::Ok()); }
+
  private:
   PgConnection() = default;
+
+  static constexpr size_t kMaxPrepared = 2000;
+  static constexpr size_t kMaxPending = 256;
+
+  enum class Kind { kWaited, kSent, kControl };
+  struct Pending {
+    Kind kind;
+    std::string sql;           // the start of the statement, for error messages
+    std::string prepared_key;  // set when this entry prepares a statement
+  };
+  struct Bound {
+    std::string key;  // sql + type signature
+    std::vector<Oid> types;
+    std::vector<std::string> text;
+    std::vector<const char*> values;
+  };
+
+  Status Bind(const SqlParams& params, Bound& b) {
+    b.types.assign(params.size(), 0);
+    b.text.resize(params.size());
+    b.values.assign(params.size(), nullptr);
+    b.key += '\0';
+    for (size_t i = 0; i < params.size(); ++i) {
+      const SqlValue& v = params[i];
+      if (auto p = std::get_if<int64_t>(&v)) {
+        b.types[i] = kInt8Oid;
+        b.text[i] = std::to_string(*p);
+        b.values[i] = b.text[i].c_str();
+        b.key += 'i';
+      } else if (auto s = std::get_if<std::string>(&v)) {
+        if (s->find('\0') != std::string::npos) {
+          return Status::Invalid("invalid_text", "text values must not hold NUL characters");
+        }
+        b.values[i] = s->c_str();
+        b.key += 't';
+      } else {
+        b.key += 'n';
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Pipeline mode: queues sql (prepared first when new; a utility statement without parameters
+  // as it is). libpq copies the parameters into its output buffer here.
+  Status Queue(std::string_view sql, const SqlParams& params, Kind kind) {
+    std::string head(sql.substr(0, 120));
+    if (params.empty() && IsUtility(sql)) {
+      std::string text(sql);
+      if (PQsendQueryParams(conn_, text.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) != 1) {
+        return Broken("cannot queue a statement");
+      }
+      pending_.push_back({kind, std::move(head), {}});
+      return Status::Ok();
+    }
+    Bound b;
+    b.key = std::string(sql);
+    LASTCALL_RETURN_IF_ERROR(Bind(params, b));
+    auto it = prepared_.find(b.key);
+    if (it == prepared_.end()) {
+      if (prepared_.size() >= kMaxPrepared) {
+        if (PQsendQueryParams(conn_, "DEALLOCATE ALL", 0, nullptr, nullptr, nullptr, nullptr, 0) != 1) {
+          return Broken("cannot queue a statement");
+        }
+        pending_.push_back({kind, "DEALLOCATE ALL", {}});
+        prepared_.clear();
+      }
+      std::string name = "lc" + std::to_string(next_statement_++);
+      std::string translated = ToPostgresPlaceholders(sql);
+      if (PQsendPrepare(conn_, name.c_str(), translated.c_str(), static_cast<int>(b.types.size()),
+                        b.types.data()) != 1) {
+        return Broken("cannot queue a statement");
+      }
+      pending_.push_back({kind, head, b.key});
+      it = prepared_.emplace(b.key, std::move(name)).first;
+    }
+    if (PQsendQueryPrepared(conn_, it->second.c_str(), static_cast<int>(b.values.size()),
+                            b.values.data(), nullptr, nullptr, 0) != 1) {
+      return Broken("cannot queue a statement");
+    }
+    pending_.push_back({kind, std::move(head), {}});
+    return Status::Ok();
+  }
+
+  // The connection can no longer be trusted to be in step with the server: it is reset before
+  // the next batch (PostgresDatabase::Begin).
+  Status Broken(std::string_view what) {
+    broken_ = true;
+    pending_.clear();
+    std::string msg = std::string("postgres: ") + std::string(what) + ": " + PQerrorMessage(conn_);
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    return Status::Unavailable(msg);
+  }
 
   Result<PgResult> Check(PgResult res, std::string_view sql) {
     ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
@@ -234,6 +412,10 @@ class PgConnection {
 
   PGconn* conn_ = nullptr;
   bool conflict_ = false;  // see TakeConflict
+  bool pipeline_ = false;
+  bool broken_ = false;    // out of step with the server (see Broken)
+  std::deque<Pending> pending_;  // pipeline mode: queued, results not read yet
+  Status send_failure_;          // pipeline mode: see the class comment
   std::unordered_map<std::string, std::string> prepared_;  // sql + type signature -> name
   int64_t next_statement_ = 0;
 };
@@ -265,6 +447,12 @@ class PostgresTx : public GroupCommitTx {
   PostgresTx(PgConnection* c, bool writable) : c_(c), writable_(writable) {}
 
   Result<int64_t> Exec(std::string_view sql, const SqlParams& params) override {
+    // A savepoint's start or release changes no row and fails only in a transaction that already
+    // failed: the pipelined writer sends it without waiting (its failure fails the unit).
+    if (c_->pipelined() && params.empty() && IsSavepointStartOrRelease(sql)) {
+      LASTCALL_RETURN_IF_ERROR(c_->Send(sql, params));
+      return int64_t{0};
+    }
     auto res = c_->Run(sql, params);
     if (!res.ok()) return res.status();
     const char* n = PQcmdTuples(res->get());
@@ -287,6 +475,11 @@ class PostgresTx : public GroupCommitTx {
     return Status::Ok();
   }
 
+  Status Send(std::string_view sql, const SqlParams& params) override {
+    if (c_->pipelined()) return c_->Send(sql, params);
+    return SqlTx::Send(sql, params);
+  }
+
   bool writable() const override { return writable_; }
   SqlDialect dialect() const override { return SqlDialect::kPostgres; }
 
@@ -305,11 +498,13 @@ Result<std::unique_ptr<PostgresDatabase>> PostgresDatabase::Open(const PostgresO
   auto w = PgConnection::Open(options.url);
   if (!w.ok()) return w.status();
   db->writer_ = std::move(w).value();
+  LASTCALL_RETURN_IF_ERROR(db->writer_->EnterPipeline());
   db->writer_tx_ = std::make_unique<PostgresTx>(db->writer_.get(), true);
   GroupCommitOptions group;
   group.max_batch = options.max_batch;
   group.retryable_attempts = kConflictAttempts;
   group.back_off_after_failure = true;  // a server that is down fails every batch: do not spin
+  group.thread_name = "pg-writer";      // for ps, perf and the benchmark
   GroupCommitConnection& conn = *db;  // a private base: converted here, where it is accessible
   db->group_ = std::make_unique<GroupCommitWriter>(conn, std::move(group));
   return db;
@@ -332,24 +527,46 @@ Status PostgresDatabase::Begin() {
   if (!writer_->healthy() && !writer_->Reset()) {
     return Status::Unavailable("the connection to PostgreSQL is lost and reconnecting failed");
   }
-  // Savepoint management rides in the same round trip as the previous command.
-  if (Status begin = writer_->Simple("BEGIN; SAVEPOINT unit"); !begin.ok()) {
-    (void)writer_->Simple("ROLLBACK");
-    return begin;
-  }
-  return Status::Ok();
+  // Queued, not waited for: a failure shows at the first unit's first wait, and fails the batch.
+  LASTCALL_RETURN_IF_ERROR(writer_->Control("BEGIN"));
+  return writer_->Control("SAVEPOINT unit");
 }
 
 Status PostgresDatabase::EndUnit(bool keep, bool next) {
-  std::string end = keep ? "RELEASE SAVEPOINT unit"
-                         : "ROLLBACK TO SAVEPOINT unit; RELEASE SAVEPOINT unit";
-  if (next) end += "; SAVEPOINT unit";
-  return writer_->Simple(end);
+  // The unit's sent statements are read in the same round trip as its savepoint's release.
+  Status sent = writer_->TakeSendFailure();
+  if (sent.ok() && keep) {
+    LASTCALL_RETURN_IF_ERROR(writer_->Control("RELEASE SAVEPOINT unit"));
+    if (next) LASTCALL_RETURN_IF_ERROR(writer_->Control("SAVEPOINT unit"));
+    Status st = writer_->WaitAll(nullptr);
+    sent = writer_->TakeSendFailure();
+    if (sent.ok()) return st;
+    // A statement the unit sent failed: the release and what followed were skipped, and the
+    // transaction waits for the rollback below.
+  }
+  if (!sent.ok()) unit_failure_ = std::move(sent);
+  LASTCALL_RETURN_IF_ERROR(writer_->Control("ROLLBACK TO SAVEPOINT unit"));
+  LASTCALL_RETURN_IF_ERROR(writer_->Control("RELEASE SAVEPOINT unit"));
+  if (next) LASTCALL_RETURN_IF_ERROR(writer_->Control("SAVEPOINT unit"));
+  Status st = writer_->WaitAll(nullptr);
+  (void)writer_->TakeSendFailure();  // the unit's statements after its failure: skipped
+  return st;
 }
 
-Status PostgresDatabase::Commit() { return writer_->Simple("COMMIT"); }
+Status PostgresDatabase::TakeUnitFailure() { return std::exchange(unit_failure_, Status::Ok()); }
 
-void PostgresDatabase::Rollback() { (void)writer_->Simple("ROLLBACK"); }
+Status PostgresDatabase::Commit() {
+  LASTCALL_RETURN_IF_ERROR(writer_->Control("COMMIT"));
+  return writer_->WaitAll(nullptr);
+}
+
+void PostgresDatabase::Rollback() {
+  unit_failure_ = Status::Ok();
+  (void)writer_->WaitAll(nullptr);  // whatever is queued: skipped or undone below
+  (void)writer_->TakeSendFailure();
+  if (!writer_->healthy()) return;  // Begin reconnects
+  if (writer_->Control("ROLLBACK").ok()) (void)writer_->WaitAll(nullptr);
+}
 
 bool PostgresDatabase::TakeRetryable() { return writer_->TakeConflict(); }
 

@@ -47,12 +47,16 @@ class PostgresDatabase : public Database, private GroupCommitConnection {
   // A unit that keeps losing conflicts is reported (kUnavailable) after this many runs.
   static constexpr int kConflictAttempts = 5;
   explicit PostgresDatabase(PostgresOptions options);
-  // GroupCommitConnection, on the writer thread. Begin reconnects a lost connection first; a
-  // savepoint's end rides in one round trip with the next unit's savepoint. Retryable: a unit
+  // GroupCommitConnection, on the writer thread. The writer's connection is in libpq pipeline
+  // mode: BEGIN and each unit's savepoints are queued without a round trip of their own, a
+  // unit's statements sent with SqlTx::Send are read with its savepoint's release (EndUnit's one
+  // round trip), and a unit whose sent statement failed is rolled back to its savepoint alone
+  // (TakeUnitFailure reports it). Begin reconnects a lost connection first. Retryable: a unit
   // that lost a deadlock or serialization conflict (SQLSTATE 40P01, 40001) with another node.
   Status Begin() override;
   GroupCommitTx& tx() override { return *writer_tx_; }
   Status EndUnit(bool keep, bool next) override;
+  Status TakeUnitFailure() override;
   Status Commit() override;
   void Rollback() override;
   bool TakeRetryable() override;
@@ -63,6 +67,7 @@ class PostgresDatabase : public Database, private GroupCommitConnection {
   std::unique_ptr<PgConnection> writer_;       // writer thread only (after Open)
   std::unique_ptr<GroupCommitTx> writer_tx_;   // on writer_; writer thread only
   std::unique_ptr<GroupCommitWriter> group_;   // the writer thread; started last by Open
+  Status unit_failure_;                        // writer thread only; see TakeUnitFailure
 
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<PgConnection>> readers_;  // guarded by readers_mu_
