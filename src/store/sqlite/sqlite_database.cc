@@ -278,7 +278,11 @@ void SqliteDatabase::CheckpointerLoop() {
       if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
         log::Warn("wal checkpoint failed", {{"error", std::string(sqlite3_errmsg(checkpointer_->db()))}});
       }
-      if (rc != SQLITE_OK || log_frames < options_.restart_pages) break;
+      if (rc != SQLITE_OK) break;
+      if (log_frames < options_.restart_pages) {
+        caught_up_at_ = 0;  // the WAL started over since any catching up
+        break;
+      }
       if (copied >= log_frames) {
         // All copied: the writer's next write starts the WAL over, unless it began before this
         // pass ended. Catching up twice with no new start between leaves it to the writer.
