@@ -95,11 +95,13 @@ class SqliteDatabase : public Database, private GroupCommitConnection {
   std::unique_ptr<GroupCommitTx> writer_tx_;  // on writer_; writer thread only
   std::unique_ptr<GroupCommitWriter> group_;  // the writer thread; started last by Open
   int wal_pages_ = 0;            // frames in the WAL after the last commit; writer thread only
-  // Set by the checkpointer when its passes over a WAL of restart_pages or more did not catch up;
-  // the writer clears it when it has copied the tail. The checkpointer is not woken meanwhile.
+  // Set by the checkpointer when its passes over a WAL of restart_pages or more did not catch up,
+  // or caught up twice with no new start of the WAL between (LeaveTailToWriter); the writer clears
+  // it when it has copied the tail. The checkpointer is not woken meanwhile.
   std::atomic<bool> tail_wanted_{false};
   // The WAL's frames when the checkpointer last copied all of a WAL of restart_pages or more
-  // (0: none since the writer last copied the tail). Checkpointer thread only.
+  // (0: none since the WAL was last seen shorter than that, or since the tail was left to the
+  // writer). Checkpointer thread only.
   int caught_up_at_ = 0;
   std::atomic<int64_t> checkpointer_passes_{0};
   std::atomic<int64_t> writer_checkpoints_{0};
