@@ -54,6 +54,9 @@ Status InProcessBus::Start() {
   for (const auto& t : targets_) {
     if (!t.handler) return Status::Internal("rule target " + t.name + " has no handler");
   }
+  standing_ = std::make_unique<std::atomic<int>[]>(targets_.size());
+  for (size_t i = 0; i < targets_.size(); ++i) standing_[i] = kGood;
+  if (options_.deliver_in_batch && !targets_.empty()) tail_installed_ = db_.SetBatchTail(this);
   thread_ = std::thread([this] { Loop(); });
   return Status::Ok();
 }
@@ -73,6 +76,10 @@ void InProcessBus::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (tail_installed_) {
+    db_.SetBatchTail(nullptr);  // waits for a batch still running this bus's units
+    tail_installed_ = false;
+  }
 }
 
 Result<int64_t> InProcessBus::Backlog(SqlTx& tx, const std::string& target) {
@@ -128,7 +135,68 @@ Status SetCursor(SqlTx& tx, const std::string& target, int64_t seq) {
 
 }  // namespace
 
-Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
+Result<std::vector<TailUnit>> InProcessBus::More(SqlTx& tx) {
+  std::vector<TailUnit> units;
+  auto top = tx.QueryOne("SELECT MAX(seq) FROM outbox");
+  if (!top.ok()) return top.status();
+  if (!*top || (*top)->IsNull(0)) return units;
+  int64_t last = (*top)->Int(0);
+  auto cursors = tx.QueryAll("SELECT target, last_seq FROM delivery_cursors");
+  if (!cursors.ok()) return cursors.status();
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    if (standing_[i].load() != kGood) continue;
+    const Target* t = &targets_[i];
+    auto it = std::find_if(cursors->begin(), cursors->end(),
+                           [&](const SqlRow& r) { return r.Text(0) == t->name; });
+    if ((it == cursors->end() ? 0 : it->Int(1)) >= last) continue;
+    auto p = std::make_shared<Progress>();
+    units.push_back(TailUnit{
+        [this, t, i, p](SqlTx& utx) {
+          Status st = DeliverBatch(*t, /*careful=*/false, utx, p.get());
+          if (!st.ok()) {
+            // Rolled back alone. The dispatcher takes the target over until it delivers it again
+            // (this batch's next round included), and settles the failure (an attempt, a
+            // careful rerun) before its next round, since it learns of it here, before the
+            // commit that wakes it.
+            standing_[i] = kTailFailed;
+            std::lock_guard<std::mutex> l(mu_);
+            tail_failures_.push_back({i, *p, st});
+          }
+          return st;
+        },
+        [this, t, p](Status st) {
+          if (st.ok()) {
+            for (const auto& type : p->types) metrics_.events_delivered.Inc({type, t->name});
+            return;
+          }
+          Notify();
+        }});
+  }
+  return units;
+}
+
+std::vector<size_t> InProcessBus::Behind(const std::vector<size_t>& due) {
+  std::vector<size_t> behind;
+  Status st = db_.Read([&](SqlTx& tx) -> Status {
+    behind.clear();
+    auto top = tx.QueryOne("SELECT MAX(seq) FROM outbox");
+    if (!top.ok()) return top.status();
+    if (!*top || (*top)->IsNull(0)) return Status::Ok();
+    int64_t last = (*top)->Int(0);
+    auto cursors = tx.QueryAll("SELECT target, last_seq FROM delivery_cursors");
+    if (!cursors.ok()) return cursors.status();
+    for (size_t i : due) {
+      auto it = std::find_if(cursors->begin(), cursors->end(),
+                             [&](const SqlRow& r) { return r.Text(0) == targets_[i].name; });
+      if ((it == cursors->end() ? 0 : it->Int(1)) < last) behind.push_back(i);
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) return due;
+  return behind;
+}
+
+Status InProcessBus::DeliverBatch(const Target& t, bool careful, SqlTx& tx, Progress* p) {
   auto cursor_row = tx.QueryOne("SELECT last_seq FROM delivery_cursors WHERE target = ?", {t.name});
   if (!cursor_row.ok()) return cursor_row.status();
   int64_t cursor = *cursor_row ? (*cursor_row)->Int(0) : 0;
@@ -155,7 +223,7 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
     // writes first). A handler that fails then fails the whole unit, and the batch runs again
     // with a savepoint per event, so that the events before the failing one commit without it.
     auto delivered = DeliverInTx(tx, t.name, *t.handler, e, clock_.Now(),
-                                 {.check_processed = true, .savepoint = t.careful});
+                                 {.check_processed = true, .savepoint = careful});
     if (!delivered.ok()) return delivered.status();
     if (delivered->duplicate) {
       last = e.seq;
@@ -165,7 +233,7 @@ Status InProcessBus::DeliverBatch(Target& t, SqlTx& tx, Progress* p) {
     if (!p->failure.ok()) {
       p->failed_seq = e.seq;
       p->failed_event = e.id;
-      if (!t.careful) {
+      if (!careful) {
         // Its partial effects are in tx: the unit fails, and the writer rolls all of it back.
         (p->consumed <= 0 ? p->head_failed : p->redo_carefully) = true;
         p->passed = last != cursor ? last : 0;  // rows before it this target does not want
@@ -263,26 +331,82 @@ void InProcessBus::OnFailure(Target& t, const Progress& p) {
   }
 }
 
+bool InProcessBus::SettleFailedUnit(Target& t, Progress& p, Status st) {
+  if (p.redo_carefully) {
+    t.careful = true;  // at once, not an attempt: the failing handler runs again in its savepoint
+    return true;
+  }
+  if (p.head_failed) {
+    bool delivered_since = false;
+    st = db_.WriteSync([&](SqlTx& tx) {
+      // Whatever moved the cursor past the event since (an operator's replay, a dead letter)
+      // leaves nothing to count.
+      auto cursor = tx.QueryOne("SELECT last_seq FROM delivery_cursors WHERE target = ?", {t.name});
+      if (!cursor.ok()) return cursor.status();
+      if (*cursor && (*cursor)->Int(0) >= p.failed_seq) {
+        delivered_since = true;
+        return Status::Ok();
+      }
+      if (p.passed > 0) LASTCALL_RETURN_IF_ERROR(SetCursor(tx, t.name, p.passed));
+      return RecordAttempt(t, tx, &p);
+    });
+    if (st.ok()) {
+      if (!delivered_since) OnFailure(t, p);
+      return false;
+    }
+  }
+  log::Error("delivery unit failed", {{"target", t.name}, {"error", st.ToString()}});
+  t.retry_at = clock_.Now() + options_.backoff_base_ms;
+  return false;
+}
+
+void InProcessBus::HandBack(size_t i) {
+  const Target& t = targets_[i];
+  if (t.careful || t.retry_at > clock_.Now()) return;
+  int expected = kDispatcher;
+  standing_[i].compare_exchange_strong(expected, kGood);  // not over a tail's failure since
+}
+
 void InProcessBus::Loop() {
   pthread_setname_np(pthread_self(), "bus-dispatch");  // for ps, perf and the benchmark
   for (;;) {
+    std::vector<TailFailure> tail_failures;
     {
       std::lock_guard<std::mutex> l(mu_);
       if (stopping_) return;
       dirty_ = false;
+      tail_failures.swap(tail_failures_);
+    }
+    // Failed units of batch tails count as this thread's own would (they were rolled back alone).
+    for (TailFailure& f : tail_failures) {
+      Target& t = targets_[f.target];
+      (void)SettleFailedUnit(t, f.progress, std::move(f.status));
+      standing_[f.target] = kDispatcher;
+      HandBack(f.target);
     }
     WallMillis now = clock_.Now();
     std::vector<size_t> due;
     for (size_t i = 0; i < targets_.size(); ++i) {
       if (targets_[i].retry_at <= now) due.push_back(i);
     }
+    if (!due.empty()) due = Behind(due);
     // One unit per due target, submitted together so they share a commit.
     std::vector<Progress> progress(due.size());
     std::vector<std::promise<Status>> done(due.size());
     for (size_t k = 0; k < due.size(); ++k) {
       Target* t = &targets_[due[k]];
       Progress* p = &progress[k];
-      db_.Write([this, t, p](SqlTx& tx) { return DeliverBatch(*t, tx, p); },
+      bool careful = t->careful;
+      size_t i = due[k];
+      db_.Write(
+          [this, t, i, careful, p](SqlTx& tx) {
+            // A batch tail's failure of this target is not settled yet (counted as an attempt):
+            // deliver nothing, so that no try runs before it counts. Settled next round.
+            if (standing_[i].load() == kTailFailed) return Status::Ok();
+            Status st = DeliverBatch(*t, careful, tx, p);
+            if (!st.ok()) standing_[i] = kDispatcher;  // not in this batch's tail: settled below
+            return st;
+          },
                 [&done, k](Status st) { done[k].set_value(std::move(st)); });
     }
     bool progressed = false;
@@ -290,24 +414,8 @@ void InProcessBus::Loop() {
       Status st = done[k].get_future().get();
       Target& t = targets_[due[k]];
       Progress& p = progress[k];
-      if (!st.ok() && p.redo_carefully) {
-        t.careful = true;  // at once, not an attempt: the failing handler runs again in its savepoint
-        progressed = true;
-        continue;
-      }
-      if (!st.ok() && p.head_failed) {
-        st = db_.WriteSync([&](SqlTx& tx) {
-          if (p.passed > 0) LASTCALL_RETURN_IF_ERROR(SetCursor(tx, t.name, p.passed));
-          return RecordAttempt(t, tx, &p);
-        });
-        if (st.ok()) {
-          OnFailure(t, p);
-          continue;
-        }
-      }
       if (!st.ok()) {
-        log::Error("delivery unit failed", {{"target", t.name}, {"error", st.ToString()}});
-        t.retry_at = clock_.Now() + options_.backoff_base_ms;
+        progressed |= SettleFailedUnit(t, p, std::move(st));
         continue;
       }
       if (progress[k].consumed != 0) progressed = true;
@@ -318,6 +426,8 @@ void InProcessBus::Loop() {
         t.careful = false;
       }
     }
+    // Back in good standing for the batch tail once delivered with no failure pending.
+    for (size_t i : due) HandBack(i);
     if (progressed) continue;
     WallMillis wake = clock_.Now() + options_.idle_poll_ms;
     for (const auto& t : targets_) {

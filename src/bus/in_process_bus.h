@@ -6,12 +6,25 @@
 // and the target moves on. Attempts are counted in the store (delivery_attempts, in the unit of the
 // failed delivery), so the budget holds across restarts.
 //
-// Each round queues one unit per due target, in the order the targets were added; the units
-// usually share one commit, and a later target's unit already sees the events an earlier one
-// appended in that transaction (so a coordinator added last takes in the consumers' completions
-// in the same commit).
+// Each round queues one unit per due target that has events past its cursor (looked up on a
+// read connection first, so a round with nothing to do writes nothing), in the order the targets
+// were added; the units usually share one commit, and a later target's unit already sees the
+// events an earlier one appended in that transaction (so a coordinator added last takes in the
+// consumers' completions in the same commit).
+//
+// Delivery in the publishing batch: where the store has group-commit batches
+// (Database::SetBatchTail), the bus is their tail. Once a batch's queued units ran, each target in
+// good standing with events past its cursor gets a unit in the same transaction, in rounds until
+// every such target is caught up. So a DELETE, the consumers' handling of its event, their
+// completions, the coordinator's decision and the deletion commit together: one commit and no wait
+// for this thread, where the dispatcher alone took two or three commits in a row. A target is in
+// good standing unless its last delivery failed (in a batch's tail or here) and the dispatcher has
+// not yet delivered it since. A failed delivery in a tail is rolled back alone, and the dispatcher
+// settles it as its own: an attempt counted (or a careful rerun), then retries with backoff and
+// dead letters as above.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -33,9 +46,10 @@ struct InProcessBusOptions {
   int64_t backoff_base_ms = 100;
   int64_t backoff_cap_ms = 30000;
   int64_t idle_poll_ms = 1000;    // safety net when no Notify arrives
+  bool deliver_in_batch = true;   // be the store's batch tail (see above) where it has one
 };
 
-class InProcessBus : public EventBus, public EventReplayer {
+class InProcessBus : public EventBus, public EventReplayer, private BatchTail {
  public:
   InProcessBus(Database& db, Clock& clock, IdGenerator& ids, Metrics& metrics,
                InProcessBusOptions options = {});
@@ -87,7 +101,18 @@ class InProcessBus : public EventBus, public EventReplayer {
     bool redo_carefully = false;
   };
   void Loop();
-  Status DeliverBatch(Target& t, SqlTx& tx, Progress* p);
+  // Delivers t's next events after its cursor (at most options_.batch) in tx. careful: each event
+  // in its own savepoint (see Target::careful), else a failing handler fails the unit.
+  Status DeliverBatch(const Target& t, bool careful, SqlTx& tx, Progress* p);
+  // BatchTail, on the writer thread: a unit per target in good standing that is behind the
+  // outbox's last event.
+  Result<std::vector<TailUnit>> More(SqlTx& tx) override;
+  // The targets (indexes into targets_) of those given whose cursor is before the outbox's last
+  // event, read on a read connection; all of them when the read fails.
+  std::vector<size_t> Behind(const std::vector<size_t>& due);
+  // A unit of t's that failed with st (here or in a batch tail): a careful rerun, a counted
+  // attempt (OnFailure), or a short wait. Returns true when t is to run again at once.
+  bool SettleFailedUnit(Target& t, Progress& p, Status st);
   void OnFailure(Target& t, const Progress& p);
   // Counts one failed attempt of p's failed event for t; sets p->attempts (this one included).
   Status RecordAttempt(const Target& t, SqlTx& tx, Progress* p);
@@ -97,7 +122,21 @@ class InProcessBus : public EventBus, public EventReplayer {
   IdGenerator& ids_;
   Metrics& metrics_;
   InProcessBusOptions options_;
-  std::vector<Target> targets_;  // fixed after Start; used by the dispatcher thread only
+  // Fixed after Start. Used by the dispatcher thread only, except name, handler and patterns,
+  // which the writer thread reads for the batch tail.
+  std::vector<Target> targets_;
+  // Per target (same index), who may deliver it now. kGood: the batch tail and the dispatcher.
+  // kDispatcher: only the dispatcher (its last delivery failed, or it is backing off or careful);
+  // set by a failing dispatcher unit (writer thread), handed back by the dispatcher (HandBack).
+  // kTailFailed: a batch tail's unit failed (set on the writer thread, from kGood only) and the
+  // dispatcher has not counted it yet; nobody delivers the target meanwhile, so every failed try
+  // is counted before the next one runs.
+  enum Standing { kGood = 0, kDispatcher = 1, kTailFailed = 2 };
+  std::unique_ptr<std::atomic<int>[]> standing_;
+  // Dispatcher thread: kDispatcher back to kGood once the target needs no care (not careful, not
+  // backing off).
+  void HandBack(size_t i);
+  bool tail_installed_ = false;  // Start/Stop only
   std::mt19937_64 rng_;
 
   // Events parsed by a target's unit, by outbox seq, for the other targets' units (a
@@ -111,6 +150,13 @@ class InProcessBus : public EventBus, public EventReplayer {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  // A batch tail's unit that failed, for the dispatcher to settle.
+  struct TailFailure {
+    size_t target;
+    Progress progress;
+    Status status;
+  };
+  std::vector<TailFailure> tail_failures_;  // guarded by mu_
   bool dirty_ = false;    // guarded by mu_
   bool stopping_ = false; // guarded by mu_
   uint64_t failures_ = 0;

@@ -817,70 +817,94 @@ bool CoordinationDriver::CollectBlobs() {
   if (removed.empty()) return false;
   st = db_.WriteSync([&](SqlTx& tx) -> Status {
     for (const auto& k : removed) LASTCALL_RETURN_IF_ERROR(RemoveBlobGc(tx, k));
-    return Status::Ok();
+    // In its own savepoint: a failed verification leaves the removals to commit (the verification
+    // runs again from VerifyDeletions).
+    auto sp = tx.Exec("SAVEPOINT verify");
+    if (!sp.ok()) return sp.status();
+    Status v = VerifyIn(tx, nullptr);
+    if (!v.ok()) {
+      log::Error("verification failed; will retry", {{"error", v.ToString()}});
+      auto undo = tx.Exec("ROLLBACK TO verify");
+      if (!undo.ok()) return undo.status();
+    }
+    auto rel = tx.Exec("RELEASE verify");
+    return rel.ok() ? Status::Ok() : rel.status();
   });
   return st.ok();
 }
 
 bool CoordinationDriver::VerifyDeletions() {
-  struct Pending {
-    std::string id, file_id;
-    std::optional<std::string> blob_key;
-  };
-  std::vector<Pending> todo;
+  bool any = false;
   Status st = db_.Read([&](SqlTx& tx) {
     // Completed and not yet verified, and the blob's removal no longer queued.
-    return tx.Query(
-        "SELECT c.id, c.file_id, c.blob_key FROM coordinations c WHERE c.status = ? AND "
-        "c.verification IS NULL AND NOT EXISTS (SELECT 1 FROM blob_gc g WHERE g.blob_key = "
-        "c.blob_key) ORDER BY c.completed_at LIMIT ?",
-        {std::string(ToString(CoordinationStatus::kCompleted)), static_cast<int64_t>(config_.batch)},
-        [&](const SqlRow& r) {
-          todo.push_back({r.Text(0), r.Text(1), r.OptText(2)});
-          return true;
-        });
+    auto r = tx.QueryOne(
+        "SELECT 1 FROM coordinations c WHERE c.status = ? AND c.verification IS NULL AND NOT "
+        "EXISTS (SELECT 1 FROM blob_gc g WHERE g.blob_key = c.blob_key) LIMIT 1",
+        {std::string(ToString(CoordinationStatus::kCompleted))});
+    if (!r.ok()) return r.status();
+    any = r->has_value();
+    return Status::Ok();
   });
-  if (!st.ok() || todo.empty()) {
+  if (!st.ok() || !any) {
     if (!st.ok()) {
       log::Error("verification scan failed", {{"error", st.ToString()}});
       step_failed_ = true;
     }
     return false;
   }
-  st = db_.WriteSync([&](SqlTx& tx) -> Status {
-    for (const auto& p : todo) {
-      auto residue = FindResidue(tx, blobs_, p.file_id, p.blob_key);
-      if (!residue.ok()) return residue.status();
-      bool clean = residue->empty();
-      WallMillis now = clock_.Now();
-      const char* result = clean ? kVerified : kResidue;
-      auto r = tx.Exec(
-          "UPDATE coordinations SET verification = ?, residue = ?, verified_at = ? WHERE id = ? "
-          "AND verification IS NULL",
-          {std::string(result), residue->dump(), now, p.id});
-      if (!r.ok()) return r.status();
-      if (*r == 0) continue;
-      LASTCALL_RETURN_IF_ERROR(AppendTimeline(
-          tx, p.id, now, clean ? "verified" : "residue_found",
-          clean ? "{}" : Json({{"residue", *residue}})));
-      tx.AfterCommit([this, id = p.id, file_id = p.file_id, result = std::string(result),
-                      residue = residue->dump()] {
-        metrics_.deletion_verifications.Inc({result});
-        if (result == kVerified) {
-          log::Info("deletion verified", {{"coordinationId", id}, {"fileId", file_id}});
-        } else {
-          log::Error("residue found after a deletion",
-                     {{"coordinationId", id}, {"fileId", file_id}, {"residue", residue}});
-        }
-      });
-    }
-    return Status::Ok();
-  });
+  size_t found = 0;
+  st = db_.WriteSync([&](SqlTx& tx) { return VerifyIn(tx, &found); });
   if (!st.ok()) {
     log::Error("verification failed; will retry", {{"error", st.ToString()}});
     step_failed_ = true;
   }
-  return st.ok();
+  return st.ok() && found > 0;
+}
+
+Status CoordinationDriver::VerifyIn(SqlTx& tx, size_t* found) {
+  struct Pending {
+    std::string id, file_id;
+    std::optional<std::string> blob_key;
+  };
+  std::vector<Pending> todo;
+  // Completed and not yet verified, and the blob's removal no longer queued.
+  LASTCALL_RETURN_IF_ERROR(tx.Query(
+      "SELECT c.id, c.file_id, c.blob_key FROM coordinations c WHERE c.status = ? AND "
+      "c.verification IS NULL AND NOT EXISTS (SELECT 1 FROM blob_gc g WHERE g.blob_key = "
+      "c.blob_key) ORDER BY c.completed_at LIMIT ?",
+      {std::string(ToString(CoordinationStatus::kCompleted)), static_cast<int64_t>(config_.batch)},
+      [&](const SqlRow& r) {
+        todo.push_back({r.Text(0), r.Text(1), r.OptText(2)});
+        return true;
+      }));
+  if (found) *found = todo.size();
+  for (const auto& p : todo) {
+    auto residue = FindResidue(tx, blobs_, p.file_id, p.blob_key);
+    if (!residue.ok()) return residue.status();
+    bool clean = residue->empty();
+    WallMillis now = clock_.Now();
+    const char* result = clean ? kVerified : kResidue;
+    auto r = tx.Exec(
+        "UPDATE coordinations SET verification = ?, residue = ?, verified_at = ? WHERE id = ? "
+        "AND verification IS NULL",
+        {std::string(result), residue->dump(), now, p.id});
+    if (!r.ok()) return r.status();
+    if (*r == 0) continue;
+    LASTCALL_RETURN_IF_ERROR(AppendTimeline(
+        tx, p.id, now, clean ? "verified" : "residue_found",
+        clean ? "{}" : Json({{"residue", *residue}})));
+    tx.AfterCommit([this, id = p.id, file_id = p.file_id, result = std::string(result),
+                    residue = residue->dump()] {
+      metrics_.deletion_verifications.Inc({result});
+      if (result == kVerified) {
+        log::Info("deletion verified", {{"coordinationId", id}, {"fileId", file_id}});
+      } else {
+        log::Error("residue found after a deletion",
+                   {{"coordinationId", id}, {"fileId", file_id}, {"residue", residue}});
+      }
+    });
+  }
+  return Status::Ok();
 }
 
 void CoordinationDriver::Loop() {

@@ -143,10 +143,16 @@ class CoordinationDriver : public EventHandler {
   void Loop();
   bool FireDeadlines();
   bool RunDeletions();
+  // Removes the blobs queued for removal, then, in one unit, forgets them (blob_gc) and verifies
+  // the deletions this made ready (VerifyIn): one commit for both.
   bool CollectBlobs();
   // Verified deletion: checks completed coordinations not yet verified whose blob removal is done,
-  // records verified or the residue found (coordination, timeline, metrics).
+  // records verified or the residue found (coordination, timeline, metrics). Finds what
+  // CollectBlobs's unit left (its batch limit, a failure, deletions with nothing to collect).
   bool VerifyDeletions();
+  // VerifyDeletions's work in tx: verifies up to a batch of the ready coordinations; *found (when
+  // set) is how many were ready.
+  Status VerifyIn(SqlTx& tx, size_t* found);
 
   Database& db_;
   BlobStore& blobs_;

@@ -38,11 +38,19 @@ void GroupCommitWriter::Write(WriteFn fn, WriteDone done) {
   done(Status::Unavailable("the database is closing"));
 }
 
-Status GroupCommitWriter::RunBatch(std::vector<Job>& batch, std::vector<Status>& results,
+void GroupCommitWriter::SetTail(BatchTail* tail) {
+  std::unique_lock<std::mutex> l(mu_);
+  tail_ = tail;
+  idle_cv_.wait(l, [&] { return !in_batch_; });
+}
+
+Status GroupCommitWriter::RunBatch(BatchTail* tail, std::vector<Job>& batch,
+                                   std::vector<Status>& results,
                                    std::vector<std::vector<std::function<void()>>>& after,
                                    std::vector<bool>& retry) {
   LASTCALL_RETURN_IF_ERROR(conn_.Begin());
   GroupCommitTx& tx = conn_.tx();
+  int rounds = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     (void)conn_.TakeRetryable();
     Status st;
@@ -52,7 +60,10 @@ Status GroupCommitWriter::RunBatch(std::vector<Job>& batch, std::vector<Status>&
       st = Status::Internal(std::string("unit of work threw: ") + e.what());
     }
     std::vector<std::function<void()>> work = tx.TakeAfterCommit();
-    if (Status ended = conn_.EndUnit(st.ok(), i + 1 < batch.size()); !ended.ok()) {
+    // After the last unit so far, a savepoint is opened for the tail to look in (and for its
+    // first unit to run in).
+    bool ask_tail = i + 1 == batch.size() && tail != nullptr && rounds < kMaxTailRounds;
+    if (Status ended = conn_.EndUnit(st.ok(), i + 1 < batch.size() || ask_tail); !ended.ok()) {
       conn_.Rollback();
       return ended;
     }
@@ -65,6 +76,33 @@ Status GroupCommitWriter::RunBatch(std::vector<Job>& batch, std::vector<Status>&
     retry[i] = !st.ok() && conn_.TakeRetryable();
     if (st.ok()) after[i] = std::move(work);
     results[i] = std::move(st);
+    if (!ask_tail) continue;
+    ++rounds;
+    Result<std::vector<TailUnit>> more = Status::Ok();
+    try {
+      more = tail->More(tx);
+    } catch (const std::exception& e) {
+      more = Status::Internal(std::string("batch tail threw: ") + e.what());
+    }
+    if (!more.ok()) log::Warn("batch tail failed", {{"error", more.status().ToString()}});
+    if (!more.ok() || more->empty()) {
+      // Nothing more: end the savepoint it looked in (its reads are all it holds).
+      (void)tx.TakeAfterCommit();
+      if (Status ended = conn_.EndUnit(true, false); !ended.ok()) {
+        conn_.Rollback();
+        return ended;
+      }
+      if (Status sent = conn_.TakeUnitFailure(); !sent.ok()) {
+        log::Warn("batch tail failed", {{"error", sent.ToString()}});
+      }
+      break;
+    }
+    for (TailUnit& u : *more) {
+      batch.push_back(Job{std::move(u.fn), std::move(u.done), 0, true});
+    }
+    results.resize(batch.size());
+    after.resize(batch.size());
+    retry.resize(batch.size(), false);
   }
   Status commit = conn_.Commit();
   if (!commit.ok()) conn_.Rollback();
@@ -80,19 +118,24 @@ void GroupCommitWriter::Loop() {
   int64_t failures = 0;
   for (;;) {
     batch.clear();
+    BatchTail* tail = nullptr;
     {
       std::unique_lock<std::mutex> l(mu_);
+      in_batch_ = false;
+      idle_cv_.notify_all();
       cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty() && stopping_) return;
       while (!queue_.empty() && batch.size() < max_batch) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      tail = tail_;
+      in_batch_ = true;
     }
     std::vector<Status> results(batch.size());
     std::vector<std::vector<std::function<void()>>> after(batch.size());
     std::vector<bool> retry(batch.size(), false);
-    Status st = RunBatch(batch, results, after, retry);
+    Status st = RunBatch(tail, batch, results, after, retry);
     if (!st.ok()) {
       log::Error("group commit failed", {{"error", st.message()}, {"units", batch.size()}});
       for (auto& job : batch) job.done(st);
@@ -105,7 +148,7 @@ void GroupCommitWriter::Loop() {
     failures = 0;
     std::vector<Job> again;
     for (size_t i = 0; i < batch.size(); ++i) {
-      if (retry[i] && batch[i].runs + 1 < options_.retryable_attempts) {
+      if (retry[i] && !batch[i].tail && batch[i].runs + 1 < options_.retryable_attempts) {
         ++batch[i].runs;
         again.push_back(std::move(batch[i]));
         continue;

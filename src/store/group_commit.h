@@ -1,8 +1,9 @@
 // Group commit, shared by the SQL engines (SQLite, PostgreSQL). One writer thread takes queued
 // units of work in batches and runs each batch in one transaction on the engine's write
 // connection, each unit in its own savepoint: a unit that fails is rolled back alone and the others
-// of its batch still commit. Once COMMIT returned, each unit's AfterCommit work runs and then its
-// done callback, in queue order. An engine plugs in through GroupCommitConnection (transaction
+// of its batch still commit. Before the COMMIT, the batch's tail (BatchTail, store/sql.h; at most
+// one, SetTail) may add units to the same transaction, in rounds. Once COMMIT returned, each
+// unit's AfterCommit work runs and then its done callback, in queue order (the tail's units last). An engine plugs in through GroupCommitConnection (transaction
 // control on its connection, plus its own rule for which failed units run again).
 #pragma once
 
@@ -88,17 +89,26 @@ class GroupCommitWriter {
   // Stops accepting units, runs the queued ones, and joins the writer thread. Idempotent;
   // thread-safe, but not from the writer thread.
   void Stop();
+  // Database::SetBatchTail's contract: batches that start after it returns use tail (nullptr:
+  // none), and it waits for a batch still running with the old one. Thread-safe, but not from the
+  // writer thread.
+  void SetTail(BatchTail* tail);
+
+  // Rounds of BatchTail::More per batch at most.
+  static constexpr int kMaxTailRounds = 4;
 
  private:
   struct Job {
     WriteFn fn;
     WriteDone done;
     int runs = 0;  // earlier runs that failed retryably
+    bool tail = false;  // added by the BatchTail: never run again
   };
   void Loop();
   // Runs one batch; fills each unit's status, its AfterCommit work and whether it failed
-  // retryably. Returns the status of the transaction as a whole (Begin, EndUnit, Commit).
-  Status RunBatch(std::vector<Job>& batch, std::vector<Status>& results,
+  // retryably. The tail's units are appended to batch as they are added. Returns the status of
+  // the transaction as a whole (Begin, EndUnit, Commit).
+  Status RunBatch(BatchTail* tail, std::vector<Job>& batch, std::vector<Status>& results,
                   std::vector<std::vector<std::function<void()>>>& after,
                   std::vector<bool>& retry);
 
@@ -109,6 +119,9 @@ class GroupCommitWriter {
   std::condition_variable cv_;
   std::deque<Job> queue_;  // guarded by mu_
   bool stopping_ = false;  // guarded by mu_
+  BatchTail* tail_ = nullptr;  // guarded by mu_; read once per batch
+  bool in_batch_ = false;      // guarded by mu_: a batch taken from the queue is not finished
+  std::condition_variable idle_cv_;  // signalled when in_batch_ turns false
   std::thread thread_;
 };
 

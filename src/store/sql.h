@@ -93,6 +93,27 @@ using WriteFn = std::function<Status(SqlTx&)>;
 using WriteDone = std::function<void(Status)>;
 using ReadFn = std::function<Status(SqlTx&)>;
 
+// A unit a batch adds to itself (BatchTail::More).
+struct TailUnit {
+  WriteFn fn;
+  WriteDone done;
+};
+
+// Work a group-commit batch adds to itself before it commits: the in-process bus delivering, in the
+// same transaction, the events the batch's units just published, so that a request and the
+// deliveries it causes cost one commit and one wait instead of one each.
+class BatchTail {
+ public:
+  virtual ~BatchTail() = default;
+  // Called on the writer thread once the batch's queued units ran, inside a fresh savepoint of the
+  // batch's transaction, and again each time the units it returned have run, until it returns
+  // none (or after a few rounds: a batch never grows without end). The units it returns run as
+  // queued ones do, each in its own savepoint (the first in the one More ran in), and each done is
+  // called once the batch committed or failed; a unit that fails is reported, never run again by
+  // the writer. An error ends the rounds; the batch still commits.
+  virtual Result<std::vector<TailUnit>> More(SqlTx& tx) = 0;
+};
+
 class Database {
  public:
   virtual ~Database() = default;
@@ -106,6 +127,13 @@ class Database {
   virtual Status Read(const ReadFn& fn) = 0;
   // Stops accepting writes, finishes queued ones, closes connections. Idempotent.
   virtual void Close() = 0;
+  // Installs tail as the work every batch adds to itself (nullptr: none). Returns false when this
+  // engine has no such batches; then nothing is installed. When it returns, no batch uses the
+  // tail installed before any more. Not from the writer thread.
+  virtual bool SetBatchTail(BatchTail* tail) {
+    (void)tail;
+    return false;
+  }
 };
 
 }  // namespace lastcall

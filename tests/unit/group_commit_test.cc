@@ -275,5 +275,81 @@ TEST_F(GroupCommitWriterTest, StopRunsTheQueuedUnitsAndThenRefusesNewOnes) {
   EXPECT_EQ(std::count(calls.begin(), calls.end(), "run late"), 0);
 }
 
+// A tail that adds the units it is given, one list per round, logging "more" each time it is
+// asked; a unit logs "run <name>" and fails when its name starts with "x".
+class ScriptedTail : public BatchTail {
+ public:
+  ScriptedTail(FakeGroupCommitConnection& conn, std::vector<std::vector<std::string>> rounds)
+      : conn_(conn), rounds_(std::move(rounds)) {}
+  Result<std::vector<TailUnit>> More(SqlTx&) override {
+    conn_.Log("more");
+    std::vector<TailUnit> units;
+    if (next_ >= rounds_.size()) return units;
+    for (const auto& name : rounds_[next_]) {
+      units.push_back(TailUnit{[this, name](SqlTx&) {
+                                 conn_.Log("run " + name);
+                                 return name[0] == 'x' ? Status::Internal(name + " broke")
+                                                       : Status::Ok();
+                               },
+                               [this, name](Status st) {
+                                 conn_.Log("done " + name + (st.ok() ? " ok" : " error"));
+                               }});
+    }
+    ++next_;
+    return units;
+  }
+
+ private:
+  FakeGroupCommitConnection& conn_;
+  std::vector<std::vector<std::string>> rounds_;
+  size_t next_ = 0;
+};
+
+TEST_F(GroupCommitWriterTest, TheTailsUnitsRunInTheBatchsTransactionInRoundsUntilItHasNoMore) {
+  Start();
+  ScriptedTail tail(conn_, {{"t1", "xt2"}, {"t3"}});
+  writer_->SetTail(&tail);
+  auto a = Unit("a");  // alone in its batch: the writer is idle
+  EXPECT_TRUE(a.get().ok());
+  writer_->SetTail(nullptr);  // returns once the batch using the tail has ended
+  // One transaction: the tail looks in a fresh savepoint after the queued units, its first unit
+  // runs in that savepoint, a failing one is undone alone, and it is asked again after each
+  // round; the savepoint it found nothing in is released empty. Its units' done callbacks follow
+  // the commit, in order, and the queued unit's done is not held back by them.
+  EXPECT_EQ(conn_.calls(),
+            (std::vector<std::string>{"begin", "run a", "keep", "next", "more", "run t1", "keep",
+                                      "next", "run xt2", "undo", "next", "more", "run t3", "keep",
+                                      "next", "more", "keep", "commit", "after a", "done a ok",
+                                      "done t1 ok", "done xt2 error", "done t3 ok"}));
+}
+
+TEST_F(GroupCommitWriterTest, ATailIsAskedAtMostMaxRoundsPerBatch) {
+  Start();
+  std::vector<std::vector<std::string>> rounds;
+  for (int i = 0; i < 10; ++i) rounds.push_back({"r" + std::to_string(i)});
+  ScriptedTail tail(conn_, rounds);
+  writer_->SetTail(&tail);
+  auto a = Unit("a");  // alone in its batch: the writer is idle
+  EXPECT_TRUE(a.get().ok());
+  writer_->SetTail(nullptr);
+  auto calls = conn_.calls();
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "more"), GroupCommitWriter::kMaxTailRounds);
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "commit"), 1);
+  EXPECT_EQ(calls.back(), "done r" + std::to_string(GroupCommitWriter::kMaxTailRounds - 1) + " ok");
+}
+
+TEST_F(GroupCommitWriterTest, ATailsUnitsFailWithTheirBatchAndNeverRunAgain) {
+  Start({.retryable_attempts = 3});
+  ScriptedTail tail(conn_, {{"t1"}});
+  writer_->SetTail(&tail);
+  conn_.FailCommit();
+  auto a = Unit("a");
+  EXPECT_EQ(a.get().code(), Code::kUnavailable);
+  writer_->SetTail(nullptr);
+  auto calls = conn_.calls();
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "done t1 error"), 1);
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "run t1"), 1);
+}
+
 }  // namespace
 }  // namespace lastcall

@@ -153,12 +153,49 @@ TEST_F(InProcessBusTest, DeliversByRuleInOrderPerTarget) {
   EXPECT_EQ(b_.seen(), expect_b);
 }
 
+// The bus is the store's batch tail: a unit that publishes returns once its events are handled,
+// in the same commit, with no wait for the dispatcher thread.
+TEST_F(InProcessBusTest, EventsAreHandledInTheCommitThatPublishesThem) {
+  StartBus();
+  Publish("t.one", 1);
+  Publish("t.two", 2);
+  EXPECT_EQ(a_.seen(), (std::vector<int>{1, 2}));
+  EXPECT_EQ(b_.seen(), (std::vector<int>{2}));
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM effects"), 3);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed"), 3);
+  // Every target's cursor is past both events, the unwanted one included.
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM delivery_cursors WHERE last_seq = (SELECT MAX(seq) FROM "
+                  "outbox)"),
+            2);
+}
+
+// A handler failing in a batch's tail is undone alone (the publishing unit commits) and counts as
+// an attempt, as it would on the dispatcher thread; the dispatcher then retries it.
+TEST_F(InProcessBusTest, AHandlerFailingInTheBatchTailIsUndoneAloneAndCountsAsAnAttempt) {
+  a_.FailNext(1);
+  StartBus({.batch = 256, .max_attempts = 5, .backoff_base_ms = 5, .backoff_cap_ms = 20});
+  Publish("t.two", 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox"), 1);
+  EXPECT_EQ(b_.seen(), std::vector<int>{1});  // the other target's unit in that tail committed
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM effects WHERE event_id LIKE '%-partial'"), 0);
+  ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 1; }));
+  EXPECT_EQ(a_.calls(), 2);
+  ASSERT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) FROM delivery_attempts") == 0; }));
+  Publish("t.one", 2);
+  ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 2; }));
+  EXPECT_EQ(a_.seen(), (std::vector<int>{1, 2}));
+  EXPECT_EQ(bus_->failures(), 1u);
+}
+
 TEST_F(InProcessBusTest, AFailedDeliveryIsRetriedAndItsEffectsRolledBack) {
   a_.FailNext(2);
   StartBus({.batch = 256, .max_attempts = 5, .backoff_base_ms = 5, .backoff_cap_ms = 20});
   Publish("t.one", 1);
   Publish("t.one", 2);
-  ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 2; }));
+  // seen() is written inside the handler, before its unit commits: wait for the commit too.
+  ASSERT_TRUE(Eventually([&] {
+    return a_.seen().size() == 2 && Count("SELECT COUNT(*) FROM effects WHERE target = 'a'") == 2;
+  }));
   EXPECT_EQ(a_.seen(), (std::vector<int>{1, 2}));  // order kept across the retries
   EXPECT_EQ(a_.calls(), 4);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM effects WHERE event_id LIKE '%-partial'"), 0);
@@ -277,7 +314,12 @@ TEST_F(InProcessBusTest, RetentionPrunesOnlyEventsEveryTargetHasPassed) {
   Publish("t.one", 2);
   Publish("t.two", 3);
   Publish("t.one", 4);
-  ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 4 && b_.calls() >= 2; }));
+  // The attempt row is written when the failure is settled, which may follow b's second call
+  // when its first was in a batch tail.
+  ASSERT_TRUE(Eventually([&] {
+    return a_.seen().size() == 4 && b_.calls() >= 2 &&
+           Count("SELECT COUNT(*) FROM delivery_attempts WHERE target = 'b'") == 1;
+  }));
   // b has moved past 1 and 2 (not its events) but not 3: only 1 and 2 are finished for everyone.
   auto first = Prune(*db_, *bus_, metrics_, 0);
   ASSERT_TRUE(first.ok()) << first.status().ToString();

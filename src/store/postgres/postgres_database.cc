@@ -512,6 +512,11 @@ Result<std::unique_ptr<PostgresDatabase>> PostgresDatabase::Open(const PostgresO
 
 PostgresDatabase::~PostgresDatabase() { Close(); }
 
+bool PostgresDatabase::SetBatchTail(BatchTail* tail) {
+  group_->SetTail(tail);
+  return true;
+}
+
 void PostgresDatabase::Close() {
   if (group_) group_->Stop();
   std::lock_guard<std::mutex> l(readers_mu_);

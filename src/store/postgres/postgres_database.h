@@ -42,6 +42,7 @@ class PostgresDatabase : public Database, private GroupCommitConnection {
   void Write(WriteFn fn, WriteDone done) override;
   Status Read(const ReadFn& fn) override;
   void Close() override;
+  bool SetBatchTail(BatchTail* tail) override;
 
  private:
   // A unit that keeps losing conflicts is reported (kUnavailable) after this many runs.

@@ -222,6 +222,11 @@ Result<std::unique_ptr<SqliteDatabase>> SqliteDatabase::Open(const SqliteOptions
 
 SqliteDatabase::~SqliteDatabase() { Close(); }
 
+bool SqliteDatabase::SetBatchTail(BatchTail* tail) {
+  group_->SetTail(tail);
+  return true;
+}
+
 void SqliteDatabase::Close() {
   if (group_) group_->Stop();
   {

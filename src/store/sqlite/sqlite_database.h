@@ -60,6 +60,7 @@ class SqliteDatabase : public Database, private GroupCommitConnection {
   void Write(WriteFn fn, WriteDone done) override;
   Status Read(const ReadFn& fn) override;
   void Close() override;
+  bool SetBatchTail(BatchTail* tail) override;
 
   // Checkpoints since Open: the checkpointer's passes, and the checkpoints the writer ran itself
   // before a batch (each one a wait, with an fsync, for every unit queued behind it). Thread-safe.
