@@ -439,8 +439,13 @@ std::string RenderMarkdown(const json& r, const std::string& svg_rel, const std:
 - **Full load.** `DELETE /files/{id}` for every file of the first batch, each connection sending its
   next DELETE as soon as the previous answer (202) arrived. The client records each request's send
   time (wall clock, µs) and the 202's latency (monotonic clock). It then polls the database until every
-  accepted coordination is `completed`, and takes each coordination's `file.deleted` time from the
-  outbox (`created_at` of the `file.deleted` row whose `data.coordinationId` matches).
+  accepted coordination is `completed`, and takes each coordination's `file.deleted` time from its
+  timeline (`at` of its `deleted` entry, the same stamp as the `file.deleted` event's; the outbox's
+  retention may have pruned the event by then). The server stamps it inside the unit of work that
+  deletes, so it precedes that unit's commit by the rest of its batch and the commit itself (an
+  `fsync` with `synchronous=FULL`); when the deletion ran in its request's batch (the usual case:
+  the bus delivers in the publishing batch), the 202 is sent after that same commit, so the 202's
+  latency, reported alongside, bounds the durable time from above.
   *Coordinated deletions per second* = completed deletions / (last `file.deleted` time − first
   DELETE send time). *DELETE to file.deleted* = the coordination's `file.deleted` time − its DELETE's
   send time. The server stamps whole milliseconds (it truncates), so the benchmark adds 0.5 ms to

@@ -287,7 +287,7 @@ RawResult RunRawLimit(const RawOptions& o) {
     for (int t = 0; t < o.transactions; ++t) {
       char date[16];
       std::snprintf(date, sizeof date, "2024-%02d-%02d", 1 + (f + t) % 3, 1 + (t * 3 + f) % 28);
-      std::string tid = ids.NewUuid();
+      std::string tid = ids.NewTimeOrderedUuid();  // as the server makes transaction ids
       std::string d = date;
       std::string desc = kDescriptions[(f + t) % 10];
       std::string cat = kCategories[(f + t) % 10];
@@ -347,7 +347,7 @@ RawResult RunRawLimit(const RawOptions& o) {
       const SeededFile& f = files[i];
       int64_t t = WallMillis();
       std::string cid = ids.NewUuid();
-      std::string eid = ids.NewUuid();
+      std::string eid = ids.NewTimeOrderedUuid();  // as the server makes event ids
       std::string when = lastcall::FormatRfc3339(t);
       std::string subject = "files/" + f.id;
       std::string data = "{\"accountId\":\"" + f.account + "\",\"coordinationId\":\"" + cid +
