@@ -164,11 +164,16 @@ Result<std::vector<TailUnit>> InProcessBus::More(SqlTx& tx) {
           }
           return st;
         },
-        [this, t, p](Status st) {
+        [this, t, i, p](Status st) {
           if (st.ok()) {
             for (const auto& type : p->types) metrics_.events_delivered.Inc({type, t->name});
             return;
           }
+          // Failed after its function returned (its batch failed as a whole, or a statement it
+          // sent without waiting failed): the dispatcher takes the target over as well, so a
+          // lasting failure is retried with backoff there, not by every batch's tail.
+          int expected = kGood;
+          standing_[i].compare_exchange_strong(expected, kDispatcher);
           Notify();
         }});
   }
