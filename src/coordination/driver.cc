@@ -815,21 +815,23 @@ bool CoordinationDriver::CollectBlobs() {
     }
   }
   if (removed.empty()) return false;
-  st = db_.WriteSync([&](SqlTx& tx) -> Status {
-    for (const auto& k : removed) LASTCALL_RETURN_IF_ERROR(RemoveBlobGc(tx, k));
-    // In its own savepoint: a failed verification leaves the removals to commit (the verification
-    // runs again from VerifyDeletions).
-    auto sp = tx.Exec("SAVEPOINT verify");
-    if (!sp.ok()) return sp.status();
-    Status v = VerifyIn(tx, nullptr);
-    if (!v.ok()) {
-      log::Error("verification failed; will retry", {{"error", v.ToString()}});
-      auto undo = tx.Exec("ROLLBACK TO verify");
-      if (!undo.ok()) return undo.status();
-    }
-    auto rel = tx.Exec("RELEASE verify");
-    return rel.ok() ? Status::Ok() : rel.status();
-  });
+  // Two units submitted together, so they usually share a commit: the removals, then the
+  // verifications they made ready (a unit of its own, so that its failure, with its after-commit
+  // work, is undone alone; VerifyDeletions retries it).
+  std::promise<Status> removed_done, verified_done;
+  db_.Write(
+      [&](SqlTx& tx) -> Status {
+        for (const auto& k : removed) LASTCALL_RETURN_IF_ERROR(RemoveBlobGc(tx, k));
+        return Status::Ok();
+      },
+      [&](Status s) { removed_done.set_value(std::move(s)); });
+  db_.Write([this](SqlTx& tx) { return VerifyIn(tx, nullptr); },
+            [&](Status s) { verified_done.set_value(std::move(s)); });
+  st = removed_done.get_future().get();
+  if (Status v = verified_done.get_future().get(); !v.ok()) {
+    log::Error("verification failed; will retry", {{"error", v.ToString()}});
+    step_failed_ = true;
+  }
   return st.ok();
 }
 

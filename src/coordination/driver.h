@@ -143,8 +143,8 @@ class CoordinationDriver : public EventHandler {
   void Loop();
   bool FireDeadlines();
   bool RunDeletions();
-  // Removes the blobs queued for removal, then, in one unit, forgets them (blob_gc) and verifies
-  // the deletions this made ready (VerifyIn): one commit for both.
+  // Removes the blobs queued for removal, then forgets them (blob_gc) and verifies the deletions
+  // this made ready (VerifyIn), in two units submitted together (usually one commit).
   bool CollectBlobs();
   // Verified deletion: checks completed coordinations not yet verified whose blob removal is done,
   // records verified or the residue found (coordination, timeline, metrics). Finds what
