@@ -135,20 +135,33 @@ Status SetCursor(SqlTx& tx, const std::string& target, int64_t seq) {
 
 }  // namespace
 
-Result<std::vector<TailUnit>> InProcessBus::More(SqlTx& tx) {
-  std::vector<TailUnit> units;
+Result<std::vector<size_t>> InProcessBus::BehindIn(SqlTx& tx, const std::vector<size_t>& of) {
+  std::vector<size_t> behind;
   auto top = tx.QueryOne("SELECT MAX(seq) FROM outbox");
   if (!top.ok()) return top.status();
-  if (!*top || (*top)->IsNull(0)) return units;
+  if (!*top || (*top)->IsNull(0)) return behind;
   int64_t last = (*top)->Int(0);
   auto cursors = tx.QueryAll("SELECT target, last_seq FROM delivery_cursors");
   if (!cursors.ok()) return cursors.status();
-  for (size_t i = 0; i < targets_.size(); ++i) {
-    if (standing_[i].load() != kGood) continue;
-    const Target* t = &targets_[i];
+  for (size_t i : of) {
     auto it = std::find_if(cursors->begin(), cursors->end(),
-                           [&](const SqlRow& r) { return r.Text(0) == t->name; });
-    if ((it == cursors->end() ? 0 : it->Int(1)) >= last) continue;
+                           [&](const SqlRow& r) { return r.Text(0) == targets_[i].name; });
+    if ((it == cursors->end() ? 0 : it->Int(1)) < last) behind.push_back(i);
+  }
+  return behind;
+}
+
+Result<std::vector<TailUnit>> InProcessBus::More(SqlTx& tx) {
+  std::vector<size_t> good;
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    if (standing_[i].load() == kGood) good.push_back(i);
+  }
+  if (good.empty()) return std::vector<TailUnit>{};
+  auto behind = BehindIn(tx, good);
+  if (!behind.ok()) return behind.status();
+  std::vector<TailUnit> units;
+  for (size_t i : *behind) {
+    const Target* t = &targets_[i];
     auto p = std::make_shared<Progress>();
     units.push_back(TailUnit{
         [this, t, i, p](SqlTx& utx) {
@@ -183,22 +196,12 @@ Result<std::vector<TailUnit>> InProcessBus::More(SqlTx& tx) {
 std::vector<size_t> InProcessBus::Behind(const std::vector<size_t>& due) {
   std::vector<size_t> behind;
   Status st = db_.Read([&](SqlTx& tx) -> Status {
-    behind.clear();
-    auto top = tx.QueryOne("SELECT MAX(seq) FROM outbox");
-    if (!top.ok()) return top.status();
-    if (!*top || (*top)->IsNull(0)) return Status::Ok();
-    int64_t last = (*top)->Int(0);
-    auto cursors = tx.QueryAll("SELECT target, last_seq FROM delivery_cursors");
-    if (!cursors.ok()) return cursors.status();
-    for (size_t i : due) {
-      auto it = std::find_if(cursors->begin(), cursors->end(),
-                             [&](const SqlRow& r) { return r.Text(0) == targets_[i].name; });
-      if ((it == cursors->end() ? 0 : it->Int(1)) < last) behind.push_back(i);
-    }
+    auto r = BehindIn(tx, due);
+    if (!r.ok()) return r.status();
+    behind = std::move(r).value();
     return Status::Ok();
   });
-  if (!st.ok()) return due;
-  return behind;
+  return st.ok() ? behind : due;
 }
 
 Status InProcessBus::DeliverBatch(const Target& t, bool careful, SqlTx& tx, Progress* p) {

@@ -107,8 +107,10 @@ class InProcessBus : public EventBus, public EventReplayer, private BatchTail {
   // BatchTail, on the writer thread: a unit per target in good standing that is behind the
   // outbox's last event.
   Result<std::vector<TailUnit>> More(SqlTx& tx) override;
-  // The targets (indexes into targets_) of those given whose cursor is before the outbox's last
-  // event, read on a read connection; all of them when the read fails.
+  // Of the targets given (indexes into targets_), those whose cursor is before the outbox's last
+  // event, in the order given.
+  Result<std::vector<size_t>> BehindIn(SqlTx& tx, const std::vector<size_t>& of);
+  // BehindIn on a read connection; all of due when the read fails.
   std::vector<size_t> Behind(const std::vector<size_t>& due);
   // A unit of t's that failed with st (here or in a batch tail): a careful rerun, a counted
   // attempt (OnFailure), or a short wait. Returns true when t is to run again at once.
