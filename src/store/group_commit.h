@@ -3,8 +3,9 @@
 // connection, each unit in its own savepoint: a unit that fails is rolled back alone and the others
 // of its batch still commit. Before the COMMIT, the batch's tail (BatchTail, store/sql.h; at most
 // one, SetTail) may add units to the same transaction, in rounds. Once COMMIT returned, each
-// unit's AfterCommit work runs and then its done callback, in queue order (the tail's units last). An engine plugs in through GroupCommitConnection (transaction
-// control on its connection, plus its own rule for which failed units run again).
+// unit's AfterCommit work runs and then its done callback, in queue order (the tail's units
+// last). An engine plugs in through GroupCommitConnection (transaction control on its connection,
+// plus its own rule for which failed units run again).
 #pragma once
 
 #include <condition_variable>
