@@ -345,21 +345,14 @@ bool InProcessBus::SettleFailedUnit(Target& t, Progress& p, Status st) {
     return true;
   }
   if (p.head_failed) {
-    bool delivered_since = false;
+    // Nothing has delivered the event since (standing_ lets no try run before this one is
+    // settled), so the attempt counts as it stands.
     st = db_.WriteSync([&](SqlTx& tx) {
-      // Whatever moved the cursor past the event since (an operator's replay, a dead letter)
-      // leaves nothing to count.
-      auto cursor = tx.QueryOne("SELECT last_seq FROM delivery_cursors WHERE target = ?", {t.name});
-      if (!cursor.ok()) return cursor.status();
-      if (*cursor && (*cursor)->Int(0) >= p.failed_seq) {
-        delivered_since = true;
-        return Status::Ok();
-      }
       if (p.passed > 0) LASTCALL_RETURN_IF_ERROR(SetCursor(tx, t.name, p.passed));
       return RecordAttempt(t, tx, &p);
     });
     if (st.ok()) {
-      if (!delivered_since) OnFailure(t, p);
+      OnFailure(t, p);
       return false;
     }
   }
