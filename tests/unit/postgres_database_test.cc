@@ -480,10 +480,18 @@ TEST_F(PostgresDatabaseTest, OnlyTheFirstNodeToStartIsSolo) {
   ASSERT_TRUE(other);
   EXPECT_FALSE(solo(*other));
   other->Close();
-  // The first node's connection ended: a node starting now is alone again.
+  // The first node's connection ended: a node starting now is alone again. The server ends a
+  // closed connection's session (and releases its locks) after the client has gone, so wait for
+  // that first: until then the new node rightly sees the others.
   db_->Close();
   auto third = OpenDb();
   ASSERT_TRUE(third);
+  ASSERT_TRUE(testing::Eventually([&] {
+    return testing::CountRows(*third,
+                              "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                              "database = (SELECT oid FROM pg_database WHERE datname = "
+                              "current_database())") == 0;
+  }));
   EXPECT_TRUE(solo(*third));
   third->Close();
 }
