@@ -31,6 +31,7 @@
 #include "server_process.h"
 #include "store_bench.h"
 #include "store/postgres/postgres_database.h"
+#include "store/sqlite/page_cache.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -720,6 +721,9 @@ void WriteReports(const Options& o, const json& results);
 
 int main(int argc, char** argv) {
   using namespace bench;
+  // The raw limit's writer gets the server's page cache (store/sqlite/page_cache.h), before any
+  // SQLite use here initializes the library.
+  (void)lastcall::InstallSqlitePageCache();
   Options o;
   CLI::App app{"lastcall_bench: coordinated deletion end to end against a real `lastcall serve`"};
   app.add_option("--lastcall", o.lastcall, "the lastcall binary")->capture_default_str();

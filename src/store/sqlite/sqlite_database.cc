@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "common/log.h"
+#include "store/sqlite/page_cache.h"
 
 namespace lastcall {
 
@@ -21,6 +22,7 @@ class SqliteConnection {
   static Result<std::unique_ptr<SqliteConnection>> Open(const std::string& path, bool readonly,
                                                         const std::string& synchronous,
                                                         int64_t cache_kib) {
+    (void)InstallSqlitePageCache();  // before SQLite initializes, or never
     auto c = std::unique_ptr<SqliteConnection>(new SqliteConnection());
     int flags = readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     flags |= SQLITE_OPEN_NOMUTEX;

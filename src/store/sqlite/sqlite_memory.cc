@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "store/sqlite/page_cache.h"
+
 namespace lastcall {
 
 SqliteMemoryUsage SqliteMemory(bool reset_highwater) {
@@ -18,6 +20,7 @@ SqliteMemoryUsage SqliteMemory(bool reset_highwater) {
 int64_t SqliteMemoryBudget() { return sqlite3_soft_heap_limit64(-1); }
 
 Status SetSqliteMemoryBudget(int64_t bytes) {
+  (void)InstallSqlitePageCache();  // before SQLite initializes, or never
   if (sqlite3_initialize() != SQLITE_OK) return Status::Unavailable("SQLite did not initialize");
   // SQLite counts its heap only with memory statistics on (the default, but a build or another
   // library may turn them off); the soft limit compares against that count. A connection open
