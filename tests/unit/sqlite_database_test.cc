@@ -3,6 +3,7 @@
 #include "store/sqlite/sqlite_database.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <condition_variable>
 #include <filesystem>
@@ -68,6 +69,42 @@ class SqliteDatabaseTest : public ::testing::Test {
   std::unique_ptr<SqliteDatabase> db_;
 };
 
+// The adapter as a cache: the temporary page number (the pending-byte page, 262,145 at 4 KiB) names
+// a page of its own, never one of the real pages, through the swap a balance makes with it.
+TEST(SqlitePageCacheTest, TheTemporaryPageNumberNamesAPageOfItsOwnThroughASwap) {
+  const sqlite3_pcache_methods2* m = SqlitePageCacheMethods();
+  ASSERT_NE(m, nullptr);
+  ASSERT_EQ(sqlite3_initialize(), SQLITE_OK);  // sets up the cache's mutexes and groups
+  const unsigned temporary = 0x40000000 / 4096 + 1;
+  sqlite3_pcache* cache = m->xCreate(4096, 64, 1);
+  ASSERT_NE(cache, nullptr);
+  m->xCachesize(cache, 100);
+  sqlite3_pcache_page* pages[4] = {};
+  for (unsigned k = 1; k <= 3; ++k) {
+    pages[k] = m->xFetch(cache, k, 2);
+    ASSERT_NE(pages[k], nullptr);
+  }
+  EXPECT_EQ(m->xFetch(cache, temporary, 0), nullptr);
+  // balance_nonroot's swap of pages 2 and 3: 2 -> temporary, 3 -> 2, temporary -> 3.
+  m->xRekey(cache, pages[2], 2, temporary);
+  EXPECT_EQ(m->xFetch(cache, temporary, 0), pages[2]);
+  EXPECT_EQ(m->xFetch(cache, 2, 0), nullptr);
+  EXPECT_EQ(m->xFetch(cache, 1, 0), pages[1]);
+  m->xRekey(cache, pages[3], 3, 2);
+  m->xRekey(cache, pages[2], temporary, 3);
+  EXPECT_EQ(m->xFetch(cache, 2, 0), pages[3]);
+  EXPECT_EQ(m->xFetch(cache, 3, 0), pages[2]);
+  EXPECT_EQ(m->xFetch(cache, temporary, 0), nullptr);
+  EXPECT_EQ(m->xPagecount(cache), 3);
+  // A truncation past the last page keeps them all; one below drops the pages from there.
+  for (unsigned k = 1; k <= 3; ++k) m->xUnpin(cache, pages[k], 0);
+  m->xTruncate(cache, 4);
+  EXPECT_EQ(m->xPagecount(cache), 3);
+  m->xTruncate(cache, 2);
+  EXPECT_EQ(m->xPagecount(cache), 1);
+  m->xDestroy(cache);
+}
+
 // Random inserts and deletes make B-tree balances that swap pages through the temporary page
 // number, which the page-cache adapter (store/sqlite/page_cache.h) hands to SQLite's cache as
 // another key. The data must come through exactly, the file must pass SQLite's own check, and the
@@ -85,7 +122,8 @@ TEST_F(SqliteDatabaseTest, PagesABalanceSwapsKeepTheirContentsThroughThePageCach
   for (int round = 0; round < 60; ++round) {
     Status st = db_->WriteSync([&](SqlTx& tx) -> Status {
       for (int i = 0; i < 200; ++i) {
-        std::string k = std::to_string(rng()), v(100 + rng() % 300, static_cast<char>('a' + i % 26));
+        std::string k = std::to_string(rng());
+        std::string v(100 + rng() % 300, static_cast<char>('a' + i % 26));
         auto r = tx.Exec("INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", {k, v});
         if (!r.ok()) return r.status();
         model[k] = v;

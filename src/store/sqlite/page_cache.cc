@@ -12,7 +12,8 @@ namespace {
 // SQLite's PENDING_BYTE (fixed by the file format; only its test builds move it).
 constexpr unsigned kPendingByte = 0x40000000;
 
-sqlite3_pcache_methods2 inner;  // pcache1's methods; written once, before SQLite initializes
+// SQLite's default cache's methods; set once, before SQLite initializes.
+sqlite3_pcache_methods2 pcache1;
 std::atomic<int64_t> temporary_rekeys{0};
 
 struct Cache {
@@ -25,54 +26,56 @@ Cache* Of(sqlite3_pcache* p) { return reinterpret_cast<Cache*>(p); }
 // The key pcache1 sees for the pager's page number.
 unsigned Key(const Cache* c, unsigned pgno) { return pgno == c->temporary_key ? 0 : pgno; }
 
-int Init(void*) { return inner.xInit(inner.pArg); }
-void Shutdown(void*) { inner.xShutdown(inner.pArg); }
+int Init(void*) { return pcache1.xInit(pcache1.pArg); }
+void Shutdown(void*) { pcache1.xShutdown(pcache1.pArg); }
 
 sqlite3_pcache* Create(int page_size, int extra_size, int purgeable) {
-  sqlite3_pcache* p = inner.xCreate(page_size, extra_size, purgeable);
+  sqlite3_pcache* p = pcache1.xCreate(page_size, extra_size, purgeable);
   if (p == nullptr) return nullptr;
   auto* c = new (std::nothrow) Cache{p, kPendingByte / static_cast<unsigned>(page_size) + 1};
   if (c == nullptr) {
-    inner.xDestroy(p);
+    pcache1.xDestroy(p);
     return nullptr;
   }
   return reinterpret_cast<sqlite3_pcache*>(c);
 }
 
-void Cachesize(sqlite3_pcache* p, int n) { inner.xCachesize(Of(p)->inner, n); }
-int Pagecount(sqlite3_pcache* p) { return inner.xPagecount(Of(p)->inner); }
+void Cachesize(sqlite3_pcache* p, int n) { pcache1.xCachesize(Of(p)->inner, n); }
+int Pagecount(sqlite3_pcache* p) { return pcache1.xPagecount(Of(p)->inner); }
 
 sqlite3_pcache_page* Fetch(sqlite3_pcache* p, unsigned key, int create) {
-  return inner.xFetch(Of(p)->inner, Key(Of(p), key), create);
+  return pcache1.xFetch(Of(p)->inner, Key(Of(p), key), create);
 }
 
 void Unpin(sqlite3_pcache* p, sqlite3_pcache_page* page, int discard) {
-  inner.xUnpin(Of(p)->inner, page, discard);
+  pcache1.xUnpin(Of(p)->inner, page, discard);
 }
 
 void Rekey(sqlite3_pcache* p, sqlite3_pcache_page* page, unsigned old_key, unsigned new_key) {
   Cache* c = Of(p);
   if (new_key == c->temporary_key) temporary_rekeys.fetch_add(1, std::memory_order_relaxed);
-  inner.xRekey(c->inner, page, Key(c, old_key), Key(c, new_key));
+  pcache1.xRekey(c->inner, page, Key(c, old_key), Key(c, new_key));
 }
 
 // Key 0 is below any limit, and a page holds it only within one balance: nothing to translate.
-void Truncate(sqlite3_pcache* p, unsigned limit) { inner.xTruncate(Of(p)->inner, limit); }
+void Truncate(sqlite3_pcache* p, unsigned limit) { pcache1.xTruncate(Of(p)->inner, limit); }
 
 void Destroy(sqlite3_pcache* p) {
   Cache* c = Of(p);
-  inner.xDestroy(c->inner);
+  pcache1.xDestroy(c->inner);
   delete c;
 }
 
-void Shrink(sqlite3_pcache* p) { inner.xShrink(Of(p)->inner); }
+void Shrink(sqlite3_pcache* p) { pcache1.xShrink(Of(p)->inner); }
+
+sqlite3_pcache_methods2 adapter;
 
 bool Install() {
-  if (sqlite3_config(SQLITE_CONFIG_GETPCACHE2, &inner) != SQLITE_OK || inner.xCreate == nullptr) {
+  if (sqlite3_config(SQLITE_CONFIG_GETPCACHE2, &pcache1) != SQLITE_OK ||
+      pcache1.xCreate == nullptr) {
     return false;  // SQLite is initialized already
   }
-  static sqlite3_pcache_methods2 adapter;
-  adapter = inner;  // iVersion; pArg stays pcache1's (Init and Shutdown pass it on)
+  adapter = pcache1;  // iVersion; pArg stays pcache1's (Init and Shutdown pass it on)
   adapter.xInit = Init;
   adapter.xShutdown = Shutdown;
   adapter.xCreate = Create;
@@ -96,6 +99,12 @@ bool InstallSqlitePageCache() {
   return installed;
 }
 
-int64_t SqlitePageCacheTemporaryRekeys() { return temporary_rekeys.load(std::memory_order_relaxed); }
+const sqlite3_pcache_methods2* SqlitePageCacheMethods() {
+  return InstallSqlitePageCache() ? &adapter : nullptr;
+}
+
+int64_t SqlitePageCacheTemporaryRekeys() {
+  return temporary_rekeys.load(std::memory_order_relaxed);
+}
 
 }  // namespace lastcall

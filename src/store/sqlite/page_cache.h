@@ -18,6 +18,8 @@
 
 #include <cstdint>
 
+struct sqlite3_pcache_methods2;
+
 namespace lastcall {
 
 // Installs the adapter around SQLite's default page cache for the whole process, once. It must
@@ -28,5 +30,9 @@ bool InstallSqlitePageCache();
 
 // Swaps seen through the temporary page number since the process started (for tests).
 int64_t SqlitePageCacheTemporaryRekeys();
+
+// The adapter's methods, to test it as a cache of its own: every page number, the temporary one
+// included, names a page of its own. nullptr when it is not installed.
+const sqlite3_pcache_methods2* SqlitePageCacheMethods();
 
 }  // namespace lastcall
