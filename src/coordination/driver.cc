@@ -815,21 +815,30 @@ bool CoordinationDriver::CollectBlobs() {
     }
   }
   if (removed.empty()) return false;
-  // Two units submitted together, so they usually share a commit: the removals, then the
-  // verifications they made ready (a unit of its own, so that its failure, with its after-commit
-  // work, is undone alone; VerifyDeletions retries it).
-  std::promise<Status> removed_done, verified_done;
-  db_.Write(
-      [&](SqlTx& tx) -> Status {
-        for (const auto& k : removed) LASTCALL_RETURN_IF_ERROR(RemoveBlobGc(tx, k));
-        return Status::Ok();
-      },
-      [&](Status s) { removed_done.set_value(std::move(s)); });
-  db_.Write([this](SqlTx& tx) { return VerifyIn(tx, nullptr); },
-            [&](Status s) { verified_done.set_value(std::move(s)); });
-  st = removed_done.get_future().get();
-  if (Status v = verified_done.get_future().get(); !v.ok()) {
-    log::Error("verification failed; will retry", {{"error", v.ToString()}});
+  // One unit: the removals, then the verifications they made ready in a savepoint of their own,
+  // so that a failed verification (with the after-commit work it collected) is undone alone and
+  // the removals still commit; VerifyDeletions retries it. (Two units submitted together would
+  // also usually share a commit, but a driver round would then always write an even number of
+  // units: a fault that hits every other unit would hit the removal every time.)
+  Status verify_failure = Status::Ok();
+  st = db_.WriteSync([&](SqlTx& tx) -> Status {
+    verify_failure = Status::Ok();  // an engine may run the unit again
+    for (const auto& k : removed) LASTCALL_RETURN_IF_ERROR(RemoveBlobGc(tx, k));
+    auto sp = tx.Exec("SAVEPOINT verify");
+    if (!sp.ok()) return sp.status();
+    std::vector<std::function<void()>> after;
+    verify_failure = VerifyIn(tx, nullptr, &after);
+    if (verify_failure.ok()) {
+      for (auto& fn : after) tx.AfterCommit(std::move(fn));
+    } else {
+      auto undo = tx.Exec("ROLLBACK TO verify");
+      if (!undo.ok()) return undo.status();
+    }
+    auto rel = tx.Exec("RELEASE verify");
+    return rel.ok() ? Status::Ok() : rel.status();
+  });
+  if (st.ok() && !verify_failure.ok()) {
+    log::Error("verification failed; will retry", {{"error", verify_failure.ToString()}});
     step_failed_ = true;
   }
   return st.ok();
@@ -855,7 +864,14 @@ bool CoordinationDriver::VerifyDeletions() {
     return false;
   }
   size_t found = 0;
-  st = db_.WriteSync([&](SqlTx& tx) { return VerifyIn(tx, &found); });
+  st = db_.WriteSync([&](SqlTx& tx) {
+    std::vector<std::function<void()>> after;
+    Status v = VerifyIn(tx, &found, &after);
+    if (v.ok()) {
+      for (auto& fn : after) tx.AfterCommit(std::move(fn));
+    }
+    return v;
+  });
   if (!st.ok()) {
     log::Error("verification failed; will retry", {{"error", st.ToString()}});
     step_failed_ = true;
@@ -863,7 +879,8 @@ bool CoordinationDriver::VerifyDeletions() {
   return st.ok() && found > 0;
 }
 
-Status CoordinationDriver::VerifyIn(SqlTx& tx, size_t* found) {
+Status CoordinationDriver::VerifyIn(SqlTx& tx, size_t* found,
+                                    std::vector<std::function<void()>>* after) {
   struct Pending {
     std::string id, file_id;
     std::optional<std::string> blob_key;
@@ -895,8 +912,8 @@ Status CoordinationDriver::VerifyIn(SqlTx& tx, size_t* found) {
     LASTCALL_RETURN_IF_ERROR(AppendTimeline(
         tx, p.id, now, clean ? "verified" : "residue_found",
         clean ? "{}" : Json({{"residue", *residue}})));
-    tx.AfterCommit([this, id = p.id, file_id = p.file_id, result = std::string(result),
-                    residue = residue->dump()] {
+    after->push_back([this, id = p.id, file_id = p.file_id, result = std::string(result),
+                      residue = residue->dump()] {
       metrics_.deletion_verifications.Inc({result});
       if (result == kVerified) {
         log::Info("deletion verified", {{"coordinationId", id}, {"fileId", file_id}});

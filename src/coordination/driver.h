@@ -143,16 +143,18 @@ class CoordinationDriver : public EventHandler {
   void Loop();
   bool FireDeadlines();
   bool RunDeletions();
-  // Removes the blobs queued for removal, then forgets them (blob_gc) and verifies the deletions
-  // this made ready (VerifyIn), in two units submitted together (usually one commit).
+  // Removes the blobs queued for removal, then, in one unit, forgets them (blob_gc) and verifies
+  // the deletions this made ready (VerifyIn, in a savepoint of its own: its failure leaves the
+  // removals to commit, and VerifyDeletions retries it).
   bool CollectBlobs();
   // Verified deletion: checks completed coordinations not yet verified whose blob removal is done,
   // records verified or the residue found (coordination, timeline, metrics). Finds what
   // CollectBlobs's unit left (its batch limit, a failure, deletions with nothing to collect).
   bool VerifyDeletions();
   // VerifyDeletions's work in tx: verifies up to a batch of the ready coordinations; *found (when
-  // set) is how many were ready.
-  Status VerifyIn(SqlTx& tx, size_t* found);
+  // set) is how many were ready. The work to run once tx commits (metrics, log lines) is appended
+  // to *after, for the caller to register only if it keeps what this wrote.
+  Status VerifyIn(SqlTx& tx, size_t* found, std::vector<std::function<void()>>* after);
 
   Database& db_;
   BlobStore& blobs_;
