@@ -816,8 +816,8 @@ bool CoordinationDriver::CollectBlobs() {
   }
   if (removed.empty()) return false;
   // One unit: the removals, then the verifications they made ready in a savepoint of their own,
-  // so that a failed verification (with the after-commit work it collected) is undone alone and
-  // the removals still commit; VerifyDeletions retries it. (Two units submitted together would
+  // so that a failed verification (which registers no after-commit work) is undone alone and the
+  // removals still commit; VerifyDeletions retries it. (Two units submitted together would
   // also usually share a commit, but a driver round would then always write an even number of
   // units: a fault that hits every other unit would hit the removal every time.)
   Status verify_failure = Status::Ok();
@@ -826,11 +826,8 @@ bool CoordinationDriver::CollectBlobs() {
     for (const auto& k : removed) LASTCALL_RETURN_IF_ERROR(RemoveBlobGc(tx, k));
     auto sp = tx.Exec("SAVEPOINT verify");
     if (!sp.ok()) return sp.status();
-    std::vector<std::function<void()>> after;
-    verify_failure = VerifyIn(tx, nullptr, &after);
-    if (verify_failure.ok()) {
-      for (auto& fn : after) tx.AfterCommit(std::move(fn));
-    } else {
+    verify_failure = VerifyIn(tx, nullptr);
+    if (!verify_failure.ok()) {
       auto undo = tx.Exec("ROLLBACK TO verify");
       if (!undo.ok()) return undo.status();
     }
@@ -864,14 +861,7 @@ bool CoordinationDriver::VerifyDeletions() {
     return false;
   }
   size_t found = 0;
-  st = db_.WriteSync([&](SqlTx& tx) {
-    std::vector<std::function<void()>> after;
-    Status v = VerifyIn(tx, &found, &after);
-    if (v.ok()) {
-      for (auto& fn : after) tx.AfterCommit(std::move(fn));
-    }
-    return v;
-  });
+  st = db_.WriteSync([&](SqlTx& tx) { return VerifyIn(tx, &found); });
   if (!st.ok()) {
     log::Error("verification failed; will retry", {{"error", st.ToString()}});
     step_failed_ = true;
@@ -879,8 +869,7 @@ bool CoordinationDriver::VerifyDeletions() {
   return st.ok() && found > 0;
 }
 
-Status CoordinationDriver::VerifyIn(SqlTx& tx, size_t* found,
-                                    std::vector<std::function<void()>>* after) {
+Status CoordinationDriver::VerifyIn(SqlTx& tx, size_t* found) {
   struct Pending {
     std::string id, file_id;
     std::optional<std::string> blob_key;
@@ -897,6 +886,8 @@ Status CoordinationDriver::VerifyIn(SqlTx& tx, size_t* found,
         return true;
       }));
   if (found) *found = todo.size();
+  // Registered with tx only once every statement succeeded: a failure leaves none behind.
+  std::vector<std::function<void()>> after;
   for (const auto& p : todo) {
     auto residue = FindResidue(tx, blobs_, p.file_id, p.blob_key);
     if (!residue.ok()) return residue.status();
@@ -912,8 +903,8 @@ Status CoordinationDriver::VerifyIn(SqlTx& tx, size_t* found,
     LASTCALL_RETURN_IF_ERROR(AppendTimeline(
         tx, p.id, now, clean ? "verified" : "residue_found",
         clean ? "{}" : Json({{"residue", *residue}})));
-    after->push_back([this, id = p.id, file_id = p.file_id, result = std::string(result),
-                      residue = residue->dump()] {
+    after.push_back([this, id = p.id, file_id = p.file_id, result = std::string(result),
+                     residue = residue->dump()] {
       metrics_.deletion_verifications.Inc({result});
       if (result == kVerified) {
         log::Info("deletion verified", {{"coordinationId", id}, {"fileId", file_id}});
@@ -923,6 +914,7 @@ Status CoordinationDriver::VerifyIn(SqlTx& tx, size_t* found,
       }
     });
   }
+  for (auto& fn : after) tx.AfterCommit(std::move(fn));
   return Status::Ok();
 }
 

@@ -152,9 +152,9 @@ class CoordinationDriver : public EventHandler {
   // CollectBlobs's unit left (its batch limit, a failure, deletions with nothing to collect).
   bool VerifyDeletions();
   // VerifyDeletions's work in tx: verifies up to a batch of the ready coordinations; *found (when
-  // set) is how many were ready. The work to run once tx commits (metrics, log lines) is appended
-  // to *after, for the caller to register only if it keeps what this wrote.
-  Status VerifyIn(SqlTx& tx, size_t* found, std::vector<std::function<void()>>* after);
+  // set) is how many were ready. Its after-commit work (metrics, log lines) is registered only
+  // when it returns Ok, so a caller that rolls a failure back to a savepoint keeps none of it.
+  Status VerifyIn(SqlTx& tx, size_t* found);
 
   Database& db_;
   BlobStore& blobs_;
