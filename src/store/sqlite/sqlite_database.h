@@ -44,8 +44,12 @@ struct SqliteOptions {
   // connection touched, and the database (tombstones, coordinations, timelines) keeps growing.
   int cache_mib = 64;
   int checkpoint_pages = 1024;       // WAL frames (4 KiB pages) that wake the checkpointer
-  int restart_pages = 4096;          // WAL frames from which the checkpointer chases the tail
-  int wal_cap_pages = 16384;         // WAL frames past which the writer checkpoints regardless
+  // WAL frames from which the checkpointer chases the tail. Each start-over of the WAL usually
+  // costs one checkpoint of the writer's own (a wait with two fsyncs for every queued unit), so
+  // this sets how often that happens: at 4,096 it was several times a second at half the
+  // benchmark's load (bench/profile.md, session 9).
+  int restart_pages = 16384;
+  int wal_cap_pages = 32768;         // WAL frames past which the writer checkpoints regardless
 };
 
 // The writer is a GroupCommitWriter driving this object's write connection (GroupCommitConnection,
