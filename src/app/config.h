@@ -63,7 +63,7 @@ struct Config {
   // Retention of the bus's bookkeeping (bus/retention.h).
   int64_t outbox_retention_ms = 60000;        // LASTCALL_OUTBOX_RETENTION_SECONDS
   int64_t prune_interval_ms = 5000;           // LASTCALL_PRUNE_INTERVAL_SECONDS
-  int prune_batch = 100;                      // LASTCALL_PRUNE_BATCH
+  int prune_batch = 500;                      // LASTCALL_PRUNE_BATCH
 
   std::string db_path() const { return data_dir + "/lastcall.db"; }
   std::string blob_dir() const { return data_dir + "/blobs"; }

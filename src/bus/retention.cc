@@ -78,14 +78,31 @@ void Pruner::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-Result<PruneCounts> Pruner::RunOnce() {
+int PruneRoundSize(int max_batch, double others_wait_ms) {
+  int small = std::min(kSmallPruneRound, max_batch);
+  // One more small round's worth for every 10 ms the rest of the batch kept this one waiting.
+  double grown = small * (1.0 + std::max(0.0, others_wait_ms) / 10.0);
+  return static_cast<int>(std::clamp<double>(grown, small, max_batch));
+}
+
+Result<PruneCounts> Pruner::RunOnce() { return RunRound(options_.batch, nullptr); }
+
+Result<PruneCounts> Pruner::RunRound(int size, double* others_wait_ms) {
+  using Ms = std::chrono::duration<double, std::milli>;
+  RetentionOptions round = options_;
+  round.batch = size;
   PruneCounts counts;
+  Ms own{0};
+  auto submitted = std::chrono::steady_clock::now();
   Status st = db_.WriteSync([&](SqlTx& tx) -> Status {
-    auto r = PruneOnce(tx, bus_, clock_.Now(), options_);
+    auto start = std::chrono::steady_clock::now();
+    auto r = PruneOnce(tx, bus_, clock_.Now(), round);
+    own += std::chrono::steady_clock::now() - start;  // an engine may run the unit again
     if (!r.ok()) return r.status();
     counts = *r;
     return Status::Ok();
   });
+  if (others_wait_ms) *others_wait_ms = (Ms(std::chrono::steady_clock::now() - submitted) - own).count();
   if (!st.ok()) return st;
   // Counted after the commit only (WriteSync returns ok once the unit is durable).
   metrics_.rows_pruned.Inc({"outbox"}, static_cast<double>(counts.outbox));
@@ -95,18 +112,21 @@ Result<PruneCounts> Pruner::RunOnce() {
 }
 
 void Pruner::Loop() {
+  int size = PruneRoundSize(options_.batch, 0);
   for (;;) {
     {
       std::lock_guard<std::mutex> l(mu_);
       if (stopping_) return;
     }
-    auto r = RunOnce();
+    double others_wait_ms = 0;
+    auto r = RunRound(size, &others_wait_ms);
     int64_t wait = options_.interval_ms;
     if (!r.ok()) {
       log::Warn("retention pruning failed (retried)", {{"error", r.status().ToString()}});
-    } else if (r->events >= options_.batch) {
-      wait = 0;  // more is due: the next batch at once (other units still interleave)
+    } else if (r->events >= size) {
+      wait = 0;  // more is due: the next round at once (other units still interleave)
     }
+    size = PruneRoundSize(options_.batch, others_wait_ms);
     std::unique_lock<std::mutex> l(mu_);
     if (wait > 0) {
       cv_.wait_for(l, std::chrono::milliseconds(wait), [&] { return stopping_; });

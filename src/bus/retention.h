@@ -16,7 +16,11 @@
 // - Dead letters keep a copy of their event (RecordDeadLetter), so a replay after pruning runs
 //   the same event; they are never pruned here.
 // Each round is one write unit deleting at most `batch` events (a few statements), run on the
-// writer between the other units; a full batch runs the next round at once. Deleting by event id
+// writer between the other units; a full round runs the next one at once. The Pruner sizes its
+// rounds by how busy the writer is (PruneRoundSize): a round holds the writer, and every unit
+// queued behind it, for about 80 us per event, so a writer with short queues gets small rounds,
+// and a saturated one, which commits only a few times a second, rounds of up to `batch`, so
+// that pruning keeps up with the events a full load makes. Deleting by event id
 // is idempotent, so every node of a scale-out deployment may prune (claims use SKIP LOCKED on
 // PostgreSQL, so two nodes rarely wait for each other).
 #pragma once
@@ -36,9 +40,7 @@ namespace lastcall {
 struct RetentionOptions {
   int64_t retention_ms = 60000;  // LASTCALL_OUTBOX_RETENTION_SECONDS: keep finished events this long
   int64_t interval_ms = 5000;    // LASTCALL_PRUNE_INTERVAL_SECONDS: between rounds when idle
-  // LASTCALL_PRUNE_BATCH: events per unit of work. The unit holds the writer: 500 took 20 to
-  // 50 ms there, a stall for every unit queued behind it.
-  int batch = 100;
+  int batch = 500;               // LASTCALL_PRUNE_BATCH: events per unit of work at most
 };
 
 struct PruneCounts {
@@ -55,8 +57,16 @@ struct PruneCounts {
 Result<PruneCounts> PruneOnce(SqlTx& tx, EventBus& bus, WallMillis now,
                               const RetentionOptions& options);
 
-// Runs PruneOnce as its own periodic unit of work on the writer, on a thread of its own, and
-// counts what it removed (lastcall_rows_pruned_total{table}).
+// The events the next round deletes at most: kSmallPruneRound (or max_batch if smaller) when the
+// last round waited little for the rest of its batch (others_wait_ms: from submitting the unit to
+// its commit, less the round's own work), growing with that wait up to max_batch. The writer's
+// queue already delays every unit by about others_wait_ms then, and it commits seldom, so larger
+// rounds add little to that delay and are what lets pruning keep up.
+constexpr int kSmallPruneRound = 100;
+int PruneRoundSize(int max_batch, double others_wait_ms);
+
+// Runs PruneOnce as its own periodic unit of work on the writer, on a thread of its own, with
+// rounds sized by PruneRoundSize, and counts what it removed (lastcall_rows_pruned_total{table}).
 class Pruner {
  public:
   Pruner(Database& db, EventBus& bus, Clock& clock, Metrics& metrics, RetentionOptions options);
@@ -66,10 +76,13 @@ class Pruner {
   void Start();
   // Returns after the round in flight finished. Idempotent.
   void Stop();
-  // One round, waiting for its commit (for tests and tools). Must not run on the writer thread.
+  // One round of up to options.batch events, waiting for its commit (for tests and tools). Must
+  // not run on the writer thread.
   Result<PruneCounts> RunOnce();
 
  private:
+  // One round of up to `size` events; sets *others_wait_ms (see PruneRoundSize) when not null.
+  Result<PruneCounts> RunRound(int size, double* others_wait_ms);
   void Loop();
 
   Database& db_;

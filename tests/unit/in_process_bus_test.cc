@@ -373,6 +373,39 @@ TEST_F(InProcessBusTest, RetentionWaitsForTheRetentionTimeAndForEveryRegisteredT
   EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox"), 1);
 }
 
+TEST(PruneRoundSizeTest, SmallWhenTheWriterIsIdleGrowingWithItsQueueUpToTheLimit) {
+  EXPECT_EQ(PruneRoundSize(500, 0), kSmallPruneRound);
+  EXPECT_EQ(PruneRoundSize(500, -3), kSmallPruneRound);  // a clock step back is no wait
+  EXPECT_EQ(PruneRoundSize(500, 10), 2 * kSmallPruneRound);
+  EXPECT_EQ(PruneRoundSize(500, 25), 350);
+  EXPECT_EQ(PruneRoundSize(500, 80), 500);  // a saturated writer: the configured batch
+  EXPECT_EQ(PruneRoundSize(500, 1e9), 500);
+  // A configured batch below the small round bounds every round.
+  EXPECT_EQ(PruneRoundSize(40, 0), 40);
+  EXPECT_EQ(PruneRoundSize(40, 100), 40);
+}
+
+TEST_F(InProcessBusTest, ThePrunersLoopRunsFullRoundsBackToBackUntilTheBacklogIsGone) {
+  StartBus();
+  constexpr int kEvents = 2 * kSmallPruneRound + 50;  // more than one small round
+  ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) {
+                   for (int i = 0; i < kEvents; ++i) {
+                     CloudEvent e{ids_.NewUuid(), "/src", "t.one", "s", "t", {{"n", i}}};
+                     LASTCALL_RETURN_IF_ERROR(outbox_->Append(tx, e, clock_.Now()));
+                   }
+                   return Status::Ok();
+                 }).ok());
+  ASSERT_TRUE(Eventually([&] { return a_.seen().size() == static_cast<size_t>(kEvents); }));
+  SystemClock clock;
+  // An hour between rounds that are not full: only rounds run back to back can empty the outbox
+  // within the wait below.
+  Pruner pruner(*db_, *bus_, clock, metrics_, {.retention_ms = 0, .interval_ms = 3600 * 1000, .batch = 500});
+  pruner.Start();
+  EXPECT_TRUE(Eventually([&] { return Count("SELECT COUNT(*) FROM outbox") == 0; }));
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed"), 0);
+  pruner.Stop();
+}
+
 TEST_F(InProcessBusTest, AnEventRedeliveredInsideTheRetentionWindowIsNotAppliedTwice) {
   StartBus();
   Publish("t.one", 1);
