@@ -117,8 +117,9 @@ class EventBus {
 
   // Retention (bus/retention.h). Up to limit outbox events, oldest first, that no target will
   // ever be handed again and that finished before finished_before (in-process: created before it
-  // and passed by every registered target's cursor; NATS: settled, i.e. every target recorded
-  // it, before it). Their outbox rows and processed records may then be deleted. Read in tx (a
+  // and passed by every registered target's cursor, stopping at the first event that was not
+  // created before it; NATS: settled, i.e. every target recorded it, before it). A bus may return
+  // fewer than every such event: the rest come in a later call. Their outbox rows and processed records may then be deleted. Read in tx (a
   // write unit). Thread: the writer's; safe while the bus delivers.
   virtual Result<std::vector<OutboxEventRef>> Finished(SqlTx& tx, WallMillis finished_before,
                                                        int limit) = 0;

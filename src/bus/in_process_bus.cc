@@ -105,11 +105,19 @@ Result<std::vector<OutboxEventRef>> InProcessBus::Finished(SqlTx& tx, WallMillis
     if (it == cursors->end()) return out;
     passed = std::min(passed, it->Int(1));
   }
-  Status st = tx.Query(std::string("SELECT seq, id FROM outbox WHERE seq <= ? AND created_at < ? "
+  // Oldest first, up to the first event created at or after finished_before. The age is not a
+  // condition of the query: when fewer than limit events were old enough (every round once the
+  // pruner has caught up), the database would read the whole retention window looking for more,
+  // inside the writer's unit (tens of ms every round at a few hundred deletions a second). The
+  // outbox is appended in commit order with the writer's clock, so created_at follows seq; an
+  // event behind a younger one (the clock stepped back) waits for a later round, never the
+  // other way round.
+  Status st = tx.Query(std::string("SELECT seq, id, created_at FROM outbox WHERE seq <= ? "
                                    "ORDER BY seq LIMIT ?") +
                            std::string(SkipLockedRowsClause(tx)),
-                       {passed, finished_before, static_cast<int64_t>(limit)},
+                       {passed, static_cast<int64_t>(limit)},
                        [&](const SqlRow& r) {
+                         if (r.Int(2) >= finished_before) return false;
                          out.push_back({r.Int(0), r.Text(1)});
                          return true;
                        });

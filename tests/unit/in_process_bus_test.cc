@@ -373,6 +373,33 @@ TEST_F(InProcessBusTest, RetentionWaitsForTheRetentionTimeAndForEveryRegisteredT
   EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox"), 1);
 }
 
+TEST_F(InProcessBusTest, RetentionTakesEventsOldestFirstAndStopsAtTheFirstYoungOne) {
+  StartBus();
+  // Created an hour ago, a minute ago, and an hour ago again (the clock stepped back between).
+  WallMillis now = clock_.Now();
+  const int64_t kHour = 3600 * 1000;
+  WallMillis created[] = {now - kHour, now - kHour / 60, now - kHour};
+  for (int i = 0; i < 3; ++i) {
+    CloudEvent e{ids_.NewUuid(), "/src", "t.one", "s", "t", {{"n", i}}};
+    ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) { return outbox_->Append(tx, e, created[i]); }).ok());
+  }
+  ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 3; }));
+  // Ten minutes of retention: the first event goes; the third, though as old, waits behind the
+  // second, which is younger than that.
+  auto first = Prune(*db_, *bus_, metrics_, kHour / 6);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->outbox, 1);
+  EXPECT_EQ(first->processed, 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox WHERE json_extract(data, '$.n') = 0"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox"), 2);
+  // Once the second is old enough too, both go, in one round.
+  auto later = Prune(*db_, *bus_, metrics_, 0);
+  ASSERT_TRUE(later.ok()) << later.status().ToString();
+  EXPECT_EQ(later->outbox, 2);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed"), 0);
+}
+
 TEST(PruneRoundSizeTest, SmallWhenTheWriterIsIdleGrowingWithItsQueueUpToTheLimit) {
   EXPECT_EQ(PruneRoundSize(500, 0), kSmallPruneRound);
   EXPECT_EQ(PruneRoundSize(500, -3), kSmallPruneRound);  // a clock step back is no wait
