@@ -9,6 +9,7 @@
 
 #include "blobs/blob_store.h"
 #include "bus/in_process_bus.h"
+#include "bus/retention.h"
 #include "consumers/analytics_consumer.h"
 #include "consumers/categorization_consumer.h"
 #include "coordination/coordination_repo.h"
@@ -219,6 +220,29 @@ TEST_P(CoordinationFlowTest, AllConsumersCompleteThenTheFileIsDeletedOnce) {
                                                          "deletion_decided", "transactions_deleted",
                                                          "account_updated", "content_queued",
                                                          "metadata_deleted", "deleted"}));
+}
+
+TEST_P(CoordinationFlowTest, ADeletionsEventsArePrunedOnceOlderThanTheRetentionTime) {
+  FileRecord f = Import(2);
+  std::string id = RequestDeletion(f);
+  ASSERT_TRUE(Eventually([&] { return Finished(id); }));
+  // The upload, the request, two completions and file.deleted, each passed by every target.
+  ASSERT_EQ(Count("SELECT COUNT(*) FROM outbox"), 5);
+  ASSERT_TRUE(Eventually([&] {
+    return Count("SELECT COUNT(*) FROM delivery_cursors WHERE last_seq >= (SELECT MAX(seq) FROM "
+                 "outbox)") == 3;
+  }));
+  ASSERT_GT(Count("SELECT COUNT(*) FROM processed"), 0);
+  Pruner pruner(*db_, *bus_, clock_, metrics_, {.retention_ms = 3600 * 1000, .interval_ms = 1000, .batch = 500});
+  auto young = pruner.RunOnce();
+  ASSERT_TRUE(young.ok()) << young.status().ToString();
+  EXPECT_EQ(young->outbox, 0);
+  clock_.Advance(2 * 3600 * 1000);
+  auto old = pruner.RunOnce();
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_EQ(old->outbox, 5);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed"), 0);
 }
 
 TEST_P(CoordinationFlowTest, SecondRequestReturnsTheSameCoordination) {
