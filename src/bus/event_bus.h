@@ -117,11 +117,17 @@ class EventBus {
 
   // Retention (bus/retention.h). Up to limit outbox events, oldest first, that no target will
   // ever be handed again and that finished before finished_before (in-process: created before it
-  // and passed by every registered target's cursor, stopping at the first event that was not
-  // created before it; NATS: settled, i.e. every target recorded it, before it). A bus may return
-  // fewer than every such event: the rest come in a later call. Their outbox rows and processed records may then be deleted. Read in tx (a
-  // write unit). Thread: the writer's; safe while the bus delivers.
+  // and passed by every registered target's cursor; NATS: settled, i.e. every target recorded
+  // it, before it). Their outbox rows and processed records may then be deleted. A bus may
+  // return fewer than every such event; the rest come in a later call. The in-process bus stops
+  // at the first event created at or after finished_before, but takes one created after
+  // implausible_after as finished in time: such a stamp comes from a clock that has since
+  // stepped back, and waiting for the clock to reach it would stop pruning for that long (it
+  // needs no retention: passed cursors never hand it again). NATS ignores implausible_after (its
+  // redelivery horizon needs the full retention). Read in tx (a write unit). Thread: the
+  // writer's; safe while the bus delivers.
   virtual Result<std::vector<OutboxEventRef>> Finished(SqlTx& tx, WallMillis finished_before,
+                                                       WallMillis implausible_after,
                                                        int limit) = 0;
   // How long after an event finished the bus may still hand a copy of it to a target (NATS: a
   // redelivery of a message whose ack was lost), so its processed record must stay at least that

@@ -93,6 +93,7 @@ Result<int64_t> InProcessBus::Backlog(SqlTx& tx, const std::string& target) {
 }
 
 Result<std::vector<OutboxEventRef>> InProcessBus::Finished(SqlTx& tx, WallMillis finished_before,
+                                                           WallMillis implausible_after,
                                                            int limit) {
   std::vector<OutboxEventRef> out;
   if (targets_.empty()) return out;
@@ -110,14 +111,18 @@ Result<std::vector<OutboxEventRef>> InProcessBus::Finished(SqlTx& tx, WallMillis
   // pruner has caught up), the database would read the whole retention window looking for more,
   // inside the writer's unit (tens of ms every round at a few hundred deletions a second). The
   // outbox is appended in commit order with the writer's clock, so created_at follows seq; an
-  // event behind a younger one (the clock stepped back) waits for a later round, never the
-  // other way round.
+  // event behind a younger one (the clock stepped back a little) waits for a later round, never
+  // the other way round. A stamp after implausible_after is no age at all (the clock stepped
+  // back further than that since): it does not stop the round.
   Status st = tx.Query(std::string("SELECT seq, id, created_at FROM outbox WHERE seq <= ? "
                                    "ORDER BY seq LIMIT ?") +
                            std::string(SkipLockedRowsClause(tx)),
                        {passed, static_cast<int64_t>(limit)},
                        [&](const SqlRow& r) {
-                         if (r.Int(2) >= finished_before) return false;
+                         int64_t created = r.Int(2);
+                         if (created >= finished_before && created <= implausible_after) {
+                           return false;
+                         }
                          out.push_back({r.Int(0), r.Text(1)});
                          return true;
                        });

@@ -66,7 +66,7 @@ class InProcessBus : public EventBus, public EventReplayer, private BatchTail {
   // dead-lettered): this bus reads only past its cursors, so none is read again. Nothing while
   // some registered target has no cursor yet (it will read the outbox from its start).
   Result<std::vector<OutboxEventRef>> Finished(SqlTx& tx, WallMillis finished_before,
-                                               int limit) override;
+                                               WallMillis implausible_after, int limit) override;
 
   // A dead letter's replay (EventReplayer). Handlers are fixed after Start, so this may run on
   // the writer thread while the dispatcher delivers.

@@ -12,7 +12,8 @@ Result<PruneCounts> PruneOnce(SqlTx& tx, EventBus& bus, WallMillis now,
                               const RetentionOptions& options) {
   PruneCounts counts;
   int64_t keep = std::max(options.retention_ms, bus.RedeliveryHorizonMs());
-  auto finished = bus.Finished(tx, now - keep, options.batch);
+  // A stamp more than the retention ahead of this clock: that clock has stepped back since.
+  auto finished = bus.Finished(tx, now - keep, now + keep, options.batch);
   if (!finished.ok()) return finished.status();
   counts.events = static_cast<int64_t>(finished->size());
   if (!finished->empty()) {

@@ -83,7 +83,7 @@ class ChaosBus : public EventBus {
     return Status::Unavailable("ChaosBus keeps no backlog");
   }
   // Not asked either: nothing prunes under this double.
-  Result<std::vector<OutboxEventRef>> Finished(SqlTx&, WallMillis, int) override {
+  Result<std::vector<OutboxEventRef>> Finished(SqlTx&, WallMillis, WallMillis, int) override {
     return Status::Unavailable("ChaosBus does not tell which events are finished");
   }
   Status Start() override {

@@ -105,6 +105,15 @@ class InProcessBusTest : public ::testing::Test {
     CloudEvent e{ids_.NewUuid(), source, type, "s", "t", {{"n", n}}};
     ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) { return outbox_->Append(tx, e, 0); }).ok());
   }
+  // Appends one t.one event per stamp (n = its index), with that created_at, in order; returns
+  // once a has handled them all.
+  void PublishCreatedAt(const std::vector<WallMillis>& created) {
+    for (size_t i = 0; i < created.size(); ++i) {
+      CloudEvent e{ids_.NewUuid(), "/src", "t.one", "s", "t", {{"n", i}}};
+      ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) { return outbox_->Append(tx, e, created[i]); }).ok());
+    }
+    ASSERT_TRUE(Eventually([&] { return a_.seen().size() == created.size(); }));
+  }
   // With the bus stopped: forgets every cursor (as a broker redelivers everything) and starts a
   // bus with a fresh handler for "a" only; expects the one event a handled before to be skipped
   // by its processed record, not handled again.
@@ -378,12 +387,8 @@ TEST_F(InProcessBusTest, RetentionTakesEventsOldestFirstAndStopsAtTheFirstYoungO
   // Created an hour ago, a minute ago, and an hour ago again (the clock stepped back between).
   WallMillis now = clock_.Now();
   const int64_t kHour = 3600 * 1000;
-  WallMillis created[] = {now - kHour, now - kHour / 60, now - kHour};
-  for (int i = 0; i < 3; ++i) {
-    CloudEvent e{ids_.NewUuid(), "/src", "t.one", "s", "t", {{"n", i}}};
-    ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) { return outbox_->Append(tx, e, created[i]); }).ok());
-  }
-  ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 3; }));
+  std::vector<WallMillis> created = {now - kHour, now - kHour / 60, now - kHour};
+  PublishCreatedAt(created);
   // Ten minutes of retention: the first event goes; the third, though as old, waits behind the
   // second, which is younger than that.
   auto first = Prune(*db_, *bus_, metrics_, kHour / 6);
@@ -396,6 +401,28 @@ TEST_F(InProcessBusTest, RetentionTakesEventsOldestFirstAndStopsAtTheFirstYoungO
   auto later = Prune(*db_, *bus_, metrics_, 0);
   ASSERT_TRUE(later.ok()) << later.status().ToString();
   EXPECT_EQ(later->outbox, 2);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox"), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed"), 0);
+}
+
+TEST_F(InProcessBusTest, AStampFurtherAheadThanTheRetentionDoesNotHoldPruningBack) {
+  StartBus();
+  // Written while the clock was two hours ahead, then five minutes ahead, then after it was put
+  // right (an hour ago by then).
+  WallMillis now = clock_.Now();
+  const int64_t kHour = 3600 * 1000;
+  std::vector<WallMillis> created = {now + 2 * kHour, now + kHour / 12, now - kHour};
+  PublishCreatedAt(created);
+  // Ten minutes of retention: two hours ahead is no age, and goes; five minutes ahead is within
+  // the retention, and holds the round there (as a young event would).
+  auto first = Prune(*db_, *bus_, metrics_, kHour / 6);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->outbox, 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox WHERE json_extract(data, '$.n') = 0"), 0);
+  // With a retention under five minutes, five minutes ahead is no age either: all go.
+  auto second = Prune(*db_, *bus_, metrics_, kHour / 30);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->outbox, 2);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox"), 0);
   EXPECT_EQ(Count("SELECT COUNT(*) FROM processed"), 0);
 }

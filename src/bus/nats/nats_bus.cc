@@ -401,6 +401,7 @@ Result<int64_t> NatsBus::Backlog(SqlTx& tx, const std::string& target) {
 }
 
 Result<std::vector<OutboxEventRef>> NatsBus::Finished(SqlTx& tx, WallMillis finished_before,
+                                                      WallMillis /*implausible_after*/,
                                                       int limit) {
   std::vector<OutboxEventRef> out;
   Status st = tx.Query(std::string("SELECT seq, id FROM outbox WHERE settled_at IS NOT NULL AND "

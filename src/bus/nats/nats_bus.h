@@ -114,7 +114,7 @@ class NatsBus : public EventBus, public EventReplayer {
   // Settled events (every target recorded them as processed or dead-lettered), oldest settled
   // first. A copy that reaches a target after its row was pruned is acked as a duplicate.
   Result<std::vector<OutboxEventRef>> Finished(SqlTx& tx, WallMillis finished_before,
-                                               int limit) override;
+                                               WallMillis implausible_after, int limit) override;
   // The duplicate window plus AckWait and a bound on every redelivery: the latest a copy of a
   // settled event can still be delivered while its stream message is pending redelivery.
   int64_t RedeliveryHorizonMs() const override;
