@@ -188,4 +188,23 @@ void Note(const std::string& line) {
   std::fflush(stderr);
 }
 
+const char* DateShapeName(DateShape shape) {
+  return shape == DateShape::kStatement ? "statement" : "scattered";
+}
+
+std::string SeedDate(DateShape shape, int file_index, int users, int rows_per_file, int row) {
+  char out[16];
+  if (shape == DateShape::kScattered) {
+    std::snprintf(out, sizeof out, "2024-%02d-%02d", 1 + (file_index + row) % 3,
+                  1 + (row * 3 + file_index) % 28);
+    return out;
+  }
+  using namespace std::chrono;
+  int statement = file_index / std::max(1, users);  // the user's n-th file
+  year_month_day d{sys_days{year{2019} / January / 1} + days{statement * rows_per_file + row}};
+  std::snprintf(out, sizeof out, "%04d-%02u-%02u", static_cast<int>(d.year()),
+                static_cast<unsigned>(d.month()), static_cast<unsigned>(d.day()));
+  return out;
+}
+
 }  // namespace bench

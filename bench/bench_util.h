@@ -16,6 +16,22 @@ int64_t WallMillis();
 // Monotonic seconds since an arbitrary start.
 double MonoSeconds();
 
+// How the seeded files' transactions are spread over dates (--dates).
+enum class DateShape {
+  // As bank statements have them: each user's files are successive statements of one
+  // transaction a day from 2019-01-01, so a file's rows are adjacent in its account's date order
+  // and no two files of an account overlap.
+  kStatement,
+  // Every file spreads its rows over the same three months (2024-01 to 2024-03), so a file's
+  // rows interleave with those of all its account's other files (the only shape before
+  // 2026-11-29).
+  kScattered,
+};
+const char* DateShapeName(DateShape shape);
+// The date (YYYY-MM-DD) of row `row` of the seeded file `file_index`, which belongs to user
+// file_index % users and has rows_per_file rows.
+std::string SeedDate(DateShape shape, int file_index, int users, int rows_per_file, int row);
+
 // Percentiles by nearest rank over a copy of values (p in [0, 100]); 0 when empty.
 struct Percentiles {
   double p50 = 0, p90 = 0, p99 = 0, max = 0, mean = 0;

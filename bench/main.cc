@@ -48,6 +48,7 @@ struct Options {
   int users = 100;
   int files = 20000;
   int transactions = 10;
+  DateShape dates = DateShape::kStatement;
   int connections = 64;
   int client_threads = 1;
   int http_threads = 0;  // 0: the server's default
@@ -172,7 +173,7 @@ std::string Bearer(const std::string& secret, const std::string& user) {
   return "Bearer " + lastcall::SignJwt(user, "", 7 * 86400, secret, WallMillis());
 }
 
-std::string Csv(int file_index, int rows) {
+std::string Csv(DateShape dates, int file_index, int users, int rows) {
   static const char* kDesc[] = {"Whole Foods Market", "Uber trip",      "Rent March",
                                 "Starbucks coffee",   "ACME payroll",   "Netflix",
                                 "Hardware store",     "Shell fuel",     "Book shop",
@@ -181,8 +182,8 @@ std::string Csv(int file_index, int rows) {
   for (int t = 0; t < rows; ++t) {
     char line[160];
     int k = (file_index + t) % 10;
-    std::snprintf(line, sizeof line, "2024-%02d-%02d,%s #%d,-%d.%02d,USD,%s\n",
-                  1 + (file_index + t) % 3, 1 + (t * 3 + file_index) % 28, kDesc[k], file_index,
+    std::snprintf(line, sizeof line, "%s,%s #%d,-%d.%02d,USD,%s\n",
+                  SeedDate(dates, file_index, users, rows, t).c_str(), kDesc[k], file_index,
                   10 + (t * 37 + file_index) % 500, (t * 13) % 100, kDesc[k]);
     out += line;
   }
@@ -191,13 +192,14 @@ std::string Csv(int file_index, int rows) {
 
 const std::string kBoundary = "----lastcallbench7f3a";
 
-std::string Multipart(const std::string& account_id, int file_index, int rows) {
+std::string Multipart(const std::string& account_id, DateShape dates, int file_index, int users,
+                      int rows) {
   std::string b;
   b += "--" + kBoundary + "\r\nContent-Disposition: form-data; name=\"accountId\"\r\n\r\n";
   b += account_id + "\r\n";
   b += "--" + kBoundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"statement-" +
        std::to_string(file_index) + ".csv\"\r\nContent-Type: text/csv\r\n\r\n";
-  b += Csv(file_index, rows);
+  b += Csv(dates, file_index, users, rows);
   b += "\r\n--" + kBoundary + "--\r\n";
   return b;
 }
@@ -522,7 +524,7 @@ json RunMode(const Options& o, const std::string& mode, const fs::path& work) {
         s.target = "/files";
         s.authorization = tokens[u];
         s.content_type = "multipart/form-data; boundary=" + kBoundary;
-        s.body = Multipart(accounts[u], static_cast<int>(i), o.transactions);
+        s.body = Multipart(accounts[u], o.dates, static_cast<int>(i), o.users, o.transactions);
       },
       [&](uint64_t i, HttpResult&& r) {
         auto body = json::parse(r.body, nullptr, false);
@@ -626,6 +628,7 @@ json RunMode(const Options& o, const std::string& mode, const fs::path& work) {
     ro.files_seeded = total_files;
     ro.units = o.files;
     ro.transactions = o.transactions;
+    ro.dates = o.dates;
     ro.batch = o.raw_batch;
     ro.cache_mib = o.raw_cache_mib;
     Note("[" + mode + "] raw limit: seeding " + std::to_string(total_files) + " files, then " +
@@ -732,6 +735,14 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(1, 10000000));
   app.add_option("--transactions", o.transactions, "transactions per file (T)")
       ->capture_default_str()->check(CLI::Range(1, 100000));
+  app.add_option("--dates", o.dates,
+                 "how each file's transactions spread over dates: statement (successive periods "
+                 "per account) or scattered (every file across the same three months)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, DateShape>{{"statement", DateShape::kStatement},
+                                           {"scattered", DateShape::kScattered}},
+          CLI::ignore_case))
+      ->default_str("statement");
   app.add_option("--connections", o.connections, "concurrent keep-alive connections (C)")
       ->capture_default_str()->check(CLI::Range(1, 4096));
   app.add_option("--client-threads", o.client_threads, "client I/O threads (closed loops)")
@@ -820,6 +831,7 @@ int main(int argc, char** argv) {
       ro.files_seeded = o.files * (o.skip_half ? 1 : 2);
       ro.units = o.files;
       ro.transactions = o.transactions;
+      ro.dates = o.dates;
       ro.batch = o.raw_batch;
       ro.cache_mib = o.raw_cache_mib;
       RawResult raw = RunRawLimit(ro);
@@ -857,6 +869,7 @@ int main(int argc, char** argv) {
        {{"users", o.users},
         {"files", o.files},
         {"transactions", o.transactions},
+        {"dates", DateShapeName(o.dates)},
         {"connections", o.connections},
         {"clientThreads", o.client_threads},
         {"httpThreads", o.http_threads},

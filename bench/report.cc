@@ -309,7 +309,8 @@ std::string RenderMarkdown(const json& r, const std::string& svg_rel, const std:
      << " at the end (the benchmark client shares the machine with the server; other work on "
         "the machine shows in the load average)\n";
   md << "- Parameters: " << par.value("users", 0) << " users, " << Fmt(Num(par, {"files"}))
-     << " files per batch of " << par.value("transactions", 0) << " transactions, "
+     << " files per batch of " << par.value("transactions", 0) << " transactions (dates: `"
+     << par.value("dates", "scattered") << "`), "
      << par.value("connections", 0) << " keep-alive connections from " << par.value("clientThreads", 1)
      << " client thread(s), server log level `" << par.value("logLevel", "") << "`, HTTP threads "
      << (par.value("httpThreads", 0) == 0 ? std::string("default") : std::to_string(par.value("httpThreads", 0)))
@@ -430,7 +431,12 @@ std::string RenderMarkdown(const json& r, const std::string& svg_rel, const std:
   answer read with a minimal parser that checks the status line and Content-Length. It runs on the
   same machine as the server and competes with it for the cores.
 - **Seeding.** U accounts (`POST /accounts`), then two batches of F files of T CSV rows each
-  (`POST /files`, multipart) from the C connections. The benchmark then waits until every bus
+  (`POST /files`, multipart) from the C connections. File i belongs to user i mod U. With
+  `--dates statement` (the default) each user's files are successive statements, one transaction
+  a day, so a file's rows are adjacent in its account's date order, as a bank statement's are;
+  `--dates scattered` (the only shape before 2026-11-29) spreads every file's rows over the same
+  three months, so each deletion removes entries from about T separate places in the
+  transactions' date indexes (bench/profile.md: that costs the raw limit 2.4 times its rate). The benchmark then waits until every bus
   target's cursor (`delivery_cursors`) has reached the newest outbox row, read from
   `$LASTCALL_DATA_DIR/lastcall.db` opened read-only: every `file.uploaded` has been handled by both
   consumers before any deletion starts.
@@ -458,7 +464,7 @@ std::string RenderMarkdown(const json& r, const std::string& svg_rel, const std:
   mode (seeding included).
 - **Raw limit.** After the server stopped, a fresh database with lastcall's schema (lastcall_core's
   `Migrate`) and the same synchronous mode is seeded with the same numbers of users, files and
-  transactions; then for each file of the first batch one *coordination-shaped unit of work* runs:
+  transactions, on the same dates; then for each file of the first batch one *coordination-shaped unit of work* runs:
   insert a coordination row and an outbox row, two updates (mark the file, complete the
   coordination), delete the file's T transaction rows and the file row; 100 units per transaction
   (`--raw-batch`), prepared statements, the page cache of `--raw-cache-mib` (the server writer's),

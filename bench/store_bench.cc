@@ -285,10 +285,8 @@ RawResult RunRawLimit(const RawOptions& o) {
       return res;
     }
     for (int t = 0; t < o.transactions; ++t) {
-      char date[16];
-      std::snprintf(date, sizeof date, "2024-%02d-%02d", 1 + (f + t) % 3, 1 + (t * 3 + f) % 28);
       std::string tid = ids.NewTimeOrderedUuid();  // as the server makes transaction ids
-      std::string d = date;
+      std::string d = SeedDate(o.dates, f, o.users, o.transactions, t);
       std::string desc = kDescriptions[(f + t) % 10];
       std::string cat = kCategories[(f + t) % 10];
       if (!w.Run(ins_tx,

@@ -10,6 +10,8 @@
 
 #include <memory>
 
+#include "bench_util.h"
+
 struct sqlite3;
 
 namespace lastcall {
@@ -50,6 +52,7 @@ struct RawOptions {
   int files_seeded = 0;      // files present before the units run (as the server had)
   int units = 0;             // units of work: the first `units` files go
   int transactions = 10;     // child rows per file
+  DateShape dates = DateShape::kStatement;  // their dates, as the server run's seed
   int batch = 100;           // units per transaction
   int cache_mib = 0;         // PRAGMA cache_size in MiB; 0: SQLite's default (2 MiB)
 };
