@@ -218,6 +218,7 @@ std::vector<size_t> InProcessBus::Behind(const std::vector<size_t>& due) {
 }
 
 Status InProcessBus::DeliverBatch(const Target& t, bool careful, SqlTx& tx, Progress* p) {
+  *p = Progress{};  // an engine may run the unit again: each run reports afresh
   auto cursor_row = tx.QueryOne("SELECT last_seq FROM delivery_cursors WHERE target = ?", {t.name});
   if (!cursor_row.ok()) return cursor_row.status();
   int64_t cursor = *cursor_row ? (*cursor_row)->Int(0) : 0;

@@ -47,12 +47,15 @@ void GroupCommitWriter::SetTail(BatchTail* tail) {
 Status GroupCommitWriter::RunBatch(BatchTail* tail, std::vector<Job>& batch,
                                    std::vector<Status>& results,
                                    std::vector<std::vector<std::function<void()>>>& after,
-                                   std::vector<bool>& retry) {
-  LASTCALL_RETURN_IF_ERROR(conn_.Begin());
+                                   std::vector<bool>& retry, bool optimistic,
+                                   std::optional<size_t>* undone_by) {
+  undone_by->reset();
+  LASTCALL_RETURN_IF_ERROR(conn_.Begin(/*unit_savepoints=*/!optimistic));
   GroupCommitTx& tx = conn_.tx();
   int rounds = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     (void)conn_.TakeRetryable();
+    const int64_t changed_before = optimistic ? conn_.ChangedRows().value_or(0) : 0;
     Status st;
     try {
       st = batch[i].fn(tx);
@@ -63,7 +66,17 @@ Status GroupCommitWriter::RunBatch(BatchTail* tail, std::vector<Job>& batch,
     // After the last unit so far, a savepoint is opened for the tail to look in (and for its
     // first unit to run in).
     bool ask_tail = i + 1 == batch.size() && tail != nullptr && rounds < kMaxTailRounds;
-    if (Status ended = conn_.EndUnit(st.ok(), i + 1 < batch.size() || ask_tail); !ended.ok()) {
+    if (optimistic) {
+      // No savepoint to undo a failed unit by: one that changed nothing left nothing to undo;
+      // any other takes the whole transaction with it.
+      if (!st.ok() && conn_.ChangedRows().value_or(0) != changed_before) {
+        conn_.Rollback();
+        results[i] = std::move(st);
+        *undone_by = i;
+        return Status::Ok();
+      }
+    } else if (Status ended = conn_.EndUnit(st.ok(), i + 1 < batch.size() || ask_tail);
+               !ended.ok()) {
       conn_.Rollback();
       return ended;
     }
@@ -88,6 +101,7 @@ Status GroupCommitWriter::RunBatch(BatchTail* tail, std::vector<Job>& batch,
     if (!more.ok() || more->empty()) {
       // Nothing more: end the savepoint it looked in (its reads are all it holds).
       (void)tx.TakeAfterCommit();
+      if (optimistic) break;
       if (Status ended = conn_.EndUnit(true, false); !ended.ok()) {
         conn_.Rollback();
         return ended;
@@ -135,7 +149,28 @@ void GroupCommitWriter::Loop() {
     std::vector<Status> results(batch.size());
     std::vector<std::vector<std::function<void()>>> after(batch.size());
     std::vector<bool> retry(batch.size(), false);
-    Status st = RunBatch(tail, batch, results, after, retry);
+    std::optional<size_t> undone_by;
+    Status st = RunBatch(tail, batch, results, after, retry,
+                         /*optimistic=*/conn_.ChangedRows().has_value(), &undone_by);
+    if (undone_by) {
+      // A unit failed after changing rows and took the batch with it. It ends with its failure,
+      // its changes undone as its own savepoint would have undone them. The other units, the
+      // tail's included, run again in the same order (their first run undone too, as if it had
+      // not happened), each in its own savepoint; those after it had not run yet.
+      std::vector<Job> again;
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (i == *undone_by) {
+          batch[i].done(std::move(results[i]));
+        } else {
+          again.push_back(std::move(batch[i]));
+        }
+      }
+      batch = std::move(again);
+      results.assign(batch.size(), Status::Ok());
+      after.assign(batch.size(), {});
+      retry.assign(batch.size(), false);
+      st = RunBatch(tail, batch, results, after, retry, /*optimistic=*/false, &undone_by);
+    }
     if (!st.ok()) {
       log::Error("group commit failed", {{"error", st.message()}, {"units", batch.size()}});
       for (auto& job : batch) job.done(st);

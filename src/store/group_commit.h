@@ -1,7 +1,10 @@
 // Group commit, shared by the SQL engines (SQLite, PostgreSQL). One writer thread takes queued
 // units of work in batches and runs each batch in one transaction on the engine's write
 // connection, each unit in its own savepoint: a unit that fails is rolled back alone and the others
-// of its batch still commit. Before the COMMIT, the batch's tail (BatchTail, store/sql.h; at most
+// of its batch still commit. On an engine that counts the rows it changed (SQLite) a batch runs
+// first without the savepoints, which cost SQLite a copy of every page a unit touches: a unit that
+// fails having changed no row needs no undo, and only when one fails after changing rows is the
+// transaction rolled back and the batch run again with a savepoint per unit. Before the COMMIT, the batch's tail (BatchTail, store/sql.h; at most
 // one, SetTail) may add units to the same transaction, in rounds. Once COMMIT returned, each
 // unit's AfterCommit work runs and then its done callback, in queue order (the tail's units
 // last). An engine plugs in through GroupCommitConnection (transaction control on its connection,
@@ -13,6 +16,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -36,13 +40,15 @@ class GroupCommitTx : public SqlTx {
 
 // An engine's write connection as the group-commit writer drives it. Every method is called on the
 // writer thread only. A batch is Begin, then for each unit EndUnit (after the unit ran on tx()),
-// then Commit; Rollback after an EndUnit or Commit that failed.
+// then Commit; Rollback after an EndUnit or Commit that failed. A batch begun without unit
+// savepoints calls no EndUnit, and may end with Rollback instead of Commit.
 class GroupCommitConnection {
  public:
   virtual ~GroupCommitConnection() = default;
-  // Starts a batch: opens the transaction and the first unit's savepoint (with whatever the engine
-  // does between batches first). On error nothing is left open and the batch fails as a whole.
-  virtual Status Begin() = 0;
+  // Starts a batch: opens the transaction and, when unit_savepoints, the first unit's savepoint
+  // (with whatever the engine does between batches first). On error nothing is left open and the
+  // batch fails as a whole. unit_savepoints is false only on an engine whose ChangedRows counts.
+  virtual Status Begin(bool unit_savepoints) = 0;
   // The transaction the units run on; valid from Begin until the batch ends.
   virtual GroupCommitTx& tx() = 0;
   // Ends the current unit's savepoint, keeping its work (keep) or undoing it; then, when next,
@@ -62,6 +68,11 @@ class GroupCommitConnection {
   // running the unit again in a later transaction resolves (PostgreSQL: it lost a deadlock or a
   // serialization conflict with another node). Clears what it reports.
   virtual bool TakeRetryable() = 0;
+  // The rows INSERT, UPDATE and DELETE statements changed on this connection so far (a count that
+  // only grows), or nullopt when the engine cannot tell: then every unit runs in a savepoint. An
+  // engine that counts must wait for every statement's result (no TakeUnitFailure), so that a
+  // unit's failure is known when its function returns.
+  virtual std::optional<int64_t> ChangedRows() { return std::nullopt; }
 };
 
 struct GroupCommitOptions {
@@ -108,10 +119,13 @@ class GroupCommitWriter {
   void Loop();
   // Runs one batch; fills each unit's status, its AfterCommit work and whether it failed
   // retryably. The tail's units are appended to batch as they are added. Returns the status of
-  // the transaction as a whole (Begin, EndUnit, Commit).
+  // the transaction as a whole (Begin, EndUnit, Commit). Without savepoints (optimistic, which
+  // needs ChangedRows), a unit that fails after changing rows rolls the transaction back and sets
+  // *undone_by to its index (its status in results): nothing of the batch is done, and the
+  // caller runs the others again with savepoints.
   Status RunBatch(BatchTail* tail, std::vector<Job>& batch, std::vector<Status>& results,
                   std::vector<std::vector<std::function<void()>>>& after,
-                  std::vector<bool>& retry);
+                  std::vector<bool>& retry, bool optimistic, std::optional<size_t>* undone_by);
 
   GroupCommitConnection& conn_;
   const GroupCommitOptions options_;

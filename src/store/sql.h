@@ -86,8 +86,12 @@ std::string_view SkipLockedRowsClause(const SqlTx& tx);
 // log2(n) + 1.
 std::string PaddedInList(SqlParams& values);
 
-// A unit of work for the writer: runs inside a savepoint of a batch transaction. Returning an error
-// rolls back this unit only; the other units of the batch still commit.
+// A unit of work for the writer: runs in a batch transaction. Returning an error rolls back this
+// unit only; the other units of the batch still commit. A unit may run more than once before its
+// done: a run that did not commit (PostgreSQL: it lost a conflict; SQLite: another unit of its
+// batch failed after changing rows, see group_commit.h) is undone with its AfterCommit work, and
+// the unit runs again. So it keeps nothing of a run outside the transaction but through
+// AfterCommit, and resets whatever it reports to its caller at the start of each run.
 using WriteFn = std::function<Status(SqlTx&)>;
 // Called once the unit's fate is known: ok() only when the unit's effects are durable (committed).
 using WriteDone = std::function<void(Status)>;
@@ -106,11 +110,13 @@ class BatchTail {
  public:
   virtual ~BatchTail() = default;
   // Called on the writer thread once the batch's queued units ran, inside a fresh savepoint of the
-  // batch's transaction, and again each time the units it returned have run, until it returns
-  // none (or after a few rounds: a batch never grows without end). The units it returns run as
-  // queued ones do, each in its own savepoint (the first in the one More ran in), and each done is
-  // called once the batch committed or failed; a unit that fails is reported, never run again by
-  // the writer. An error ends the rounds; the batch still commits.
+  // batch's transaction (none when the batch runs without them), and again each time the units it
+  // returned have run, until it returns none (or after a few rounds: a batch never grows without
+  // end). The units it returns run as queued ones do, each in its own savepoint (the first in the
+  // one More ran in), and each done is called once the batch committed or failed; a unit that
+  // fails is reported, never run again by the writer (one that succeeded may run again, as any
+  // WriteFn). An error ends the rounds; the batch still commits. More may be called again for
+  // the same batch when it runs again.
   virtual Result<std::vector<TailUnit>> More(SqlTx& tx) = 0;
 };
 

@@ -30,13 +30,26 @@ class FakeTx : public GroupCommitTx {
   SqlDialect dialect() const override { return SqlDialect::kSqlite; }
 };
 
-// Records every call as a word ("begin", "keep", "undo", "next", "commit", "rollback") in order;
-// fails the Nth EndUnit or the commit when told to.
+// Records every call as a word ("begin", "begin bare" (without unit savepoints), "keep", "undo",
+// "next", "commit", "rollback") in order; fails the Nth EndUnit or the commit when told to. Counts
+// changed rows (ChangeRows) only after CountChanges, as SQLite does.
 class FakeGroupCommitConnection : public GroupCommitConnection {
  public:
-  Status Begin() override {
-    Note("begin");
+  Status Begin(bool unit_savepoints) override {
+    Note(unit_savepoints ? "begin" : "begin bare");
     return Status::Ok();
+  }
+  std::optional<int64_t> ChangedRows() override {
+    std::lock_guard<std::mutex> l(mu_);
+    return counting_ ? std::optional<int64_t>(changed_) : std::nullopt;
+  }
+  void CountChanges() {
+    std::lock_guard<std::mutex> l(mu_);
+    counting_ = true;
+  }
+  void ChangeRows(int n) {
+    std::lock_guard<std::mutex> l(mu_);
+    changed_ += n;
   }
   GroupCommitTx& tx() override { return tx_; }
   Status EndUnit(bool keep, bool next) override {
@@ -88,6 +101,8 @@ class FakeGroupCommitConnection : public GroupCommitConnection {
   int fail_end_unit_ = -1;
   bool fail_commit_ = false;
   bool retryable_ = false;
+  bool counting_ = false;
+  int64_t changed_ = 0;
 };
 
 class GroupCommitWriterTest : public ::testing::Test {
@@ -117,15 +132,17 @@ class GroupCommitWriterTest : public ::testing::Test {
     }
     hold_cv_.notify_all();
   }
-  // Queues a unit that logs "run <name>", registers "after <name>" as AfterCommit work and
-  // returns result; its done logs "done <name> ok|error" and fulfils the returned future.
+  // Queues a unit that logs "run <name>", changes `changes` rows, registers "after <name>" as
+  // AfterCommit work and returns result; its done logs "done <name> ok|error" and fulfils the
+  // returned future.
   std::future<Status> Unit(const std::string& name, Status result = Status::Ok(),
-                           bool retryable = false) {
+                           bool retryable = false, int changes = 0) {
     auto done = std::make_shared<std::promise<Status>>();
     auto future = done->get_future();
     writer_->Write(
-        [this, name, result, retryable](SqlTx& tx) {
+        [this, name, result, retryable, changes](SqlTx& tx) {
           conn_.Log("run " + name);
+          conn_.ChangeRows(changes);
           tx.AfterCommit([this, name] { conn_.Log("after " + name); });
           if (retryable) conn_.MarkRetryable();
           return result;
@@ -166,6 +183,50 @@ TEST_F(GroupCommitWriterTest, AFailingUnitIsUndoneAloneAndTheOthersOfItsBatchCom
             (std::vector<std::string>{"begin", "run a", "keep", "next", "run b", "undo", "next",
                                       "run c", "keep", "commit", "after a", "done a ok",
                                       "done b error", "after c", "done c ok"}));
+}
+
+// On an engine that counts changed rows, a batch runs without unit savepoints: a unit that fails
+// having changed nothing has nothing to undo, and the others commit with it.
+TEST_F(GroupCommitWriterTest, WithoutSavepointsAUnitThatFailsChangingNothingLeavesTheBatchBe) {
+  conn_.CountChanges();
+  Start();
+  HoldWriter();
+  auto a = Unit("a", Status::Ok(), false, 3);
+  auto b = Unit("b", Status::NotFound("no such file"));
+  auto c = Unit("c", Status::Ok(), false, 1);
+  Release();
+  EXPECT_TRUE(a.get().ok());
+  EXPECT_EQ(b.get().code(), Code::kNotFound);
+  EXPECT_TRUE(c.get().ok());
+  EXPECT_EQ(CallsAfterHold(),
+            (std::vector<std::string>{"begin bare", "run a", "run b", "run c", "commit", "after a",
+                                      "done a ok", "done b error", "after c", "done c ok"}));
+}
+
+// A unit that fails after changing rows cannot be undone alone without a savepoint: the
+// transaction is rolled back, the unit ends with its failure, and the others run again with a
+// savepoint each. Each unit's AfterCommit work and done run once, after the commit that made it
+// durable.
+TEST_F(GroupCommitWriterTest, WithoutSavepointsAUnitThatFailsAfterChangingRowsRerunsTheBatch) {
+  conn_.CountChanges();
+  Start();
+  HoldWriter();
+  auto a = Unit("a", Status::Ok(), false, 3);
+  auto b = Unit("b", Status::Internal("b broke"), false, 2);
+  auto c = Unit("c", Status::Ok(), false, 1);
+  Release();
+  EXPECT_TRUE(a.get().ok());
+  EXPECT_EQ(b.get().code(), Code::kInternal);
+  EXPECT_TRUE(c.get().ok());
+  EXPECT_EQ(CallsAfterHold(),
+            (std::vector<std::string>{"begin bare", "run a", "run b", "rollback", "done b error",
+                                      "begin", "run a", "keep", "next", "run c", "keep", "commit",
+                                      "after a", "done a ok", "after c", "done c ok"}));
+  // The batch after it runs without savepoints again.
+  auto d = Unit("d", Status::Ok(), false, 1);
+  EXPECT_TRUE(d.get().ok());
+  auto calls = conn_.calls();
+  EXPECT_EQ(*(std::find(calls.rbegin(), calls.rend(), "run d") + 1), "begin bare");
 }
 
 TEST_F(GroupCommitWriterTest, ABrokenSavepointFailsTheWholeBatchAndRunsNoAfterCommitWork) {
@@ -276,7 +337,8 @@ TEST_F(GroupCommitWriterTest, StopRunsTheQueuedUnitsAndThenRefusesNewOnes) {
 }
 
 // A tail that adds the units it is given, one list per round, logging "more" each time it is
-// asked; a unit logs "run <name>" and fails when its name starts with "x".
+// asked; a unit logs "run <name>" and fails when its name starts with "x", or changes a row and
+// then fails when it starts with "y".
 class ScriptedTail : public BatchTail {
  public:
   ScriptedTail(FakeGroupCommitConnection& conn, std::vector<std::vector<std::string>> rounds)
@@ -288,8 +350,10 @@ class ScriptedTail : public BatchTail {
     for (const auto& name : rounds_[next_]) {
       units.push_back(TailUnit{[this, name](SqlTx&) {
                                  conn_.Log("run " + name);
-                                 return name[0] == 'x' ? Status::Internal(name + " broke")
-                                                       : Status::Ok();
+                                 if (name[0] == 'y') conn_.ChangeRows(1);
+                                 return name[0] == 'x' || name[0] == 'y'
+                                            ? Status::Internal(name + " broke")
+                                            : Status::Ok();
                                },
                                [this, name](Status st) {
                                  conn_.Log("done " + name + (st.ok() ? " ok" : " error"));
@@ -349,6 +413,24 @@ TEST_F(GroupCommitWriterTest, ATailsUnitsFailWithTheirBatchAndNeverRunAgain) {
   auto calls = conn_.calls();
   EXPECT_EQ(std::count(calls.begin(), calls.end(), "done t1 error"), 1);
   EXPECT_EQ(std::count(calls.begin(), calls.end(), "run t1"), 1);
+}
+
+// A tail unit that fails after changing rows takes the batch with it too: it ends with its
+// failure and is never run again; the queued units and the tail's other units run again, and the
+// tail is asked anew after them.
+TEST_F(GroupCommitWriterTest, WithoutSavepointsATailUnitThatFailsAfterChangingRowsRerunsTheRest) {
+  conn_.CountChanges();
+  Start();
+  ScriptedTail tail(conn_, {{"t1"}, {"yt2"}});
+  writer_->SetTail(&tail);
+  auto a = Unit("a", Status::Ok(), false, 1);  // alone in its batch: the writer is idle
+  EXPECT_TRUE(a.get().ok());
+  writer_->SetTail(nullptr);
+  EXPECT_EQ(conn_.calls(),
+            (std::vector<std::string>{"begin bare", "run a", "more", "run t1", "more", "run yt2",
+                                      "rollback", "done yt2 error", "begin", "run a", "keep",
+                                      "next", "run t1", "keep", "next", "more", "keep", "commit",
+                                      "after a", "done a ok", "done t1 ok"}));
 }
 
 }  // namespace

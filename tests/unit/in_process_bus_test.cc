@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <mutex>
@@ -22,10 +23,15 @@ namespace {
 using testing::Eventually;
 namespace fs = std::filesystem;
 
-// Records what it handled (in its own table, with the effect) and fails on demand.
+// Records what it handled in the effects table (seen(): what committed, in order) and fails on
+// demand. A run that did not commit leaves nothing: a unit may run again (WriteFn, store/sql.h).
 class RecordingHandler : public EventHandler {
  public:
-  explicit RecordingHandler(std::string name) : name_(std::move(name)) {}
+  RecordingHandler(std::string name, Database* db = nullptr) : name_(std::move(name)), db_(db) {
+    static std::atomic<int64_t> next{0};
+    instance_ = ++next;
+  }
+  void SetDatabase(Database* db) { db_ = db; }
   Status Handle(const CloudEvent& e, SqlTx& tx) override {
     std::lock_guard<std::mutex> l(mu_);
     ++calls_;
@@ -38,17 +44,27 @@ class RecordingHandler : public EventHandler {
         --fail_n_times_;
       }
       // An effect written before the failure must be rolled back with it.
-      (void)tx.Exec("INSERT INTO effects (target, event_id) VALUES (?, ?)", {name_, e.id + "-partial"});
+      (void)tx.Exec("INSERT INTO effects (target, event_id, n, instance) VALUES (?, ?, ?, ?)",
+                    {name_, e.id + "-partial", int64_t{n}, instance_});
       return Status::Unavailable("simulated failure");
     }
-    auto r = tx.Exec("INSERT INTO effects (target, event_id) VALUES (?, ?)", {name_, e.id});
-    if (!r.ok()) return r.status();
-    seen_.push_back(e.data.value("n", -1));
-    return Status::Ok();
+    auto r = tx.Exec("INSERT INTO effects (target, event_id, n, instance) VALUES (?, ?, ?, ?)",
+                     {name_, e.id, int64_t{n}, instance_});
+    return r.ok() ? Status::Ok() : r.status();
   }
+  // The n of each event this handler's committed runs handled, in commit order.
   std::vector<int> seen() {
-    std::lock_guard<std::mutex> l(mu_);
-    return seen_;
+    std::vector<int> out;
+    Status st = db_->Read([&](SqlTx& tx) {
+      return tx.Query("SELECT n FROM effects WHERE instance = ? AND event_id NOT LIKE '%-partial' "
+                      "ORDER BY rowid",
+                      {instance_}, [&](const SqlRow& row) {
+                        out.push_back(static_cast<int>(row.Int(0)));
+                        return true;
+                      });
+    });
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return out;
   }
   int calls() {
     std::lock_guard<std::mutex> l(mu_);
@@ -67,8 +83,9 @@ class RecordingHandler : public EventHandler {
 
  private:
   std::string name_;
+  Database* db_;
+  int64_t instance_;
   std::mutex mu_;
-  std::vector<int> seen_;
   int calls_ = 0;
   int fail_remaining_ = 0;
   int fail_n_ = -1;
@@ -82,8 +99,11 @@ class InProcessBusTest : public ::testing::Test {
     fs::create_directories(dir_);
     db_ = std::move(SqliteDatabase::Open({(dir_ / "db").string(), "NORMAL"})).value();
     ASSERT_TRUE(Migrate(*db_).ok());
+    a_.SetDatabase(db_.get());
+    b_.SetDatabase(db_.get());
     ASSERT_TRUE(db_->WriteSync([](SqlTx& tx) {
-                     auto r = tx.Exec("CREATE TABLE effects (target TEXT, event_id TEXT)");
+                     auto r = tx.Exec("CREATE TABLE effects (target TEXT, event_id TEXT, n INTEGER, "
+                                      "instance INTEGER)");
                      return r.ok() ? Status::Ok() : r.status();
                    }).ok());
   }
@@ -122,7 +142,7 @@ class InProcessBusTest : public ::testing::Test {
                      auto r = tx.Exec("DELETE FROM delivery_cursors");
                      return r.ok() ? Status::Ok() : r.status();
                    }).ok());
-    RecordingHandler fresh_a{"a"};
+    RecordingHandler fresh_a{"a", db_.get()};
     bus_ = std::make_unique<InProcessBus>(*db_, clock_, ids_, metrics_);
     bus_->AddTarget("a", &fresh_a);
     bus_->AddRule({"all-to-a", {{"t.one"}, {}}, {"a"}});
@@ -201,7 +221,7 @@ TEST_F(InProcessBusTest, AFailedDeliveryIsRetriedAndItsEffectsRolledBack) {
   StartBus({.batch = 256, .max_attempts = 5, .backoff_base_ms = 5, .backoff_cap_ms = 20});
   Publish("t.one", 1);
   Publish("t.one", 2);
-  // seen() is written inside the handler, before its unit commits: wait for the commit too.
+  // seen() is written once the unit committed; the effects are counted too.
   ASSERT_TRUE(Eventually([&] {
     return a_.seen().size() == 2 && Count("SELECT COUNT(*) FROM effects WHERE target = 'a'") == 2;
   }));
@@ -248,7 +268,7 @@ TEST_F(InProcessBusTest, ResumesAfterRestartWithoutRedoingHandledEvents) {
   ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 1; }));
   bus_->Stop();
   Publish("t.one", 2);
-  RecordingHandler fresh_a{"a"};
+  RecordingHandler fresh_a{"a", db_.get()};
   bus_ = std::make_unique<InProcessBus>(*db_, clock_, ids_, metrics_);
   bus_->AddTarget("a", &fresh_a);
   bus_->AddRule({"all-to-a", {{"t.one"}, {}}, {"a"}});
@@ -270,7 +290,7 @@ TEST_F(InProcessBusTest, RetryAttemptsAreCountedAcrossRestarts) {
   int before = a_.calls();
   ASSERT_LT(before, 6);
   EXPECT_EQ(Count("SELECT attempts FROM delivery_attempts WHERE target = 'a'"), before);
-  RecordingHandler fresh_a{"a"};
+  RecordingHandler fresh_a{"a", db_.get()};
   fresh_a.FailNext(100);
   bus_ = std::make_unique<InProcessBus>(
       *db_, clock_, ids_, metrics_,
@@ -371,7 +391,7 @@ TEST_F(InProcessBusTest, RetentionWaitsForTheRetentionTimeAndForEveryRegisteredT
   EXPECT_EQ(Count("SELECT COUNT(*) FROM processed"), 2);
   // A target registered later (no cursor yet: it reads the outbox from its start) holds it too.
   bus_->Stop();
-  RecordingHandler c{"c"};
+  RecordingHandler c{"c", db_.get()};
   InProcessBus later(*db_, clock_, ids_, metrics_);
   later.AddTarget("a", &a_);
   later.AddTarget("b", &b_);

@@ -528,13 +528,13 @@ void PostgresDatabase::Write(WriteFn fn, WriteDone done) {
   group_->Write(std::move(fn), std::move(done));
 }
 
-Status PostgresDatabase::Begin() {
+Status PostgresDatabase::Begin(bool unit_savepoints) {
   if (!writer_->healthy() && !writer_->Reset()) {
     return Status::Unavailable("the connection to PostgreSQL is lost and reconnecting failed");
   }
   // Queued, not waited for: a failure shows at the first unit's first wait, and fails the batch.
   LASTCALL_RETURN_IF_ERROR(writer_->Control("BEGIN"));
-  return writer_->Control("SAVEPOINT unit");
+  return unit_savepoints ? writer_->Control("SAVEPOINT unit") : Status::Ok();
 }
 
 Status PostgresDatabase::EndUnit(bool keep, bool next) {

@@ -54,7 +54,7 @@ class PostgresDatabase : public Database, private GroupCommitConnection {
   // round trip), and a unit whose sent statement failed is rolled back to its savepoint alone
   // (TakeUnitFailure reports it). Begin reconnects a lost connection first. Retryable: a unit
   // that lost a deadlock or serialization conflict (SQLSTATE 40P01, 40001) with another node.
-  Status Begin() override;
+  Status Begin(bool unit_savepoints) override;
   GroupCommitTx& tx() override { return *writer_tx_; }
   Status EndUnit(bool keep, bool next) override;
   Status TakeUnitFailure() override;

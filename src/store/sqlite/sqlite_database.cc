@@ -318,7 +318,7 @@ void SqliteDatabase::LeaveTailToWriter() {
 
 void SqliteDatabase::Write(WriteFn fn, WriteDone done) { group_->Write(std::move(fn), std::move(done)); }
 
-Status SqliteDatabase::Begin() {
+Status SqliteDatabase::Begin(bool unit_savepoints) {
   if (tail_wanted_.load() || wal_pages_ >= options_.wal_cap_pages) {
     // The checkpointer could not catch up with this writer: copy what it has not, so that the
     // next write finds the WAL all copied and starts it over. SQLITE_BUSY (a pass of the
@@ -331,6 +331,7 @@ Status SqliteDatabase::Begin() {
     if (rc == SQLITE_OK) tail_wanted_.store(false);
   }
   LASTCALL_RETURN_IF_ERROR(writer_->Step("BEGIN IMMEDIATE"));
+  if (!unit_savepoints) return Status::Ok();
   if (Status sp = writer_->Step("SAVEPOINT unit"); !sp.ok()) {
     (void)writer_->Step("ROLLBACK");
     return sp;
@@ -345,6 +346,10 @@ Status SqliteDatabase::EndUnit(bool keep, bool next) {
 }
 
 Status SqliteDatabase::Commit() { return writer_->Step("COMMIT"); }
+
+std::optional<int64_t> SqliteDatabase::ChangedRows() {
+  return sqlite3_total_changes64(writer_->db());
+}
 
 void SqliteDatabase::Rollback() { (void)writer_->Step("ROLLBACK"); }
 
