@@ -67,6 +67,11 @@ Status GroupCommitWriter::RunBatch(BatchTail* tail, std::vector<Job>& batch,
     // first unit to run in).
     bool ask_tail = i + 1 == batch.size() && tail != nullptr && rounds < kMaxTailRounds;
     if (optimistic) {
+      if (!conn_.TransactionOpen()) {
+        conn_.Rollback();
+        return Status::Unavailable("the engine ended the batch's transaction on its own" +
+                                   (st.ok() ? std::string() : ": " + st.ToString()));
+      }
       // No savepoint to undo a failed unit by: one that changed nothing left nothing to undo;
       // any other takes the whole transaction with it.
       if (!st.ok() && conn_.ChangedRows().value_or(0) != changed_before) {

@@ -4,8 +4,9 @@
 // of its batch still commit. On an engine that counts the rows it changed (SQLite) a batch runs
 // first without the savepoints, which cost SQLite a copy of every page a unit touches: a unit that
 // fails having changed no row needs no undo, and only when one fails after changing rows is the
-// transaction rolled back and the batch run again with a savepoint per unit. Before the COMMIT, the batch's tail (BatchTail, store/sql.h; at most
-// one, SetTail) may add units to the same transaction, in rounds. Once COMMIT returned, each
+// transaction rolled back and the batch run again with a savepoint per unit. Before the COMMIT,
+// the batch's tail (BatchTail, store/sql.h; at most one, SetTail) may add units to the same
+// transaction, in rounds. Once COMMIT returned, each
 // unit's AfterCommit work runs and then its done callback, in queue order (the tail's units
 // last). An engine plugs in through GroupCommitConnection (transaction control on its connection,
 // plus its own rule for which failed units run again).
@@ -73,6 +74,11 @@ class GroupCommitConnection {
   // engine that counts must wait for every statement's result (no TakeUnitFailure), so that a
   // unit's failure is known when its function returns.
   virtual std::optional<int64_t> ChangedRows() { return std::nullopt; }
+  // In a batch without unit savepoints, after each unit: whether the batch's transaction is still
+  // open. An engine may end it on its own after some errors (SQLite rolls it back on a full disk or
+  // an I/O error), which a savepoint's end would have reported; then the batch fails as a whole
+  // before any later unit's statements could run outside it.
+  virtual bool TransactionOpen() { return true; }
 };
 
 struct GroupCommitOptions {

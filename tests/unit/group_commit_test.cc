@@ -43,6 +43,15 @@ class FakeGroupCommitConnection : public GroupCommitConnection {
     std::lock_guard<std::mutex> l(mu_);
     return counting_ ? std::optional<int64_t>(changed_) : std::nullopt;
   }
+  bool TransactionOpen() override {
+    std::lock_guard<std::mutex> l(mu_);
+    return !ended_by_engine_;
+  }
+  // As SQLite does on a full disk: the engine rolls the open transaction back on its own.
+  void EndTransaction() {
+    std::lock_guard<std::mutex> l(mu_);
+    ended_by_engine_ = true;
+  }
   void CountChanges() {
     std::lock_guard<std::mutex> l(mu_);
     counting_ = true;
@@ -103,6 +112,7 @@ class FakeGroupCommitConnection : public GroupCommitConnection {
   bool retryable_ = false;
   bool counting_ = false;
   int64_t changed_ = 0;
+  bool ended_by_engine_ = false;
 };
 
 class GroupCommitWriterTest : public ::testing::Test {
@@ -413,6 +423,30 @@ TEST_F(GroupCommitWriterTest, ATailsUnitsFailWithTheirBatchAndNeverRunAgain) {
   auto calls = conn_.calls();
   EXPECT_EQ(std::count(calls.begin(), calls.end(), "done t1 error"), 1);
   EXPECT_EQ(std::count(calls.begin(), calls.end(), "run t1"), 1);
+}
+
+// Without savepoints nothing would report a transaction the engine rolled back on its own (SQLite,
+// on a full disk): the batch fails as a whole right after that unit, before a later unit's
+// statements could run outside any transaction.
+TEST_F(GroupCommitWriterTest, WithoutSavepointsATransactionTheEngineEndedFailsTheWholeBatch) {
+  conn_.CountChanges();
+  Start();
+  HoldWriter();
+  auto a = Unit("a", Status::Ok(), false, 1);
+  writer_->Write(
+      [this](SqlTx&) {
+        conn_.Log("run b");
+        conn_.EndTransaction();
+        return Status::Unavailable("disk full");  // having changed nothing
+      },
+      [this](Status st) { conn_.Log(st.ok() ? "done b ok" : "done b error"); });
+  auto c = Unit("c", Status::Ok(), false, 1);
+  Release();
+  EXPECT_EQ(a.get().code(), Code::kUnavailable);
+  EXPECT_EQ(c.get().code(), Code::kUnavailable);
+  EXPECT_EQ(CallsAfterHold(),
+            (std::vector<std::string>{"begin bare", "run a", "run b", "rollback", "done a error",
+                                      "done b error", "done c error"}));
 }
 
 // A tail unit that fails after changing rows takes the batch with it too: it ends with its

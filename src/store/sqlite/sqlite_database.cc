@@ -351,6 +351,8 @@ std::optional<int64_t> SqliteDatabase::ChangedRows() {
   return sqlite3_total_changes64(writer_->db());
 }
 
+bool SqliteDatabase::TransactionOpen() { return sqlite3_get_autocommit(writer_->db()) == 0; }
+
 void SqliteDatabase::Rollback() { (void)writer_->Step("ROLLBACK"); }
 
 std::unique_ptr<SqliteConnection> SqliteDatabase::TakeReader() {

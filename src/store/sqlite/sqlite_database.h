@@ -81,7 +81,7 @@ class SqliteDatabase : public Database, private GroupCommitConnection {
   // GroupCommitConnection, on the writer thread. Begin first copies the WAL's tail when it is due
   // (see the top of this file); no failure is retryable (one writer: nothing to lose a conflict to).
   // ChangedRows is sqlite3_total_changes64, so batches run without unit savepoints until a unit
-  // fails after changing rows (group_commit.h).
+  // fails after changing rows (group_commit.h); TransactionOpen is !sqlite3_get_autocommit.
   Status Begin(bool unit_savepoints) override;
   GroupCommitTx& tx() override { return *writer_tx_; }
   Status EndUnit(bool keep, bool next) override;
@@ -89,6 +89,7 @@ class SqliteDatabase : public Database, private GroupCommitConnection {
   void Rollback() override;
   bool TakeRetryable() override { return false; }
   std::optional<int64_t> ChangedRows() override;
+  bool TransactionOpen() override;
   void CheckpointerLoop();
   // On the checkpointer thread: the writer is to copy the WAL's tail before its next batch.
   void LeaveTailToWriter();
