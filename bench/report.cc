@@ -437,9 +437,9 @@ std::string RenderMarkdown(const json& r, const std::string& svg_rel, const std:
   `--dates scattered` (the only shape before 2026-11-29) spreads every file's rows over the same
   three months, so each deletion removes entries from about T separate places in the
   transactions' date indexes (bench/profile.md: that costs the raw limit 2.4 times its rate).
-  The benchmark then waits until every bus target's cursor (`delivery_cursors`) has reached the newest outbox row, read from
-  `$LASTCALL_DATA_DIR/lastcall.db` opened read-only: every `file.uploaded` has been handled by both
-  consumers before any deletion starts.
+  The benchmark then waits until every bus target's cursor (`delivery_cursors`) has reached the
+  newest outbox row, read from `$LASTCALL_DATA_DIR/lastcall.db` opened read-only: every
+  `file.uploaded` has been handled by both consumers before any deletion starts.
 - **GET.** `GET /files/{id}` on files of the first batch (they exist) from the C connections, closed
   loop, for a fixed time; only 200 answers count.
 - **Full load.** `DELETE /files/{id}` for every file of the first batch, each connection sending its
@@ -465,10 +465,10 @@ std::string RenderMarkdown(const json& r, const std::string& svg_rel, const std:
 - **Raw limit.** After the server stopped, a fresh database with lastcall's schema (lastcall_core's
   `Migrate`) and the same synchronous mode is seeded with the same numbers of users, files and
   transactions, on the same dates; then for each file of the first batch one
-  *coordination-shaped unit of work* runs: insert a coordination row and an outbox row, two updates (mark the file, complete the
-  coordination), delete the file's T transaction rows and the file row; 100 units per transaction
-  (`--raw-batch`), prepared statements, the page cache of `--raw-cache-mib` (the server writer's),
-  no HTTP, no events, no consumers. *lastcall / raw* = full-load
+  *coordination-shaped unit of work* runs: insert a coordination row and an outbox row, two
+  updates (mark the file, complete the coordination), delete the file's T transaction rows and
+  the file row; 100 units per transaction (`--raw-batch`), prepared statements, the page cache
+  of `--raw-cache-mib` (the server writer's), no HTTP, no events, no consumers. *lastcall / raw* = full-load
   coordinated deletions per second / raw units per second.
 - **Deadline sweep.** A fresh database (schema by `Migrate`) gets N waiting coordinations written
   directly, deadlines 30 days away, plus 1,000 whose deadline is a few seconds later (`--sweep-lead`)
