@@ -63,9 +63,13 @@ namespace {
 // SQLite file in the data folder.
 Result<std::unique_ptr<Database>> OpenDatabase(const Config& config) {
   if (config.database_url) {
-    auto pg = PostgresDatabase::Open({*config.database_url});
+    PostgresOptions pg_options;
+    pg_options.url = *config.database_url;
+    pg_options.writers = config.database_writers;
+    auto pg = PostgresDatabase::Open(pg_options);
     if (!pg.ok()) return pg.status();
-    log::Info("database: PostgreSQL", {{"url", RedactDatabaseUrl(*config.database_url)}});
+    log::Info("database: PostgreSQL", {{"url", RedactDatabaseUrl(*config.database_url)},
+                                       {"writers", pg_options.writers}});
     return std::unique_ptr<Database>(std::move(pg).value());
   }
   // Before the first connection: one budget for every connection's page cache together.
@@ -200,7 +204,7 @@ int RunServe(const Config& config) {
   // The sweep is only safe while no other node shares the database (its uploads in flight have
   // blobs without file rows yet); with others running it waits for a start when they do not.
   bool solo = true;
-  if (Status st = (*db)->WriteSync([&solo](SqlTx& tx) -> Status {
+  if (Status st = (*db)->WriteSyncInSession([&solo](SqlTx& tx) -> Status {
         auto r = BeginSoloStart(tx);
         if (!r.ok()) return r.status();
         solo = *r;
@@ -217,7 +221,8 @@ int RunServe(const Config& config) {
       return 1;
     }
     if (*swept > 0) log::Info("removed blobs no file references", {{"count", *swept}});
-    if (Status st = (*db)->WriteSync([](SqlTx& tx) { return EndSoloStart(tx); }); !st.ok()) {
+    if (Status st = (*db)->WriteSyncInSession([](SqlTx& tx) { return EndSoloStart(tx); });
+        !st.ok()) {
       log::Error("cannot register this node in the database", {{"error", st.message()}});
       return 1;
     }

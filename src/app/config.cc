@@ -16,6 +16,7 @@
 #include "bus/nats/nats_bus.h"
 #include "common/ids.h"
 #include "domain/consumer_name.h"
+#include "store/postgres/postgres_database.h"
 
 namespace lastcall {
 namespace {
@@ -275,6 +276,26 @@ Result<Config> LoadConfig(const GetEnv& getenv) {
     if (c.aws_access_key_id.empty() || c.aws_secret_access_key.empty()) {
       return Bad("LASTCALL_BLOB_URL", "needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set");
     }
+  }
+  if (auto v = getenv("LASTCALL_DATABASE_WRITERS")) {
+    int64_t n = 0;
+    if (!ParseInt(Trim(*v), 1, PostgresOptions::kMaxWriters, &n)) {
+      return Bad("LASTCALL_DATABASE_WRITERS", "must be a whole number from 1 to " +
+                                                  std::to_string(PostgresOptions::kMaxWriters) +
+                                                  ", got \"" + *v + "\"");
+    }
+    if (!c.database_url) {
+      return Bad("LASTCALL_DATABASE_WRITERS",
+                 "needs LASTCALL_DATABASE_URL: SQLite has one writer");
+    }
+    if (n > 1 && !c.nats_url) {
+      return Bad("LASTCALL_DATABASE_WRITERS",
+                 "more than 1 needs LASTCALL_NATS_URL: the in-process bus delivers in the order "
+                 "of one writer's commits");
+    }
+    c.database_writers = static_cast<int>(n);
+  } else if (c.database_url && c.nats_url) {
+    c.database_writers = Config::kDefaultDatabaseWriters;
   }
   if (auto v = getenv("OPTIONAL_GRACE_SECONDS")) {
     std::string s = Trim(*v);

@@ -34,6 +34,10 @@ struct Config {
   int sqlite_memory_mib = 0;
   std::optional<std::string> database_url;   // LASTCALL_DATABASE_URL: PostgreSQL instead of SQLite
                                               // (may hold a password: never logged)
+  // LASTCALL_DATABASE_WRITERS: PostgreSQL writer connections (PostgresOptions::writers). Unset:
+  // kDefaultDatabaseWriters with the NATS bus, else 1 (the in-process bus needs one writer).
+  int database_writers = 1;
+  static constexpr int kDefaultDatabaseWriters = 4;
   int http_threads = 2;                       // LASTCALL_HTTP_THREADS
   int http_read_timeout_seconds = 30;         // LASTCALL_HTTP_READ_TIMEOUT_SECONDS
   int64_t http_max_connections = 1024;        // LASTCALL_HTTP_MAX_CONNECTIONS (capped by the fd limit)

@@ -74,11 +74,12 @@ Result<bool> BlobReferenced(SqlTx& tx, const std::string& blob_key);
 
 // Start-up work that is only safe while no other node runs on the same database (the orphan blob
 // sweep: another node's upload in flight has its blob but no file row yet). On PostgreSQL every
-// running node holds a shared session-level advisory lock on its writer connection (released when
-// that connection ends). BeginSoloStart returns true when it took that lock exclusively (no other
-// node runs; other nodes starting now wait), false when other nodes run (and then it has joined
-// them, holding the lock shared). After a true, EndSoloStart turns the hold into a shared one.
-// On SQLite (one process per database file): true, and EndSoloStart does nothing.
+// running node holds a shared session-level advisory lock on one of its writer connections
+// (released when that connection ends), so both run as units of Database::WriteInSession.
+// BeginSoloStart returns true when it took that lock exclusively (no other node runs; other nodes
+// starting now wait), false when other nodes run (and then it has joined them, holding the lock
+// shared). After a true, EndSoloStart turns the hold into a shared one. On SQLite (one process per
+// database file): true, and EndSoloStart does nothing.
 Result<bool> BeginSoloStart(SqlTx& tx);
 Status EndSoloStart(SqlTx& tx);
 

@@ -61,11 +61,26 @@ std::string_view SkipLockedRowsClause(const SqlTx& tx) {
   return tx.dialect() == SqlDialect::kPostgres ? " FOR UPDATE SKIP LOCKED" : "";
 }
 
-Status Database::WriteSync(WriteFn fn) {
+namespace {
+// Queues fn with write (Write or WriteInSession) and waits for its done.
+template <typename WriteMethod>
+Status WriteAndWait(WriteMethod write, WriteFn fn) {
   std::promise<Status> p;
   auto f = p.get_future();
-  Write(std::move(fn), [&p](Status st) { p.set_value(std::move(st)); });
+  write(std::move(fn), [&p](Status st) { p.set_value(std::move(st)); });
   return f.get();
+}
+}  // namespace
+
+Status Database::WriteSync(WriteFn fn) {
+  return WriteAndWait([this](WriteFn f, WriteDone d) { Write(std::move(f), std::move(d)); },
+                      std::move(fn));
+}
+
+Status Database::WriteSyncInSession(WriteFn fn) {
+  return WriteAndWait(
+      [this](WriteFn f, WriteDone d) { WriteInSession(std::move(f), std::move(d)); },
+      std::move(fn));
 }
 
 std::string PaddedInList(SqlParams& values) {

@@ -129,6 +129,13 @@ class Database {
   virtual void Write(WriteFn fn, WriteDone done) = 0;
   // Write and wait. Must not be called from the writer thread.
   Status WriteSync(WriteFn fn);
+  // As Write, but every unit written this way runs on one and the same connection (on PostgreSQL
+  // its first writer's), in the order written: for work that leaves session state behind (a
+  // session advisory lock) which must last as long as that connection or which a later such unit
+  // relies on. Default: Write (an engine with one write connection). Thread-safe.
+  virtual void WriteInSession(WriteFn fn, WriteDone done) { Write(std::move(fn), std::move(done)); }
+  // WriteInSession and wait. Must not be called from the writer thread.
+  Status WriteSyncInSession(WriteFn fn);
   // Runs fn in a read-only snapshot on the calling thread. Thread-safe.
   virtual Status Read(const ReadFn& fn) = 0;
   // Stops accepting writes, finishes queued ones, closes connections. Idempotent.

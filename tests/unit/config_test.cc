@@ -139,6 +139,47 @@ TEST(ConfigTest, EventPublishingSpellings) {
   EXPECT_TRUE(Load({{"ENABLE_EVENT_PUBLISHING", "1"}})->event_publishing);
 }
 
+TEST(ConfigTest, DatabaseWritersDefaultToSeveralOnlyWithTheNatsBus) {
+  const std::string pg = "postgresql://lc@db/lastcall";
+  auto lite = Load({});
+  ASSERT_TRUE(lite.ok());
+  EXPECT_EQ(lite->database_writers, 1);
+  auto in_process = Load({{"LASTCALL_DATABASE_URL", pg}});
+  ASSERT_TRUE(in_process.ok());
+  EXPECT_EQ(in_process->database_writers, 1);
+  auto nats = Load({{"LASTCALL_DATABASE_URL", pg}, {"LASTCALL_NATS_URL", "nats://n1:4222"}});
+  ASSERT_TRUE(nats.ok());
+  EXPECT_EQ(nats->database_writers, Config::kDefaultDatabaseWriters);
+  auto set = Load({{"LASTCALL_DATABASE_URL", pg},
+                   {"LASTCALL_NATS_URL", "nats://n1:4222"},
+                   {"LASTCALL_DATABASE_WRITERS", " 12 "}});
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_EQ(set->database_writers, 12);
+  auto one = Load({{"LASTCALL_DATABASE_URL", pg}, {"LASTCALL_DATABASE_WRITERS", "1"}});
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  EXPECT_EQ(one->database_writers, 1);
+  // Out of range; on SQLite (one writer); several with the in-process bus.
+  auto scale_out = [&](const std::string& writers) {
+    return std::map<std::string, std::string>{{"LASTCALL_DATABASE_URL", pg},
+                                              {"LASTCALL_NATS_URL", "nats://n1:4222"},
+                                              {"LASTCALL_DATABASE_WRITERS", writers}};
+  };
+  const std::vector<std::map<std::string, std::string>> bad = {
+      scale_out("0"),
+      scale_out("33"),
+      scale_out("two"),
+      {{"LASTCALL_DATABASE_WRITERS", "1"}},
+      {{"LASTCALL_DATABASE_URL", pg}, {"LASTCALL_DATABASE_WRITERS", "2"}},
+  };
+  for (const auto& env : bad) {
+    auto c = Load(env);
+    ASSERT_FALSE(c.ok()) << env.at("LASTCALL_DATABASE_WRITERS");
+    EXPECT_EQ(c.status().error(), "invalid_config");
+    EXPECT_NE(c.status().message().find("LASTCALL_DATABASE_WRITERS"), std::string::npos)
+        << c.status().message();
+  }
+}
+
 TEST(ConfigTest, ScaleOutBackendsAreOptInAndValidated) {
   auto d = Load({});
   ASSERT_TRUE(d.ok());

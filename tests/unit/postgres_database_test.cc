@@ -6,6 +6,7 @@
 
 #include <future>
 #include <latch>
+#include <set>
 #include <thread>
 
 #include "coordination/coordination_repo.h"
@@ -460,6 +461,76 @@ TEST_F(PostgresDatabaseTest, ASweepSkipsACoordinationAnotherNodeHoldsAndAnEventW
   // Free again: B's sweep takes it.
   EXPECT_TRUE(Claim(*other, c.id, ClaimMode::kSkipIfTaken));
   other->Close();
+}
+
+TEST(PgOptionsTest, WritersOutOfRangeAreRefusedBeforeConnecting) {
+  for (int writers : {0, PostgresOptions::kMaxWriters + 1}) {
+    PostgresOptions o;
+    o.url = "postgresql://app@127.0.0.1:1/lastcall";  // nothing listens: refused before that
+    o.writers = writers;
+    auto db = PostgresDatabase::Open(o);
+    ASSERT_FALSE(db.ok());
+    EXPECT_EQ(db.status().code(), Code::kInvalidArgument) << db.status().ToString();
+    EXPECT_EQ(db.status().error(), "invalid_config");
+  }
+}
+
+// Several writers: units go to them in turn, each writer on its own connection, and their
+// transactions run at once; units written in the session all run on one connection, in order.
+TEST_F(PostgresDatabaseTest, SeveralWritersCommitAtOnceAndSessionUnitsShareOneConnection) {
+  PostgresOptions o;
+  o.url = url_;
+  o.writers = 3;
+  auto opened = PostgresDatabase::Open(o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  PostgresDatabase& db = **opened;
+  EXPECT_FALSE(db.SetBatchTail(nullptr));  // a tail extends one writer's batches only
+  auto backend_into = [](std::set<int64_t>* pids) {
+    return [pids](SqlTx& tx) -> Status {
+      auto r = tx.QueryOne("SELECT pg_backend_pid()");
+      if (!r.ok()) return r.status();
+      pids->insert((*r)->Int(0));
+      return Status::Ok();
+    };
+  };
+  std::set<int64_t> spread, session;
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(db.WriteSync(backend_into(&spread)).ok());
+    ASSERT_TRUE(db.WriteSyncInSession(backend_into(&session)).ok());
+  }
+  EXPECT_EQ(spread.size(), 3u);
+  EXPECT_EQ(session.size(), 1u);
+  // A session advisory lock one session unit takes is held by the session the next one runs on.
+  ASSERT_TRUE(db.WriteSyncInSession([](SqlTx& tx) {
+                  return tx.QueryOne("SELECT pg_advisory_lock(4242)").status();
+                }).ok());
+  bool unlocked = false;
+  ASSERT_TRUE(db.WriteSyncInSession([&](SqlTx& tx) -> Status {
+                  auto r = tx.QueryOne("SELECT pg_advisory_unlock(4242)");
+                  if (!r.ok()) return r.status();
+                  unlocked = (*r)->Int(0) == 1;
+                  return Status::Ok();
+                }).ok());
+  EXPECT_TRUE(unlocked);
+  // A unit that waits for the next one written to commit: with one writer it would wait in vain
+  // (the next unit queued behind it).
+  std::promise<void> next_committed;
+  std::shared_future<void> committed = next_committed.get_future().share();
+  std::promise<Status> first_done;
+  db.Write(
+      [committed](SqlTx&) -> Status {
+        if (committed.wait_for(std::chrono::seconds(10)) == std::future_status::ready) {
+          return Status::Ok();
+        }
+        return Status::Unavailable("the next unit did not commit meanwhile");
+      },
+      [&first_done](Status st) { first_done.set_value(std::move(st)); });
+  Status next = db.WriteSync([](SqlTx& tx) { return tx.QueryOne("SELECT 1").status(); });
+  next_committed.set_value();
+  EXPECT_TRUE(next.ok()) << next.ToString();
+  Status first = first_done.get_future().get();
+  EXPECT_TRUE(first.ok()) << first.ToString();
+  db.Close();
 }
 
 TEST_F(PostgresDatabaseTest, OnlyTheFirstNodeToStartIsSolo) {

@@ -490,90 +490,137 @@ class PostgresTx : public GroupCommitTx {
 
 }  // namespace
 
+// A unit that keeps losing conflicts is reported (kUnavailable) after this many runs.
+constexpr int kConflictAttempts = 5;
+
+// One writer's connection, as its GroupCommitWriter drives it. The connection is in libpq pipeline
+// mode: BEGIN and each unit's savepoints are queued without a round trip of their own, a unit's
+// statements sent with SqlTx::Send are read with its savepoint's release (EndUnit's one round
+// trip), and a unit whose sent statement failed is rolled back to its savepoint alone
+// (TakeUnitFailure reports it). Begin reconnects a lost connection first. Retryable: a unit that
+// lost a deadlock or serialization conflict (SQLSTATE 40P01, 40001) with another transaction
+// (another node's, or another writer's). Every method runs on its writer thread.
+class PgWriter : public GroupCommitConnection {
+ public:
+  static Result<std::unique_ptr<PgWriter>> Open(const std::string& url) {
+    auto c = PgConnection::Open(url);
+    if (!c.ok()) return c.status();
+    LASTCALL_RETURN_IF_ERROR((*c)->EnterPipeline());
+    auto w = std::unique_ptr<PgWriter>(new PgWriter(std::move(c).value()));
+    return w;
+  }
+
+  Status Begin(bool unit_savepoints) override {
+    if (!conn_->healthy() && !conn_->Reset()) {
+      return Status::Unavailable("the connection to PostgreSQL is lost and reconnecting failed");
+    }
+    // Queued, not waited for: a failure shows at the first unit's first wait, and fails the batch.
+    LASTCALL_RETURN_IF_ERROR(conn_->Control("BEGIN"));
+    return unit_savepoints ? conn_->Control("SAVEPOINT unit") : Status::Ok();
+  }
+
+  GroupCommitTx& tx() override { return tx_; }
+
+  Status EndUnit(bool keep, bool next) override {
+    // The unit's sent statements are read in the same round trip as its savepoint's release.
+    Status sent = conn_->TakeSendFailure();
+    if (sent.ok() && keep) {
+      LASTCALL_RETURN_IF_ERROR(conn_->Control("RELEASE SAVEPOINT unit"));
+      if (next) LASTCALL_RETURN_IF_ERROR(conn_->Control("SAVEPOINT unit"));
+      Status st = conn_->WaitAll(nullptr);
+      sent = conn_->TakeSendFailure();
+      if (sent.ok()) return st;
+      // A statement the unit sent failed: the release and what followed were skipped, and the
+      // transaction waits for the rollback below.
+    }
+    if (!sent.ok()) unit_failure_ = std::move(sent);
+    LASTCALL_RETURN_IF_ERROR(conn_->Control("ROLLBACK TO SAVEPOINT unit"));
+    LASTCALL_RETURN_IF_ERROR(conn_->Control("RELEASE SAVEPOINT unit"));
+    if (next) LASTCALL_RETURN_IF_ERROR(conn_->Control("SAVEPOINT unit"));
+    Status st = conn_->WaitAll(nullptr);
+    (void)conn_->TakeSendFailure();  // the unit's statements after its failure: skipped
+    return st;
+  }
+
+  Status TakeUnitFailure() override { return std::exchange(unit_failure_, Status::Ok()); }
+
+  Status Commit() override {
+    LASTCALL_RETURN_IF_ERROR(conn_->Control("COMMIT"));
+    return conn_->WaitAll(nullptr);
+  }
+
+  void Rollback() override {
+    unit_failure_ = Status::Ok();
+    (void)conn_->WaitAll(nullptr);  // whatever is queued: skipped or undone below
+    (void)conn_->TakeSendFailure();
+    if (!conn_->healthy()) return;  // Begin reconnects
+    if (conn_->Control("ROLLBACK").ok()) (void)conn_->WaitAll(nullptr);
+  }
+
+  bool TakeRetryable() override { return conn_->TakeConflict(); }
+
+  // Ends the connection (and the session's locks with it). Only once the writer thread stopped.
+  void Close() { conn_.reset(); }
+
+ private:
+  explicit PgWriter(std::unique_ptr<PgConnection> conn)
+      : conn_(std::move(conn)), tx_(conn_.get(), true) {}
+
+  std::unique_ptr<PgConnection> conn_;
+  PostgresTx tx_;        // on conn_
+  Status unit_failure_;  // see TakeUnitFailure
+};
+
 PostgresDatabase::PostgresDatabase(PostgresOptions options) : options_(std::move(options)) {}
 
 Result<std::unique_ptr<PostgresDatabase>> PostgresDatabase::Open(const PostgresOptions& options) {
   if (options.max_batch < 1) return Status::Invalid("invalid_config", "max_batch must be at least 1");
+  if (options.writers < 1 || options.writers > PostgresOptions::kMaxWriters) {
+    return Status::Invalid("invalid_config", "writers must be 1 to " +
+                                                 std::to_string(PostgresOptions::kMaxWriters));
+  }
   auto db = std::unique_ptr<PostgresDatabase>(new PostgresDatabase(options));
-  auto w = PgConnection::Open(options.url);
-  if (!w.ok()) return w.status();
-  db->writer_ = std::move(w).value();
-  LASTCALL_RETURN_IF_ERROR(db->writer_->EnterPipeline());
-  db->writer_tx_ = std::make_unique<PostgresTx>(db->writer_.get(), true);
-  GroupCommitOptions group;
-  group.max_batch = options.max_batch;
-  group.retryable_attempts = kConflictAttempts;
-  group.back_off_after_failure = true;  // a server that is down fails every batch: do not spin
-  group.thread_name = "pg-writer";      // for ps, perf and the benchmark
-  GroupCommitConnection& conn = *db;  // a private base: converted here, where it is accessible
-  db->group_ = std::make_unique<GroupCommitWriter>(conn, std::move(group));
+  for (int i = 0; i < options.writers; ++i) {
+    auto w = PgWriter::Open(options.url);
+    if (!w.ok()) return w.status();
+    db->writers_.push_back(std::move(w).value());
+  }
+  for (auto& w : db->writers_) {
+    GroupCommitOptions group;
+    group.max_batch = options.max_batch;
+    group.retryable_attempts = kConflictAttempts;
+    group.back_off_after_failure = true;  // a server that is down fails every batch: do not spin
+    group.thread_name = "pg-writer";      // for ps, perf and the benchmark
+    db->groups_.push_back(std::make_unique<GroupCommitWriter>(*w, std::move(group)));
+  }
   return db;
 }
 
 PostgresDatabase::~PostgresDatabase() { Close(); }
 
 bool PostgresDatabase::SetBatchTail(BatchTail* tail) {
-  group_->SetTail(tail);
+  if (groups_.size() != 1) return false;
+  groups_[0]->SetTail(tail);
   return true;
 }
 
 void PostgresDatabase::Close() {
-  if (group_) group_->Stop();
+  for (auto& g : groups_) g->Stop();
+  for (auto& w : writers_) w->Close();
   std::lock_guard<std::mutex> l(readers_mu_);
   readers_.clear();
-  writer_.reset();
 }
 
 void PostgresDatabase::Write(WriteFn fn, WriteDone done) {
-  group_->Write(std::move(fn), std::move(done));
+  size_t i = groups_.size() == 1
+                 ? 0
+                 : next_writer_.fetch_add(1, std::memory_order_relaxed) % groups_.size();
+  groups_[i]->Write(std::move(fn), std::move(done));
 }
 
-Status PostgresDatabase::Begin(bool unit_savepoints) {
-  if (!writer_->healthy() && !writer_->Reset()) {
-    return Status::Unavailable("the connection to PostgreSQL is lost and reconnecting failed");
-  }
-  // Queued, not waited for: a failure shows at the first unit's first wait, and fails the batch.
-  LASTCALL_RETURN_IF_ERROR(writer_->Control("BEGIN"));
-  return unit_savepoints ? writer_->Control("SAVEPOINT unit") : Status::Ok();
+void PostgresDatabase::WriteInSession(WriteFn fn, WriteDone done) {
+  groups_[0]->Write(std::move(fn), std::move(done));
 }
-
-Status PostgresDatabase::EndUnit(bool keep, bool next) {
-  // The unit's sent statements are read in the same round trip as its savepoint's release.
-  Status sent = writer_->TakeSendFailure();
-  if (sent.ok() && keep) {
-    LASTCALL_RETURN_IF_ERROR(writer_->Control("RELEASE SAVEPOINT unit"));
-    if (next) LASTCALL_RETURN_IF_ERROR(writer_->Control("SAVEPOINT unit"));
-    Status st = writer_->WaitAll(nullptr);
-    sent = writer_->TakeSendFailure();
-    if (sent.ok()) return st;
-    // A statement the unit sent failed: the release and what followed were skipped, and the
-    // transaction waits for the rollback below.
-  }
-  if (!sent.ok()) unit_failure_ = std::move(sent);
-  LASTCALL_RETURN_IF_ERROR(writer_->Control("ROLLBACK TO SAVEPOINT unit"));
-  LASTCALL_RETURN_IF_ERROR(writer_->Control("RELEASE SAVEPOINT unit"));
-  if (next) LASTCALL_RETURN_IF_ERROR(writer_->Control("SAVEPOINT unit"));
-  Status st = writer_->WaitAll(nullptr);
-  (void)writer_->TakeSendFailure();  // the unit's statements after its failure: skipped
-  return st;
-}
-
-Status PostgresDatabase::TakeUnitFailure() { return std::exchange(unit_failure_, Status::Ok()); }
-
-Status PostgresDatabase::Commit() {
-  LASTCALL_RETURN_IF_ERROR(writer_->Control("COMMIT"));
-  return writer_->WaitAll(nullptr);
-}
-
-void PostgresDatabase::Rollback() {
-  unit_failure_ = Status::Ok();
-  (void)writer_->WaitAll(nullptr);  // whatever is queued: skipped or undone below
-  (void)writer_->TakeSendFailure();
-  if (!writer_->healthy()) return;  // Begin reconnects
-  if (writer_->Control("ROLLBACK").ok()) (void)writer_->WaitAll(nullptr);
-}
-
-bool PostgresDatabase::TakeRetryable() { return writer_->TakeConflict(); }
 
 Result<std::unique_ptr<PgConnection>> PostgresDatabase::TakeReader() {
   {

@@ -3,13 +3,17 @@
 // unchanged: "?" placeholders become $1..$n, int64 values travel as int8, text as untyped literals
 // (the server gives them the column's type), NULL as NULL.
 //
-// Writes: one writer thread owns one connection and commits many queued units of work in one
+// Writes: a writer thread owns one connection and commits many queued units of work in one
 // transaction (group commit, READ COMMITTED), each unit in its own savepoint, done callbacks after
-// COMMIT returned. Reads: a small pool of connections, each Read one REPEATABLE READ READ ONLY
-// transaction (one snapshot for the whole callback). Several lastcall nodes may share a database;
+// COMMIT returned. There may be several writers (PostgresOptions::writers), each with its own
+// connection, thread and queue: their transactions run at once, as several nodes' do. Reads: a
+// small pool of connections, each Read one REPEATABLE READ READ ONLY transaction (one snapshot for
+// the whole callback). Several lastcall nodes may share a database;
 // work that must happen once is claimed with row locks by the repositories (SqlDialect::kPostgres).
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,6 +25,7 @@
 namespace lastcall {
 
 class PgConnection;
+class PgWriter;
 
 struct PostgresOptions {
   std::string url;        // postgresql://user:password@host:port/db?... (libpq connection URI)
@@ -28,47 +33,42 @@ struct PostgresOptions {
                           // than 64 in one transaction overflow PostgreSQL's per-backend subxid
                           // cache, which slows every other session's snapshots
   int max_idle_readers = 8;
+  // Writer connections, each with its own thread and group commit (1 to kMaxWriters). Write hands
+  // each unit to the next writer in turn, so units written one after another may commit in any
+  // order, or at once: more than one only where nothing relies on the order of units (the NATS
+  // bus, whose relay claims rows; not the in-process bus, whose delivery needs one writer).
+  int writers = 1;
+  static constexpr int kMaxWriters = 32;
 };
 
-// The writer is a GroupCommitWriter driving this object's write connection (GroupCommitConnection,
-// private: only the writer calls it).
-class PostgresDatabase : public Database, private GroupCommitConnection {
+// Each writer is a GroupCommitWriter driving a PgWriter (its connection, GroupCommitConnection).
+class PostgresDatabase : public Database {
  public:
-  // Connects the writer (and checks the server answers). Errors: kUnavailable when the server
-  // cannot be reached or refuses the credentials (the message never holds the password).
+  // Connects the writers (and checks the server answers). Errors: kUnavailable when the server
+  // cannot be reached or refuses the credentials (the message never holds the password);
+  // kInvalid for options out of range.
   static Result<std::unique_ptr<PostgresDatabase>> Open(const PostgresOptions& options);
   ~PostgresDatabase() override;
 
+  // With several writers, the unit goes to the next one in turn.
   void Write(WriteFn fn, WriteDone done) override;
+  // On the first writer.
+  void WriteInSession(WriteFn fn, WriteDone done) override;
   Status Read(const ReadFn& fn) override;
   void Close() override;
+  // Only with one writer (a tail extends its one batch at a time); with several, installs nothing
+  // and returns false.
   bool SetBatchTail(BatchTail* tail) override;
 
  private:
-  // A unit that keeps losing conflicts is reported (kUnavailable) after this many runs.
-  static constexpr int kConflictAttempts = 5;
   explicit PostgresDatabase(PostgresOptions options);
-  // GroupCommitConnection, on the writer thread. The writer's connection is in libpq pipeline
-  // mode: BEGIN and each unit's savepoints are queued without a round trip of their own, a
-  // unit's statements sent with SqlTx::Send are read with its savepoint's release (EndUnit's one
-  // round trip), and a unit whose sent statement failed is rolled back to its savepoint alone
-  // (TakeUnitFailure reports it). Begin reconnects a lost connection first. Retryable: a unit
-  // that lost a deadlock or serialization conflict (SQLSTATE 40P01, 40001) with another node.
-  Status Begin(bool unit_savepoints) override;
-  GroupCommitTx& tx() override { return *writer_tx_; }
-  Status EndUnit(bool keep, bool next) override;
-  Status TakeUnitFailure() override;
-  Status Commit() override;
-  void Rollback() override;
-  bool TakeRetryable() override;
   Result<std::unique_ptr<PgConnection>> TakeReader();
   void ReturnReader(std::unique_ptr<PgConnection> c);
 
   PostgresOptions options_;
-  std::unique_ptr<PgConnection> writer_;       // writer thread only (after Open)
-  std::unique_ptr<GroupCommitTx> writer_tx_;   // on writer_; writer thread only
-  std::unique_ptr<GroupCommitWriter> group_;   // the writer thread; started last by Open
-  Status unit_failure_;                        // writer thread only; see TakeUnitFailure
+  std::vector<std::unique_ptr<PgWriter>> writers_;           // one per writer thread
+  std::vector<std::unique_ptr<GroupCommitWriter>> groups_;   // started last by Open
+  std::atomic<uint64_t> next_writer_{0};                     // Write's turn
 
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<PgConnection>> readers_;  // guarded by readers_mu_
