@@ -124,14 +124,17 @@ pid_t StartAttached(const std::string& command) {
 }
 
 // The label of the server's k-th thread (in start order) whose name (/proc/.../comm) is comm.
-// The server names its own threads (src/store/sqlite, src/store/postgres, src/bus, src/coordination); the first is
-// the main thread, which runs HTTP I/O; the other unnamed ones are HTTP I/O (and webhook) threads.
+// The server names its own threads (src/store/sqlite, src/store/postgres, src/bus, src/bus/nats,
+// src/coordination); the first is the main thread, which runs HTTP I/O; the other unnamed ones are
+// HTTP I/O (and webhook) threads.
 std::string ThreadLabel(size_t k, const std::string& comm) {
   if (comm == "sqlite-writer") return "SQLite writer";
   if (comm == "sqlite-ckpt") return "SQLite checkpointer";
   if (comm == "pg-writer") return "PostgreSQL writer";
   if (comm == "bus-dispatch") return "bus dispatcher";
   if (comm == "coord-driver") return "coordination driver";
+  if (comm == "nats-relay") return "NATS relay";
+  if (comm.rfind("nats:", 0) == 0) return "NATS delivery to " + comm.substr(5);  // target, cut
   return k == 0 ? "main (HTTP I/O)" : "HTTP I/O";
 }
 

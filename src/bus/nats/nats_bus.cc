@@ -1,5 +1,7 @@
 #include "bus/nats/nats_bus.h"
 
+#include <pthread.h>
+
 #include <nats/nats.h>
 
 #include <algorithm>
@@ -597,6 +599,7 @@ Status NatsBus::RecheckOnce(int* republished, int* settled) {
 }
 
 void NatsBus::RelayLoop() {
+  pthread_setname_np(pthread_self(), "nats-relay");  // for ps, perf and the benchmark
   const int64_t recheck_every = std::clamp<int64_t>(options_.republish_after_ms / 2, 50, 30000);
   auto next_recheck = std::chrono::steady_clock::now();
   int64_t error_backoff = 0;
@@ -673,6 +676,9 @@ void NatsBus::HandBack(Fetcher* f) {
 void NatsBus::TargetLoop(Target* t) {
   using clock = std::chrono::steady_clock;
   using ms = std::chrono::milliseconds;
+  // For ps, perf and the benchmark: "nats:" and the target's name, cut to the 15 characters a
+  // thread's name holds.
+  pthread_setname_np(pthread_self(), ("nats:" + t->name).substr(0, 15).c_str());
   const std::string lease = kTargetLeasePrefix + t->name;
   const int64_t lease_ms = options_.relay_lease_ms;
   const int64_t margin = LeaseMarginMs(options_);
