@@ -266,6 +266,8 @@ int RunServe(const Config& config) {
   cc.timeout_ms = config.coordination_timeout_ms;
   cc.grace_ms = config.deletion_grace_ms;
   cc.test_deletion_delay_ms = config.test_deletion_delay_ms;
+  // With several writers the driver's steps, one unit each, run on all of them at once.
+  cc.inline_deletion = config.database_writers == 1;
   cc.optional_grace_ms = config.optional_grace_ms;
   cc.more_consumers = [](SqlTx& tx, WallMillis now) { return HealthyConsumerPolicies(tx, now); };
   cc.may_veto = [](SqlTx& tx, const std::string& name) -> Result<bool> {

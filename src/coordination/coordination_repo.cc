@@ -254,23 +254,24 @@ Status UpsertCompletion(SqlTx& tx, const std::string& coordination_id, const Com
   return r.ok() ? Status::Ok() : r.status();
 }
 
-Result<std::vector<std::string>> DueCoordinations(SqlTx& tx, CoordinationStatus s, WallMillis due,
-                                                  int limit) {
-  std::vector<std::string> ids;
+Result<std::vector<DueCoordination>> DueCoordinations(SqlTx& tx, CoordinationStatus s,
+                                                      WallMillis due, int limit) {
+  std::vector<DueCoordination> out;
   // Waiting ones by their timer (due_at: deadline or grace end); deleting ones all, oldest first.
   Status st = tx.Query(
       s == CoordinationStatus::kWaiting
-          ? "SELECT id FROM coordinations WHERE status = ? AND due_at <= ? ORDER BY due_at LIMIT ?"
-          : "SELECT id FROM coordinations WHERE status = ? AND deadline_at <= ? ORDER BY "
-            "deadline_at LIMIT ?",
+          ? "SELECT id, account_id FROM coordinations WHERE status = ? AND due_at <= ? ORDER BY "
+            "due_at LIMIT ?"
+          : "SELECT id, account_id FROM coordinations WHERE status = ? AND deadline_at <= ? "
+            "ORDER BY deadline_at LIMIT ?",
       {std::string(ToString(s)), s == CoordinationStatus::kWaiting ? due : INT64_MAX,
        static_cast<int64_t>(limit)},
       [&](const SqlRow& r) {
-        ids.push_back(r.Text(0));
+        out.push_back({r.Text(0), r.Text(1)});
         return true;
       });
   if (!st.ok()) return st;
-  return ids;
+  return out;
 }
 
 Status AppendTimeline(SqlTx& tx, const std::string& coordination_id, WallMillis at,

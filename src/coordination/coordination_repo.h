@@ -71,10 +71,14 @@ struct CoordinationFilter {
 // another page exists.
 Result<std::vector<Coordination>> ListCoordinations(SqlTx& tx, const CoordinationFilter& filter,
                                                     bool* more);
-// Coordination ids with status s whose timer (due_at: deadline or grace end) is at or before `due`
+struct DueCoordination {
+  std::string id;
+  std::string account_id;
+};
+// Coordinations with status s whose timer (due_at: deadline or grace end) is at or before `due`
 // (s = waiting), or all of them (s = deleting), oldest first, at most limit.
-Result<std::vector<std::string>> DueCoordinations(SqlTx& tx, CoordinationStatus s, WallMillis due,
-                                                  int limit);
+Result<std::vector<DueCoordination>> DueCoordinations(SqlTx& tx, CoordinationStatus s,
+                                                      WallMillis due, int limit);
 // The earliest timer (due_at) among waiting coordinations, or nullopt when none waits.
 Result<std::optional<WallMillis>> NextDeadline(SqlTx& tx);
 

@@ -573,7 +573,8 @@ Status CoordinationDriver::HandleCompletion(const CloudEvent& e, SqlTx& tx) {
 
 Status CoordinationDriver::ApplyAndProceed(SqlTx& tx, const Decision& d,
                                            const std::optional<Coordination>& before) {
-  if (!d.Has(ActionKind::kBeginDeletion) || config_.test_deletion_delay_ms > 0) {
+  if (!d.Has(ActionKind::kBeginDeletion) || !config_.inline_deletion ||
+      config_.test_deletion_delay_ms > 0) {
     return Apply(tx, d, before);
   }
   // The decision's timeline entries go in with the step's (one statement), and the decided state
@@ -707,7 +708,7 @@ void CoordinationDriver::Wake() {
 
 bool CoordinationDriver::FireDeadlines() {
   WallMillis now = clock_.Now();
-  std::vector<std::string> ids;
+  std::vector<DueCoordination> ids;
   Status st = db_.Read([&](SqlTx& tx) {
     auto due = DueCoordinations(tx, CoordinationStatus::kWaiting, now, config_.batch);
     if (!due.ok()) return due.status();
@@ -724,7 +725,8 @@ bool CoordinationDriver::FireDeadlines() {
   bool skipped = false;
   st = db_.WriteSync([&](SqlTx& tx) -> Status {
     skipped = false;
-    for (const auto& id : ids) {
+    for (const DueCoordination& due : ids) {
+      const std::string& id = due.id;
       // Another node firing the same deadline holds it: its decision stands, ours is not needed.
       auto claimed = ClaimCoordination(tx, id, ClaimMode::kSkipIfTaken);
       if (!claimed.ok()) return claimed.status();
@@ -749,7 +751,7 @@ bool CoordinationDriver::FireDeadlines() {
 }
 
 bool CoordinationDriver::RunDeletions() {
-  std::vector<std::string> ids;
+  std::vector<DueCoordination> ids;
   Status st = db_.Read([&](SqlTx& tx) {
     auto due = DueCoordinations(tx, CoordinationStatus::kDeleting, 0, config_.batch);
     if (!due.ok()) return due.status();
@@ -766,13 +768,15 @@ bool CoordinationDriver::RunDeletions() {
                  [&] { return stopping_; });
     if (stopping_) return false;
   }
-  // One unit per coordination, submitted together: they share a commit, and one failing
-  // deletion does not hold back the others.
+  // One unit per coordination, submitted together: they share a commit (or one per writer), and
+  // one failing deletion does not hold back the others. Keyed by account: the step locks its
+  // account's row, so one account's steps all go to the same writer.
   std::vector<std::promise<Status>> done(ids.size());
   std::vector<char> skipped(ids.size(), 0);  // each written by its unit only, read after done
   for (size_t i = 0; i < ids.size(); ++i) {
-    db_.Write(
-        [this, id = ids[i], flag = &skipped[i]](SqlTx& tx) {
+    db_.WriteKeyed(
+        ids[i].account_id,
+        [this, id = ids[i].id, flag = &skipped[i]](SqlTx& tx) {
           bool s = false;
           Status st = ExecuteDeletion(tx, id, &s);
           *flag = s ? 1 : 0;
@@ -789,7 +793,7 @@ bool CoordinationDriver::RunDeletions() {
       progressed = true;
     } else {
       metrics_.file_deletions.Inc({"coordinated", "failed"});
-      log::Error("deletion step failed; will retry", {{"coordinationId", ids[i]},
+      log::Error("deletion step failed; will retry", {{"coordinationId", ids[i].id},
                                                       {"error", s.ToString()}});
     }
   }

@@ -46,6 +46,12 @@ struct CoordinatorConfig {
   // Whether a consumer was registered with the right to veto (canVeto), read in the veto's
   // transaction. Unset: no consumer may veto.
   std::function<Result<bool>(SqlTx&, const std::string&)> may_veto;
+  // Where the deletion step runs once it is decided. true: in the same unit as the decision (one
+  // commit, and file.deleted leaves with it; right for one writer). false: the driver thread runs
+  // it, one unit per coordination, all submitted at once, so that several writers
+  // (PostgresOptions::writers) run steps in parallel instead of one after another inside the
+  // deciding unit (for the NATS bus, one target's serial batch).
+  bool inline_deletion = true;
   int64_t test_deletion_delay_ms = 0;  // fault injection: pause before each deletion step
   int batch = 256;                     // coordinations per unit of work
 };

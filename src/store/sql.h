@@ -136,6 +136,15 @@ class Database {
   virtual void WriteInSession(WriteFn fn, WriteDone done) { Write(std::move(fn), std::move(done)); }
   // WriteInSession and wait. Must not be called from the writer thread.
   Status WriteSyncInSession(WriteFn fn);
+  // As Write, but units written with the same key run on the same write connection, in the order
+  // written (Write may spread units over several: PostgresOptions::writers). For units that lock
+  // the same rows (one account's): on two connections each would wait for the other's whole
+  // batch, which group commit keeps open, and two batches locking in opposite orders deadlock,
+  // which the server resolves only after its deadlock_timeout. Default: Write. Thread-safe.
+  virtual void WriteKeyed(std::string_view key, WriteFn fn, WriteDone done) {
+    (void)key;
+    Write(std::move(fn), std::move(done));
+  }
   // Runs fn in a read-only snapshot on the calling thread. Thread-safe.
   virtual Status Read(const ReadFn& fn) = 0;
   // Stops accepting writes, finishes queued ones, closes connections. Idempotent.

@@ -66,6 +66,7 @@ class CoordinationFlowTest : public ::testing::TestWithParam<Engine> {
     CoordinatorConfig cc;
     cc.expected_consumers = std::move(expected);
     cc.timeout_ms = 60'000;
+    cc.inline_deletion = inline_deletion_;
     // "auditor" (a consumer expected by some tests, answering only through these tests) may veto.
     cc.may_veto = [](SqlTx&, const std::string& name) -> Result<bool> { return name == "auditor"; };
     driver_ = std::make_unique<CoordinationDriver>(*db_, *blobs_, *outbox_, clock_, ids_, metrics_, cc);
@@ -80,7 +81,7 @@ class CoordinationFlowTest : public ::testing::TestWithParam<Engine> {
     bus_->AddRule({"completions", {{kConsumerCompletion}, {kConsumerSourcePrefix}}, {kFileDeletionConsumer}});
     bus_->AddRule({"vetoes", {{kFileDeleteVetoed}, {}}, {kAnalyticsConsumer}});
     ASSERT_TRUE(bus_->Start().ok());
-    driver_->Start();
+    if (start_driver_) driver_->Start();
   }
   void Close() {
     if (driver_) driver_->Stop();
@@ -198,6 +199,8 @@ class CoordinationFlowTest : public ::testing::TestWithParam<Engine> {
   std::unique_ptr<CoordinationDriver> driver_;
   std::unique_ptr<AnalyticsConsumer> analytics_;
   std::unique_ptr<CategorizationConsumer> categorization_;
+  bool inline_deletion_ = true;  // CoordinatorConfig::inline_deletion at the next Open
+  bool start_driver_ = true;     // whether the next Open starts the driver's thread
 };
 
 TEST_P(CoordinationFlowTest, AllConsumersCompleteThenTheFileIsDeletedOnce) {
@@ -518,6 +521,31 @@ TEST_P(CoordinationFlowTest, AFailedInlineDeletionStepLeavesTheDecisionAndIsRetr
                                              "deletion_decided", "transactions_deleted",
                                              "account_updated", "content_queued",
                                              "metadata_deleted", "deleted"}));
+}
+
+TEST_P(CoordinationFlowTest, WithoutInlineDeletionTheDriversThreadRunsTheStep) {
+  Close();
+  inline_deletion_ = false;
+  start_driver_ = false;
+  Open();
+  FileRecord f = Import(2);
+  std::string id = RequestDeletion(f);
+  // Decided by the file deletion consumer on the bus; the step waits for the driver's thread.
+  ASSERT_TRUE(Eventually([&] {
+    auto c = Load(id);
+    return c && c->status == CoordinationStatus::kDeleting;
+  }));
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM files WHERE id = ?", {f.id}), 1);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox WHERE type = 'file.deleted'"), 0);
+  driver_->Start();
+  ASSERT_TRUE(Eventually([&] { return Finished(id); }));
+  EXPECT_EQ(Load(id)->transactions_deleted, 2);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM files WHERE id = ?", {f.id}), 0);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM outbox WHERE type = 'file.deleted'"), 1);
+  EXPECT_EQ(TimelineKinds(id), (std::vector<std::string>{"requested", "completion", "completion",
+                                                         "deletion_decided", "transactions_deleted",
+                                                         "account_updated", "content_queued",
+                                                         "metadata_deleted", "deleted"}));
 }
 
 std::string EngineName(const ::testing::TestParamInfo<Engine>& info) {

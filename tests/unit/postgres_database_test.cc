@@ -476,8 +476,9 @@ TEST(PgOptionsTest, WritersOutOfRangeAreRefusedBeforeConnecting) {
 }
 
 // Several writers: units go to them in turn, each writer on its own connection, and their
-// transactions run at once; units written in the session all run on one connection, in order.
-TEST_F(PostgresDatabaseTest, SeveralWritersCommitAtOnceAndSessionUnitsShareOneConnection) {
+// transactions run at once; units written in the session all run on one connection, in order, and
+// so do units written with one key.
+TEST_F(PostgresDatabaseTest, SeveralWritersCommitAtOnceAndSessionOrKeyedUnitsShareOneConnection) {
   PostgresOptions o;
   o.url = url_;
   o.writers = 3;
@@ -500,6 +501,20 @@ TEST_F(PostgresDatabaseTest, SeveralWritersCommitAtOnceAndSessionUnitsShareOneCo
   }
   EXPECT_EQ(spread.size(), 3u);
   EXPECT_EQ(session.size(), 1u);
+  // Units with one key run on one connection; different keys spread over the writers.
+  std::set<int64_t> all_keys;
+  for (int k = 0; k < 32; ++k) {
+    std::set<int64_t> one_key;
+    std::string key = "account-" + std::to_string(k);
+    for (int i = 0; i < 3; ++i) {
+      std::promise<Status> done;
+      db.WriteKeyed(key, backend_into(&one_key), [&done](Status st) { done.set_value(st); });
+      ASSERT_TRUE(done.get_future().get().ok());
+    }
+    EXPECT_EQ(one_key.size(), 1u) << key;
+    all_keys.insert(one_key.begin(), one_key.end());
+  }
+  EXPECT_EQ(all_keys.size(), 3u);
   // A session advisory lock one session unit takes is held by the session the next one runs on.
   ASSERT_TRUE(db.WriteSyncInSession([](SqlTx& tx) {
                   return tx.QueryOne("SELECT pg_advisory_lock(4242)").status();

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <unordered_map>
 #include <utility>
 
@@ -620,6 +621,11 @@ void PostgresDatabase::Write(WriteFn fn, WriteDone done) {
 
 void PostgresDatabase::WriteInSession(WriteFn fn, WriteDone done) {
   groups_[0]->Write(std::move(fn), std::move(done));
+}
+
+void PostgresDatabase::WriteKeyed(std::string_view key, WriteFn fn, WriteDone done) {
+  groups_[std::hash<std::string_view>{}(key) % groups_.size()]->Write(std::move(fn),
+                                                                     std::move(done));
 }
 
 Result<std::unique_ptr<PgConnection>> PostgresDatabase::TakeReader() {

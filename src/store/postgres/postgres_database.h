@@ -54,6 +54,8 @@ class PostgresDatabase : public Database {
   void Write(WriteFn fn, WriteDone done) override;
   // On the first writer.
   void WriteInSession(WriteFn fn, WriteDone done) override;
+  // On the writer the key's hash picks.
+  void WriteKeyed(std::string_view key, WriteFn fn, WriteDone done) override;
   Status Read(const ReadFn& fn) override;
   void Close() override;
   // Only with one writer (a tail extends its one batch at a time); with several, installs nothing
