@@ -371,6 +371,42 @@ TEST_F(NatsBusTest, ARelayRetryIsStoredOnce) {
   EXPECT_EQ(a_.calls(), 1);
 }
 
+// The relay publishes a round without waiting for each acknowledgement. When one publish fails,
+// none after it may reach the stream before it does: a consumer would see them out of order.
+TEST_F(NatsBusTest, AFailedPublishTakesTheRestOfItsRoundBackAndNothingOvertakesIt) {
+  StartNode(&a_, nullptr, Options());
+  // The stream refuses messages over 600 bytes, until the relay, told so by the failure, puts
+  // its own configuration back (EnsureTopology, which sets no such limit).
+  {
+    natsConnection* nc = nullptr;
+    jsCtx* js = nullptr;
+    jsStreamInfo* si = nullptr;
+    jsStreamInfo* updated = nullptr;
+    ASSERT_EQ(natsConnection_ConnectTo(&nc, nats_.url().c_str()), NATS_OK);
+    ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
+    ASSERT_EQ(js_GetStreamInfo(&si, js, "LASTCALL_EVENTS", nullptr, nullptr), NATS_OK);
+    si->Config->MaxMsgSize = 600;
+    EXPECT_EQ(js_UpdateStream(&updated, js, si->Config, nullptr, nullptr), NATS_OK);
+    if (updated) jsStreamInfo_Destroy(updated);
+    jsStreamInfo_Destroy(si);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+  }
+  // One commit, so one relay round: small, too big (refused), small, small.
+  ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) -> Status {
+                   for (int n = 0; n < 4; ++n) {
+                     nlohmann::json data = {{"n", n}};
+                     if (n == 1) data["pad"] = std::string(2000, 'x');
+                     CloudEvent e{ids_.NewTimeOrderedUuid(), "/src", "t.one", "s", "t", data};
+                     LASTCALL_RETURN_IF_ERROR(outbox_->Append(tx, e, 0));
+                   }
+                   return Status::Ok();
+                 }).ok());
+  ASSERT_TRUE(Within(10000, [&] { return Seen("a").size() == 4; })) << Seen("a").size();
+  EXPECT_EQ(Seen("a"), (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(StreamMessages(), 4);
+}
+
 TEST_F(NatsBusTest, TheOutboxPublishesAgainWhatANatsServerLost) {
   NatsBusOptions o = Options();
   o.max_deliver = 1000;  // keep failing without dead-lettering while NATS goes away

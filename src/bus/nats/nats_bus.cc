@@ -236,6 +236,8 @@ Status NatsBus::Start() {
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = 5000;
+  jo.PublishAsync.ErrHandler = &NatsBus::OnPublishError;  // the relay's PublishInOrder
+  jo.PublishAsync.ErrHandlerClosure = this;
   s = natsConnection_JetStream(&js_, conn_, &jo);
   if (s != NATS_OK) return Status::Unavailable("NATS JetStream context: " + NatsError(s));
   LASTCALL_RETURN_IF_ERROR(EnsureTopology());
@@ -426,15 +428,37 @@ int64_t NatsBus::RedeliveryHorizonMs() const {
   return horizon;
 }
 
+namespace {
+
+// The message for e: its subject, its CloudEvent JSON, and its outbox seq in a header. nullptr
+// (and *s set) on failure.
+natsMsg* MessageFor(const std::string& subject, const CloudEvent& e, natsStatus* s) {
+  std::string body = ToJson(e).dump();
+  natsMsg* msg = nullptr;
+  *s = natsMsg_Create(&msg, subject.c_str(), nullptr, body.data(), static_cast<int>(body.size()));
+  std::string seq = std::to_string(e.seq);
+  if (*s == NATS_OK) *s = natsMsgHeader_Set(msg, kSeqHeader, seq.c_str());
+  if (*s != NATS_OK && msg) {
+    natsMsg_Destroy(msg);
+    msg = nullptr;
+  }
+  return msg;
+}
+
+// The outbox seq a message carries (MessageFor), or -1.
+int64_t SeqOf(natsMsg* msg) {
+  const char* seq = nullptr;
+  if (!msg || natsMsgHeader_Get(msg, kSeqHeader, &seq) != NATS_OK || !seq) return -1;
+  return std::atoll(seq);
+}
+
+}  // namespace
+
 Status NatsBus::Publish(const CloudEvent& e) {
   if (!js_) return Status::Unavailable("the NATS bus is not started");
   std::string subject = SubjectFor(options_.subject_prefix, e.type);
-  std::string body = ToJson(e).dump();
-  natsMsg* msg = nullptr;
-  natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, body.data(),
-                                static_cast<int>(body.size()));
-  std::string seq = std::to_string(e.seq);
-  if (s == NATS_OK) s = natsMsgHeader_Set(msg, kSeqHeader, seq.c_str());
+  natsStatus s = NATS_OK;
+  natsMsg* msg = MessageFor(subject, e, &s);
   jsErrCode jerr = static_cast<jsErrCode>(0);
   if (s == NATS_OK) {
     jsPubOptions po;
@@ -451,19 +475,10 @@ Status NatsBus::Publish(const CloudEvent& e) {
   return Status::Ok();
 }
 
-Status NatsBus::PublishClaimed(const std::vector<CloudEvent>& events, int* published) {
-  size_t sent = 0;
-  Status failure;
-  for (; sent < events.size(); ++sent) {
-    failure = Publish(events[sent]);
-    if (!failure.ok()) break;
-    ++*published;
-  }
-  if (sent == events.size()) return Status::Ok();
-  // Put back what did not reach NATS (it stops at the first failure: the rest would fail too),
-  // so the next round publishes it again as soon as NATS answers.
+void NatsBus::PutBack(const std::vector<CloudEvent>& events, size_t from) {
+  if (from >= events.size()) return;
   std::vector<int64_t> back;
-  for (size_t i = sent; i < events.size(); ++i) back.push_back(events[i].seq);
+  for (size_t i = from; i < events.size(); ++i) back.push_back(events[i].seq);
   Status st = db_.WriteSync([&](SqlTx& tx) -> Status {
     for (int64_t seq : back) {
       auto r = tx.Exec("UPDATE outbox SET relayed_at = NULL, settled_at = NULL WHERE seq = ?", {seq});
@@ -475,7 +490,93 @@ Status NatsBus::PublishClaimed(const std::vector<CloudEvent>& events, int* publi
     log::Error("cannot put unpublished events back (they are republished later)",
                {{"error", st.ToString()}, {"count", back.size()}});
   }
+}
+
+Status NatsBus::PublishClaimed(const std::vector<CloudEvent>& events, int* published) {
+  size_t sent = 0;
+  Status failure;
+  for (; sent < events.size(); ++sent) {
+    failure = Publish(events[sent]);
+    if (!failure.ok()) break;
+    ++*published;
+  }
+  if (sent == events.size()) return Status::Ok();
+  // Put back what did not reach NATS (it stops at the first failure: the rest would fail too),
+  // so the next round publishes it again as soon as NATS answers.
+  PutBack(events, sent);
   return failure;
+}
+
+void NatsBus::OnPublishError(jsCtx* /*js*/, jsPubAckErr* pae, void* closure) {
+  auto* bus = static_cast<NatsBus*>(closure);
+  std::lock_guard<std::mutex> l(bus->publish_mu_);
+  bus->publish_failed_.push_back(SeqOf(pae->Msg));
+  if (bus->publish_error_.empty()) {
+    bus->publish_error_ = NatsError(pae->Err, pae->ErrCode) +
+                          (pae->ErrText ? std::string(": ") + pae->ErrText : std::string());
+  }
+}
+
+Status NatsBus::PublishInOrder(const std::vector<CloudEvent>& events, int* published) {
+  if (!js_) return Status::Unavailable("the NATS bus is not started");
+  {
+    std::lock_guard<std::mutex> l(publish_mu_);
+    publish_failed_.clear();
+    publish_error_.clear();
+  }
+  size_t sent = 0;
+  natsStatus s = NATS_OK;
+  for (; sent < events.size(); ++sent) {
+    const CloudEvent& e = events[sent];
+    natsMsg* msg = MessageFor(SubjectFor(options_.subject_prefix, e.type), e, &s);
+    if (s != NATS_OK) break;
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = e.id.c_str();  // Nats-Msg-Id: a repeated publish is stored once
+    po.ExpectStream = options_.stream.c_str();
+    // The chain: stored only right after the event before it (see PublishInOrder's contract).
+    if (sent > 0) po.ExpectLastMsgId = events[sent - 1].id.c_str();
+    s = js_PublishMsgAsync(js_, &msg, &po);  // takes msg (and clears it) when it succeeds
+    natsMsg_Destroy(msg);
+    if (s != NATS_OK) break;
+  }
+  jsPubOptions wait;
+  jsPubOptions_Init(&wait);
+  wait.MaxWait = 5000;
+  natsStatus complete = js_PublishAsyncComplete(js_, &wait);
+  std::vector<int64_t> failed;
+  std::string error = s != NATS_OK ? NatsError(s) : std::string();
+  if (complete != NATS_OK) {
+    // No answer in time: those are taken back from cnats and count as failed (a copy the stream
+    // did store is dropped as a duplicate when it goes out again).
+    natsMsgList pending{};
+    if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) {
+      for (int i = 0; i < pending.Count; ++i) failed.push_back(SeqOf(pending.Msgs[i]));
+      natsMsgList_Destroy(&pending);
+    }
+    if (error.empty()) error = "waiting for the acknowledgements: " + NatsError(complete);
+  }
+  {
+    std::lock_guard<std::mutex> l(publish_mu_);
+    failed.insert(failed.end(), publish_failed_.begin(), publish_failed_.end());
+    if (error.empty()) error = publish_error_;
+    publish_failed_.clear();
+  }
+  // The first event that is not known to be stored: it and all after it go back, in order.
+  // A failed message whose seq cannot be read: every event of the round goes back.
+  size_t first = std::find(failed.begin(), failed.end(), -1) != failed.end() ? 0 : sent;
+  for (size_t i = 0; i < first; ++i) {
+    if (std::find(failed.begin(), failed.end(), events[i].seq) != failed.end()) {
+      first = i;
+      break;
+    }
+  }
+  if (first == sent && sent < events.size() && error.empty()) error = "not sent";
+  *published += static_cast<int>(first);
+  if (first == events.size()) return Status::Ok();
+  PutBack(events, first);
+  std::string subject = SubjectFor(options_.subject_prefix, events[first].type);
+  return Status::Unavailable("publish " + subject + ": " + error);
 }
 
 Result<bool> NatsBus::HoldLease(const std::string& name, int64_t lease_ms) {
@@ -535,7 +636,7 @@ Status NatsBus::RelayOnce(int* published) {
     return Status::Ok();
   });
   if (!st.ok()) return st;
-  return PublishClaimed(claimed, published);
+  return PublishInOrder(claimed, published);
 }
 
 Status NatsBus::RecheckOnce(int* republished, int* settled) {

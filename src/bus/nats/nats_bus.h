@@ -6,8 +6,9 @@
 // relayed (relayed_at IS NULL; with FOR UPDATE SKIP LOCKED on PostgreSQL, so even two holders in
 // a lease hand-over claim disjoint rows), stamps relayed_at in that short transaction, and then
 // publishes each event to the stream on subject <subject_prefix><type> with Nats-Msg-Id = the
-// event id, so a publish repeated within the stream's duplicate window is stored once. A publish
-// that fails puts its row back (relayed_at = NULL).
+// event id, so a publish repeated within the stream's duplicate window is stored once. A round's
+// publishes go out without waiting for each ack (PublishInOrder), chained so that none is stored
+// after one that failed; the rows from the first failure on are put back (relayed_at = NULL).
 //
 // A JetStream ack is never taken as durable (a server acknowledges before its disk has the
 // message, and a lost store loses everything). The relay thread also re-checks rows relayed more
@@ -67,6 +68,7 @@
 struct __natsConnection;
 struct __jsCtx;
 struct __natsMsg;
+struct jsPubAckErr;
 
 namespace lastcall {
 
@@ -172,8 +174,19 @@ class NatsBus : public EventBus, public EventReplayer {
   // Takes or renews the lease `name` (bus_leases) for this node; false: another node holds it.
   Result<bool> HoldLease(const std::string& name, int64_t lease_ms);
   Status Publish(const CloudEvent& e);
-  // Publishes events in order; rows of those that did not reach NATS are put back.
+  // Publishes events in order, one PubAck wait each; rows of those that did not reach NATS are
+  // put back. For events that may be in the stream already (the recheck's).
   Status PublishClaimed(const std::vector<CloudEvent>& events, int* published);
+  // The relay's fresh events (outbox order): published without waiting for each PubAck, then
+  // all waited for at once. Each but the first expects the one before it to be the stream's last
+  // message (Nats-Expected-Last-Msg-Id), so after a failed publish the stream refuses every later
+  // one of the round: the rows from the first failure on are put back and go out again in order,
+  // never overtaking it. Returns the first failure.
+  Status PublishInOrder(const std::vector<CloudEvent>& events, int* published);
+  // Puts the rows of events back in the outbox's unrelayed set (logged on failure).
+  void PutBack(const std::vector<CloudEvent>& events, size_t from);
+  // cnats's asynchronous publish error callback (its own thread): records the failed seq.
+  static void OnPublishError(__jsCtx* js, ::jsPubAckErr* pae, void* closure);
   void RelayLoop();
   void TargetLoop(Target* t);
   // Handles f->held from the head in one write unit; acks what committed. False when this node
@@ -196,6 +209,9 @@ class NatsBus : public EventBus, public EventReplayer {
   __jsCtx* js_ = nullptr;        // thread-safe (cnats): shared by the relay and the targets
   std::mutex topology_mu_;       // one EnsureTopology at a time; held while the relay and the
                                  // recheck publish, so a recreated stream is refilled in order
+  std::mutex publish_mu_;
+  std::vector<int64_t> publish_failed_;  // guarded by publish_mu_: seqs OnPublishError reported
+  std::string publish_error_;            // guarded by publish_mu_: the first of their errors
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
