@@ -518,6 +518,7 @@ void NatsBus::OnPublishError(jsCtx* /*js*/, jsPubAckErr* pae, void* closure) {
 }
 
 Status NatsBus::PublishInOrder(const std::vector<CloudEvent>& events, int* published) {
+  if (events.empty()) return Status::Ok();
   if (!js_) return Status::Unavailable("the NATS bus is not started");
   {
     std::lock_guard<std::mutex> l(publish_mu_);
