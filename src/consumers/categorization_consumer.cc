@@ -38,12 +38,24 @@ Status CategorizationConsumer::OnUploaded(const CloudEvent& event, SqlTx& tx) {
 }
 
 WorkResult CategorizationConsumer::Learn(const CloudEvent& event, SqlTx& tx) {
-  auto rows = ListFileTransactions(tx, event.data.value("fileId", std::string()));
-  if (!rows.ok()) return rows.status();
+  // Only the categories a user chose teach a mapping: the store filters the file's rows (the
+  // others, usually all of them, are never read into memory), in row order as before.
+  std::vector<Transaction> chosen;  // user_id, description, merchant, category: what is read below
+  LASTCALL_RETURN_IF_ERROR(tx.Query(
+      "SELECT user_id, description, merchant, category FROM transactions WHERE file_id = ? AND "
+      "category_source = 'user' AND category IS NOT NULL ORDER BY row_no",
+      {event.data.value("fileId", std::string())}, [&](const SqlRow& r) {
+        Transaction t;
+        t.user_id = r.Text(0);
+        t.description = r.Text(1);
+        t.merchant = r.OptText(2);
+        t.category = r.OptText(3);
+        chosen.push_back(std::move(t));
+        return true;
+      }));
   int64_t learned = 0;
   WallMillis now = clock_.Now();
-  for (const Transaction& t : *rows) {
-    if (t.category_source != std::optional<std::string>("user") || !t.category) continue;
+  for (const Transaction& t : chosen) {
     std::string key = MerchantKey(t);
     if (key.empty()) continue;
     auto r = tx.Exec(
