@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <future>
+#include <unordered_set>
 
 #include "bus/delivery.h"
 #include "common/log.h"
@@ -227,15 +228,41 @@ Status InProcessBus::DeliverBatch(const Target& t, bool careful, SqlTx& tx, Prog
       {cursor, static_cast<int64_t>(options_.batch)});
   if (!rows.ok()) return rows.status();
   int64_t last = cursor;
+  // Which rows this target wants, matched on their type and source before any JSON is parsed
+  // (most rows are for the other targets); then which of those it already processed (an
+  // operator's replay can record one ahead of the cursor), in one lookup for the whole batch
+  // rather than one per event.
+  std::vector<char> wanted(rows->size(), 0);
+  SqlParams wanted_ids;
   CloudEvent head;  // type and source only: enough for the patterns
-  for (const SqlRow& r : *rows) {
-    // Match on the row's type and source before parsing its JSON data: most rows are for the
-    // other targets.
+  for (size_t i = 0; i < rows->size(); ++i) {
+    const SqlRow& r = (*rows)[i];
     head.type = r.Text(2);
     head.source = r.Text(3);
-    bool wanted = std::any_of(t.patterns.begin(), t.patterns.end(),
-                              [&](const EventPattern& pat) { return pat.Matches(head); });
-    if (!wanted) {
+    wanted[i] = std::any_of(t.patterns.begin(), t.patterns.end(),
+                            [&](const EventPattern& pat) { return pat.Matches(head); });
+    if (wanted[i]) wanted_ids.emplace_back(std::in_place_type<std::string>, r.Text(1));
+  }
+  std::unordered_set<std::string> processed;
+  if (!wanted_ids.empty()) {
+    std::string in = PaddedInList(wanted_ids);
+    SqlParams params{t.name};
+    params.insert(params.end(), wanted_ids.begin(), wanted_ids.end());
+    LASTCALL_RETURN_IF_ERROR(tx.Query(
+        "SELECT event_id FROM processed WHERE target = ? AND event_id IN " + in, params,
+        [&](const SqlRow& r) {
+          processed.insert(r.Text(0));
+          return true;
+        }));
+  }
+  for (size_t i = 0; i < rows->size(); ++i) {
+    const SqlRow& r = (*rows)[i];
+    if (!wanted[i]) {
+      last = r.Int(0);
+      continue;
+    }
+    if (processed.count(r.Text(1))) {
+      log::Info("duplicate delivery ignored", {{"target", t.name}, {"eventId", r.Text(1)}});
       last = r.Int(0);
       continue;
     }
@@ -245,12 +272,8 @@ Status InProcessBus::DeliverBatch(const Target& t, bool careful, SqlTx& tx, Prog
     // writes first). A handler that fails then fails the whole unit, and the batch runs again
     // with a savepoint per event, so that the events before the failing one commit without it.
     auto delivered = DeliverInTx(tx, t.name, *t.handler, e, clock_.Now(),
-                                 {.check_processed = true, .savepoint = careful});
+                                 {.check_processed = false, .savepoint = careful});
     if (!delivered.ok()) return delivered.status();
-    if (delivered->duplicate) {
-      last = e.seq;
-      continue;
-    }
     p->failure = delivered->failure;
     if (!p->failure.ok()) {
       p->failed_seq = e.seq;
