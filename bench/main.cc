@@ -267,7 +267,6 @@ json DeletePhase(const Options& o, const std::string& label, ServerProcess& serv
                  const std::vector<SeededFile>& files, const std::vector<std::string>& tokens,
                  double rate) {
   std::vector<DeleteJob> jobs(files.size());
-  int64_t completed_before = db.Scalar("SELECT COUNT(*) FROM coordinations WHERE status = 'completed'");
   LoadOptions lo;
   lo.port = server.port();
   lo.connections = o.connections;
@@ -321,15 +320,18 @@ json DeletePhase(const Options& o, const std::string& label, ServerProcess& serv
   Note(label + ": " + std::to_string(accepted) + " accepted (202) in " +
        std::to_string(sum.elapsed_s) + " s; waiting for the coordinations to complete");
 
-  // Wait for completion: every accepted coordination reaches `completed`.
+  // Wait for completion: no coordination left waiting for its consumers or being deleted (every
+  // one was created before its 202). The rate does not depend on when this notices (it is taken
+  // from the stamps), so the poll is gentle: every 50 ms, over the in-flight coordinations only.
+  // A count of the completed ones every 10 ms grew with the database and took PostgreSQL 0.4 ms
+  // a call, about 2% of its statement time during the phase it measured.
   double wait_start = MonoSeconds();
   double timeout = 120 + static_cast<double>(files.size()) / 100.0;
-  int64_t done = 0;
   while (MonoSeconds() - wait_start < timeout) {
-    done = db.Scalar("SELECT COUNT(*) FROM coordinations WHERE status = 'completed'") -
-           completed_before;
-    if (done >= accepted || !server.running()) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    int64_t in_flight =
+        db.Scalar("SELECT COUNT(*) FROM coordinations WHERE status IN ('waiting', 'deleting')");
+    if (in_flight == 0 || !server.running()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   double server_cpu = ProcCpuSeconds(server.pid()) - server_cpu0;
   double busy_s = MonoSeconds() - wait_start + sum.elapsed_s;

@@ -444,8 +444,8 @@ std::string RenderMarkdown(const json& r, const std::string& svg_rel, const std:
   loop, for a fixed time; only 200 answers count.
 - **Full load.** `DELETE /files/{id}` for every file of the first batch, each connection sending its
   next DELETE as soon as the previous answer (202) arrived. The client records each request's send
-  time (wall clock, µs) and the 202's latency (monotonic clock). It then polls the database until every
-  accepted coordination is `completed`, and takes each coordination's `file.deleted` time from its
+  time (wall clock, µs) and the 202's latency (monotonic clock). It then polls the database every 50 ms
+  until no coordination is `waiting` or `deleting`, and takes each coordination's `file.deleted` time from its
   timeline (`at` of its `deleted` entry, the same stamp as the `file.deleted` event's; the outbox's
   retention may have pruned the event by then). The server stamps it inside the unit of work that
   deletes, so it precedes that unit's commit by the rest of its batch and the commit itself (an
