@@ -131,6 +131,8 @@ std::string ThreadLabel(size_t k, const std::string& comm) {
   if (comm == "sqlite-writer") return "SQLite writer";
   if (comm == "sqlite-ckpt") return "SQLite checkpointer";
   if (comm == "pg-writer") return "PostgreSQL writer";
+  if (comm == "sqlite-finish") return "SQLite writer's finisher";
+  if (comm == "pg-finish") return "PostgreSQL writer's finisher";
   if (comm == "bus-dispatch") return "bus dispatcher";
   if (comm == "coord-driver") return "coordination driver";
   if (comm == "nats-relay") return "NATS relay";

@@ -12,6 +12,7 @@ namespace lastcall {
 
 GroupCommitWriter::GroupCommitWriter(GroupCommitConnection& conn, GroupCommitOptions options)
     : conn_(conn), options_(std::move(options)) {
+  finisher_thread_ = std::thread([this] { FinisherLoop(); });
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -24,6 +25,63 @@ void GroupCommitWriter::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard<std::mutex> l(finish_mu_);
+    finisher_stopping_ = true;
+  }
+  finish_cv_.notify_all();
+  if (finisher_thread_.joinable()) finisher_thread_.join();
+}
+
+void GroupCommitWriter::FinisherLoop() {
+  if (!options_.finisher_name.empty()) {
+    pthread_setname_np(pthread_self(), options_.finisher_name.c_str());  // for ps, perf, benchmark
+  }
+  for (;;) {
+    std::function<void()> fn;
+    {
+      std::unique_lock<std::mutex> l(finish_mu_);
+      finish_cv_.wait(l, [&] { return finisher_stopping_ || !finish_queue_.empty(); });
+      if (finish_queue_.empty()) return;  // stopping, and everything handed over ran
+      fn = std::move(finish_queue_.front());
+      finish_queue_.pop_front();
+    }
+    fn();
+    fn = nullptr;  // what it holds (a response, captured state) goes before the count moves
+    {
+      std::lock_guard<std::mutex> l(finish_mu_);
+      ++finished_;
+    }
+    finished_cv_.notify_all();
+  }
+}
+
+void GroupCommitWriter::WaitFinished() {
+  std::unique_lock<std::mutex> l(finish_mu_);
+  const uint64_t target = handed_;
+  finished_cv_.wait(l, [&] { return finished_ >= target; });
+}
+
+void GroupCommitWriter::Finish(Job& job, Status status, std::vector<std::function<void()>> after) {
+  std::function<void()> end;
+  if (job.tail) {
+    job.done(std::move(status));
+    if (after.empty()) return;
+    end = [after = std::move(after)] {
+      for (const auto& fn : after) fn();
+    };
+  } else {
+    end = [after = std::move(after), done = std::move(job.done), status = std::move(status)]() mutable {
+      for (const auto& fn : after) fn();
+      done(std::move(status));
+    };
+  }
+  {
+    std::lock_guard<std::mutex> l(finish_mu_);
+    finish_queue_.push_back(std::move(end));
+    ++handed_;
+  }
+  finish_cv_.notify_one();
 }
 
 void GroupCommitWriter::Write(WriteFn fn, WriteDone done) {
@@ -39,9 +97,12 @@ void GroupCommitWriter::Write(WriteFn fn, WriteDone done) {
 }
 
 void GroupCommitWriter::SetTail(BatchTail* tail) {
-  std::unique_lock<std::mutex> l(mu_);
-  tail_ = tail;
-  idle_cv_.wait(l, [&] { return !in_batch_; });
+  {
+    std::unique_lock<std::mutex> l(mu_);
+    tail_ = tail;
+    idle_cv_.wait(l, [&] { return !in_batch_; });
+  }
+  WaitFinished();  // that batch's ends were handed over before in_batch_ turned false
 }
 
 Status GroupCommitWriter::RunBatch(BatchTail* tail, std::vector<Job>& batch,
@@ -165,7 +226,7 @@ void GroupCommitWriter::Loop() {
       std::vector<Job> again;
       for (size_t i = 0; i < batch.size(); ++i) {
         if (i == *undone_by) {
-          batch[i].done(std::move(results[i]));
+          Finish(batch[i], std::move(results[i]), {});
         } else {
           again.push_back(std::move(batch[i]));
         }
@@ -178,7 +239,7 @@ void GroupCommitWriter::Loop() {
     }
     if (!st.ok()) {
       log::Error("group commit failed", {{"error", st.message()}, {"units", batch.size()}});
-      for (auto& job : batch) job.done(st);
+      for (auto& job : batch) Finish(job, st, {});
       if (options_.back_off_after_failure) {
         ++failures;
         std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(failures * 50, 1000)));
@@ -193,8 +254,7 @@ void GroupCommitWriter::Loop() {
         again.push_back(std::move(batch[i]));
         continue;
       }
-      for (auto& fn : after[i]) fn();
-      batch[i].done(std::move(results[i]));
+      Finish(batch[i], std::move(results[i]), std::move(after[i]));
     }
     if (!again.empty()) {
       log::Warn("units of work lost a deadlock or serialization conflict with another node; "

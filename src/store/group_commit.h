@@ -6,10 +6,13 @@
 // fails having changed no row needs no undo, and only when one fails after changing rows is the
 // transaction rolled back and the batch run again with a savepoint per unit. Before the COMMIT,
 // the batch's tail (BatchTail, store/sql.h; at most one, SetTail) may add units to the same
-// transaction, in rounds. Once COMMIT returned, each
-// unit's AfterCommit work runs and then its done callback, in queue order (the tail's units
-// last). An engine plugs in through GroupCommitConnection (transaction control on its connection,
-// plus its own rule for which failed units run again).
+// transaction, in rounds. Once COMMIT returned, each unit's AfterCommit work runs and then its done
+// callback, in queue order (the tail's units last), on a second thread, the writer's finisher, so
+// that the writer starts its next batch at once: the responses, log lines and metrics a batch
+// leaves behind cost the writer nothing. Only a tail unit's done callback runs on the writer
+// thread itself, before the next batch (the tail decides that batch's work from what it learns
+// there). An engine plugs in through GroupCommitConnection (transaction control on its
+// connection, plus its own rule for which failed units run again).
 #pragma once
 
 #include <condition_variable>
@@ -90,6 +93,7 @@ struct GroupCommitOptions {
   // before the next one, so that a server that is down is not hammered.
   bool back_off_after_failure = false;
   std::string thread_name;    // the writer thread's name (15 characters at most), for ps and perf
+  std::string finisher_name;  // the finisher thread's name, likewise
 };
 
 class GroupCommitWriter {
@@ -100,16 +104,18 @@ class GroupCommitWriter {
   GroupCommitWriter(const GroupCommitWriter&) = delete;
   GroupCommitWriter& operator=(const GroupCommitWriter&) = delete;
 
-  // Queues a unit (Database::Write's contract): done is called exactly once, on the writer thread,
-  // after the batch holding the unit committed (with the unit's own status) or failed as a whole;
-  // at once with kUnavailable on the calling thread after Stop. Thread-safe.
+  // Queues a unit (Database::Write's contract): done is called exactly once, on the finisher
+  // thread (a tail unit's on the writer thread), after the batch holding the unit committed (with
+  // the unit's own status) or failed as a whole, and after the unit's AfterCommit work; at once
+  // with kUnavailable on the calling thread after Stop. Units' done callbacks and AfterCommit work
+  // run in the order the units ran. Thread-safe.
   void Write(WriteFn fn, WriteDone done);
-  // Stops accepting units, runs the queued ones, and joins the writer thread. Idempotent;
-  // thread-safe, but not from the writer thread.
+  // Stops accepting units, runs the queued ones, finishes them (done and AfterCommit work), and
+  // joins both threads. Idempotent; thread-safe, but not from the writer or finisher thread.
   void Stop();
   // Database::SetBatchTail's contract: batches that start after it returns use tail (nullptr:
-  // none), and it waits for a batch still running with the old one. Thread-safe, but not from the
-  // writer thread.
+  // none), and it waits for a batch still running with the old one, and for that batch's
+  // AfterCommit work and done callbacks. Thread-safe, but not from the writer or finisher thread.
   void SetTail(BatchTail* tail);
 
   // Rounds of BatchTail::More per batch at most.
@@ -123,6 +129,12 @@ class GroupCommitWriter {
     bool tail = false;  // added by the BatchTail: never run again
   };
   void Loop();
+  // Hands job's end to the finisher (after, then done with status), or, for a tail unit, calls
+  // done here and hands over only after. Writer thread.
+  void Finish(Job& job, Status status, std::vector<std::function<void()>> after);
+  void FinisherLoop();
+  // Waits until the finisher ran everything handed to it before the call.
+  void WaitFinished();
   // Runs one batch; fills each unit's status, its AfterCommit work and whether it failed
   // retryably. The tail's units are appended to batch as they are added. Returns the status of
   // the transaction as a whole (Begin, EndUnit, Commit). Without savepoints (optimistic, which
@@ -144,6 +156,16 @@ class GroupCommitWriter {
   bool in_batch_ = false;      // guarded by mu_: a batch taken from the queue is not finished
   std::condition_variable idle_cv_;  // signalled when in_batch_ turns false
   std::thread thread_;
+
+  // The finisher: the batches' ends, run in order on finisher_thread_.
+  std::mutex finish_mu_;
+  std::condition_variable finish_cv_;       // work queued, or stopping
+  std::condition_variable finished_cv_;     // finished_ moved
+  std::deque<std::function<void()>> finish_queue_;  // guarded by finish_mu_
+  uint64_t handed_ = 0;    // guarded by finish_mu_: entries ever queued
+  uint64_t finished_ = 0;  // guarded by finish_mu_: entries run to their end
+  bool finisher_stopping_ = false;  // guarded by finish_mu_
+  std::thread finisher_thread_;
 };
 
 }  // namespace lastcall

@@ -67,8 +67,10 @@ class SqlTx {
   virtual bool writable() const = 0;
   virtual SqlDialect dialect() const = 0;
 
-  // Registers work to run after this transaction commits (never if it rolls back). Runs on the
-  // writer thread, in registration order; must not block for long.
+  // Registers work to run after this transaction commits (never if it rolls back): in
+  // registration order, before the unit's done callback, on the thread that runs done (the
+  // group-commit writer's finisher, store/group_commit.h), so after the commit is visible to
+  // readers, not with it. Must not block for long, nor wait for a write.
   virtual void AfterCommit(std::function<void()> fn) = 0;
 };
 
@@ -123,18 +125,20 @@ class BatchTail {
 class Database {
  public:
   virtual ~Database() = default;
-  // Queues a unit of work for group commit. done is called exactly once, on the writer thread,
-  // after the batch holding the unit committed (with the unit's own status) or failed as a whole.
+  // Queues a unit of work for group commit. done is called exactly once, after the batch holding
+  // the unit committed (with the unit's own status) or failed as a whole, on the writer's
+  // finisher thread (a BatchTail unit's: on the writer thread), in the order the units ran.
   // Thread-safe.
   virtual void Write(WriteFn fn, WriteDone done) = 0;
-  // Write and wait. Must not be called from the writer thread.
+  // Write and wait. Must not be called from the writer thread, nor from a done callback or
+  // AfterCommit work (the finisher thread).
   Status WriteSync(WriteFn fn);
   // As Write, but every unit written this way runs on one and the same connection (on PostgreSQL
   // its first writer's), in the order written: for work that leaves session state behind (a
   // session advisory lock) which must last as long as that connection or which a later such unit
   // relies on. Default: Write (an engine with one write connection). Thread-safe.
   virtual void WriteInSession(WriteFn fn, WriteDone done) { Write(std::move(fn), std::move(done)); }
-  // WriteInSession and wait. Must not be called from the writer thread.
+  // WriteInSession and wait. Not from the writer or finisher thread (WriteSync).
   Status WriteSyncInSession(WriteFn fn);
   // As Write, but units written with the same key run on the same write connection, in the order
   // written (Write may spread units over several: PostgresOptions::writers). For units that lock
@@ -151,7 +155,8 @@ class Database {
   virtual void Close() = 0;
   // Installs tail as the work every batch adds to itself (nullptr: none). Returns false when this
   // engine has no such batches; then nothing is installed. When it returns, no batch uses the
-  // tail installed before any more. Not from the writer thread.
+  // tail installed before any more, and those batches' done callbacks and AfterCommit work have
+  // run. Not from the writer or finisher thread.
   virtual bool SetBatchTail(BatchTail* tail) {
     (void)tail;
     return false;

@@ -1,11 +1,14 @@
 // The group-commit writer's contracts, on a fake connection that records the transaction control
 // it was asked for: a failing unit is undone alone, AfterCommit work runs only for units that
 // committed and before their done callback, a broken savepoint or commit fails the whole batch,
-// retryable failures run again in a later transaction up to the limit, and Stop drains the queue.
+// retryable failures run again in a later transaction up to the limit, Stop drains the queue, and
+// the units' ends (AfterCommit work, done) run in order on the finisher thread without holding
+// the writer back.
 // (The engines run the same writer on real connections: sqlite_database_test, postgres_database_test.)
 #include "store/group_commit.h"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -97,6 +100,23 @@ class FakeGroupCommitConnection : public GroupCommitConnection {
     std::lock_guard<std::mutex> l(mu_);
     return calls_;
   }
+  // A unit's end (its AfterCommit work or done callback), which runs on the finisher thread: kept
+  // apart from the writer's calls, with the number of commits made when it ran.
+  void End(const std::string& what) {
+    std::lock_guard<std::mutex> l(mu_);
+    ends_.push_back(what);
+    commits_at_end_.push_back(std::count(calls_.begin(), calls_.end(), "commit"));
+  }
+  std::vector<std::string> ends() {
+    std::lock_guard<std::mutex> l(mu_);
+    return ends_;
+  }
+  // The commits made when the end `what` ran (-1: it did not run).
+  int64_t CommitsAtEnd(const std::string& what) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = std::find(ends_.begin(), ends_.end(), what);
+    return it == ends_.end() ? -1 : commits_at_end_[it - ends_.begin()];
+  }
 
  private:
   void Note(const std::string& what) {
@@ -106,6 +126,8 @@ class FakeGroupCommitConnection : public GroupCommitConnection {
   FakeTx tx_;
   std::mutex mu_;
   std::vector<std::string> calls_;
+  std::vector<std::string> ends_;
+  std::vector<int64_t> commits_at_end_;
   int end_units_ = 0;
   int fail_end_unit_ = -1;
   bool fail_commit_ = false;
@@ -143,8 +165,8 @@ class GroupCommitWriterTest : public ::testing::Test {
     hold_cv_.notify_all();
   }
   // Queues a unit that logs "run <name>", changes `changes` rows, registers "after <name>" as
-  // AfterCommit work and returns result; its done logs "done <name> ok|error" and fulfils the
-  // returned future.
+  // AfterCommit work (an end) and returns result; its done records the end "done <name> ok|error"
+  // and fulfils the returned future.
   std::future<Status> Unit(const std::string& name, Status result = Status::Ok(),
                            bool retryable = false, int changes = 0) {
     auto done = std::make_shared<std::promise<Status>>();
@@ -153,12 +175,12 @@ class GroupCommitWriterTest : public ::testing::Test {
         [this, name, result, retryable, changes](SqlTx& tx) {
           conn_.Log("run " + name);
           conn_.ChangeRows(changes);
-          tx.AfterCommit([this, name] { conn_.Log("after " + name); });
+          tx.AfterCommit([this, name] { conn_.End("after " + name); });
           if (retryable) conn_.MarkRetryable();
           return result;
         },
         [this, name, done](Status st) {
-          conn_.Log("done " + name + (st.ok() ? " ok" : " error"));
+          conn_.End("done " + name + (st.ok() ? " ok" : " error"));
           done->set_value(std::move(st));
         });
     return future;
@@ -188,11 +210,13 @@ TEST_F(GroupCommitWriterTest, AFailingUnitIsUndoneAloneAndTheOthersOfItsBatchCom
   EXPECT_EQ(b.get().code(), Code::kInternal);
   EXPECT_TRUE(c.get().ok());
   // One transaction: b's savepoint is undone, a's and c's kept; b's AfterCommit work never runs;
-  // each committed unit's AfterCommit work runs before its done, in queue order.
+  // each committed unit's AfterCommit work runs before its done, in queue order, after the commit.
   EXPECT_EQ(CallsAfterHold(),
             (std::vector<std::string>{"begin", "run a", "keep", "next", "run b", "undo", "next",
-                                      "run c", "keep", "commit", "after a", "done a ok",
-                                      "done b error", "after c", "done c ok"}));
+                                      "run c", "keep", "commit"}));
+  EXPECT_EQ(conn_.ends(), (std::vector<std::string>{"after a", "done a ok", "done b error",
+                                                    "after c", "done c ok"}));
+  EXPECT_EQ(conn_.CommitsAtEnd("after a"), 2);  // the held batch's commit, then this one
 }
 
 // On an engine that counts changed rows, a batch runs without unit savepoints: a unit that fails
@@ -209,8 +233,9 @@ TEST_F(GroupCommitWriterTest, WithoutSavepointsAUnitThatFailsChangingNothingLeav
   EXPECT_EQ(b.get().code(), Code::kNotFound);
   EXPECT_TRUE(c.get().ok());
   EXPECT_EQ(CallsAfterHold(),
-            (std::vector<std::string>{"begin bare", "run a", "run b", "run c", "commit", "after a",
-                                      "done a ok", "done b error", "after c", "done c ok"}));
+            (std::vector<std::string>{"begin bare", "run a", "run b", "run c", "commit"}));
+  EXPECT_EQ(conn_.ends(), (std::vector<std::string>{"after a", "done a ok", "done b error",
+                                                    "after c", "done c ok"}));
 }
 
 // A unit that fails after changing rows cannot be undone alone without a savepoint: the
@@ -229,9 +254,11 @@ TEST_F(GroupCommitWriterTest, WithoutSavepointsAUnitThatFailsAfterChangingRowsRe
   EXPECT_EQ(b.get().code(), Code::kInternal);
   EXPECT_TRUE(c.get().ok());
   EXPECT_EQ(CallsAfterHold(),
-            (std::vector<std::string>{"begin bare", "run a", "run b", "rollback", "done b error",
-                                      "begin", "run a", "keep", "next", "run c", "keep", "commit",
-                                      "after a", "done a ok", "after c", "done c ok"}));
+            (std::vector<std::string>{"begin bare", "run a", "run b", "rollback", "begin", "run a",
+                                      "keep", "next", "run c", "keep", "commit"}));
+  EXPECT_EQ(conn_.ends(), (std::vector<std::string>{"done b error", "after a", "done a ok",
+                                                    "after c", "done c ok"}));
+  EXPECT_EQ(conn_.CommitsAtEnd("after a"), 2);  // a's work: after the commit of its second run
   // The batch after it runs without savepoints again.
   auto d = Unit("d", Status::Ok(), false, 1);
   EXPECT_TRUE(d.get().ok());
@@ -254,8 +281,9 @@ TEST_F(GroupCommitWriterTest, ABrokenSavepointFailsTheWholeBatchAndRunsNoAfterCo
   // reported durable: the transaction is rolled back.
   EXPECT_EQ(CallsAfterHold(),
             (std::vector<std::string>{"begin", "run a", "keep", "next", "run b", "keep",
-                                      "rollback", "done a error", "done b error",
-                                      "done c error"}));
+                                      "rollback"}));
+  EXPECT_EQ(conn_.ends(),
+            (std::vector<std::string>{"done a error", "done b error", "done c error"}));
 }
 
 TEST_F(GroupCommitWriterTest, AFailedCommitFailsEveryUnitOfTheBatch) {
@@ -267,9 +295,7 @@ TEST_F(GroupCommitWriterTest, AFailedCommitFailsEveryUnitOfTheBatch) {
   Release();
   EXPECT_EQ(a.get().code(), Code::kUnavailable);
   EXPECT_EQ(b.get().code(), Code::kUnavailable);
-  auto calls = CallsAfterHold();
-  EXPECT_EQ(std::count(calls.begin(), calls.end(), "after a"), 0);
-  EXPECT_EQ(std::count(calls.begin(), calls.end(), "after b"), 0);
+  EXPECT_EQ(conn_.ends(), (std::vector<std::string>{"done a error", "done b error"}));
 }
 
 TEST_F(GroupCommitWriterTest, ARetryableFailureRunsAgainInALaterTransactionUpToTheLimit) {
@@ -282,7 +308,8 @@ TEST_F(GroupCommitWriterTest, ARetryableFailureRunsAgainInALaterTransactionUpToT
   // Three runs, each in a transaction of its own, then reported once with its error.
   EXPECT_EQ(std::count(calls.begin(), calls.end(), "run lost"), 3);
   EXPECT_EQ(std::count(calls.begin(), calls.end(), "begin"), 3);
-  EXPECT_EQ(std::count(calls.begin(), calls.end(), "done lost error"), 1);
+  auto ends = conn_.ends();
+  EXPECT_EQ(std::count(ends.begin(), ends.end(), "done lost error"), 1);
 
   // A plain failure is reported at once.
   auto plain = Unit("plain", Status::Internal("bug"));
@@ -300,7 +327,7 @@ TEST_F(GroupCommitWriterTest, ARetryableUnitThatSucceedsOnItsSecondRunIsReported
   auto result = done.get_future();
   writer_->Write(
       [this, runs](SqlTx& tx) {
-        tx.AfterCommit([this] { conn_.Log("after"); });
+        tx.AfterCommit([this] { conn_.End("after"); });
         if (++*runs == 1) {
           conn_.MarkRetryable();
           return Status::Unavailable("could not serialize access");
@@ -310,8 +337,8 @@ TEST_F(GroupCommitWriterTest, ARetryableUnitThatSucceedsOnItsSecondRunIsReported
       [&done](Status st) { done.set_value(std::move(st)); });
   EXPECT_TRUE(result.get().ok());
   EXPECT_EQ(*runs, 2);
-  auto calls = conn_.calls();
-  EXPECT_EQ(std::count(calls.begin(), calls.end(), "after"), 1);  // the failed run's work dropped
+  auto ends = conn_.ends();
+  EXPECT_EQ(std::count(ends.begin(), ends.end(), "after"), 1);  // the failed run's work dropped
 }
 
 TEST_F(GroupCommitWriterTest, BatchesHoldAtMostMaxBatchUnits) {
@@ -344,6 +371,38 @@ TEST_F(GroupCommitWriterTest, StopRunsTheQueuedUnitsAndThenRefusesNewOnes) {
   EXPECT_EQ(late.get().code(), Code::kUnavailable);  // answered at once, never run
   auto calls = conn_.calls();
   EXPECT_EQ(std::count(calls.begin(), calls.end(), "run late"), 0);
+}
+
+// A unit's end that takes long (a slow log sink, say) does not hold the writer back: the next
+// batch runs and commits meanwhile, and its end waits its turn behind the slow one.
+TEST_F(GroupCommitWriterTest, TheWriterGoesOnWhileAUnitsEndRunsOnTheFinisher) {
+  Start({.finisher_name = "test-finish"});
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<std::string> ran_on;
+  auto slow_ran_on = ran_on.get_future();
+  std::promise<Status> slow_done;
+  auto slow = slow_done.get_future();
+  writer_->Write([](SqlTx&) { return Status::Ok(); },
+                 [&, released](Status st) {
+                   char name[16] = {};
+                   pthread_getname_np(pthread_self(), name, sizeof(name));
+                   ran_on.set_value(name);
+                   released.wait();
+                   slow_done.set_value(std::move(st));
+                 });
+  EXPECT_EQ(slow_ran_on.get(), "test-finish");
+  auto next = Unit("next");
+  // The writer ran and committed the next unit while the first one's end is still running.
+  EXPECT_TRUE(testing::Eventually([&] {
+    auto calls = conn_.calls();
+    return std::count(calls.begin(), calls.end(), "commit") == 2;
+  }));
+  EXPECT_EQ(next.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
+  release.set_value();
+  EXPECT_TRUE(slow.get().ok());
+  EXPECT_TRUE(next.get().ok());
+  EXPECT_EQ(conn_.ends(), (std::vector<std::string>{"after next", "done next ok"}));
 }
 
 // A tail that adds the units it is given, one list per round, logging "more" each time it is
@@ -388,13 +447,15 @@ TEST_F(GroupCommitWriterTest, TheTailsUnitsRunInTheBatchsTransactionInRoundsUnti
   writer_->SetTail(nullptr);  // returns once the batch using the tail has ended
   // One transaction: the tail looks in a fresh savepoint after the queued units, its first unit
   // runs in that savepoint, a failing one is undone alone, and it is asked again after each
-  // round; the savepoint it found nothing in is released empty. Its units' done callbacks follow
-  // the commit, in order, and the queued unit's done is not held back by them.
+  // round; the savepoint it found nothing in is released empty. Its units' done callbacks run on
+  // the writer thread right after the commit, in order (the tail learns there what the next batch
+  // needs); the queued unit's end goes to the finisher.
   EXPECT_EQ(conn_.calls(),
             (std::vector<std::string>{"begin", "run a", "keep", "next", "more", "run t1", "keep",
                                       "next", "run xt2", "undo", "next", "more", "run t3", "keep",
-                                      "next", "more", "keep", "commit", "after a", "done a ok",
-                                      "done t1 ok", "done xt2 error", "done t3 ok"}));
+                                      "next", "more", "keep", "commit", "done t1 ok",
+                                      "done xt2 error", "done t3 ok"}));
+  EXPECT_EQ(conn_.ends(), (std::vector<std::string>{"after a", "done a ok"}));
 }
 
 TEST_F(GroupCommitWriterTest, ATailIsAskedAtMostMaxRoundsPerBatch) {
@@ -439,14 +500,15 @@ TEST_F(GroupCommitWriterTest, WithoutSavepointsATransactionTheEngineEndedFailsTh
         conn_.EndTransaction();
         return Status::Unavailable("disk full");  // having changed nothing
       },
-      [this](Status st) { conn_.Log(st.ok() ? "done b ok" : "done b error"); });
+      [this](Status st) { conn_.End(st.ok() ? "done b ok" : "done b error"); });
   auto c = Unit("c", Status::Ok(), false, 1);
   Release();
   EXPECT_EQ(a.get().code(), Code::kUnavailable);
   EXPECT_EQ(c.get().code(), Code::kUnavailable);
   EXPECT_EQ(CallsAfterHold(),
-            (std::vector<std::string>{"begin bare", "run a", "run b", "rollback", "done a error",
-                                      "done b error", "done c error"}));
+            (std::vector<std::string>{"begin bare", "run a", "run b", "rollback"}));
+  EXPECT_EQ(conn_.ends(),
+            (std::vector<std::string>{"done a error", "done b error", "done c error"}));
 }
 
 // A tail unit that fails after changing rows takes the batch with it too: it ends with its
@@ -464,7 +526,8 @@ TEST_F(GroupCommitWriterTest, WithoutSavepointsATailUnitThatFailsAfterChangingRo
             (std::vector<std::string>{"begin bare", "run a", "more", "run t1", "more", "run yt2",
                                       "rollback", "done yt2 error", "begin", "run a", "keep",
                                       "next", "run t1", "keep", "next", "more", "keep", "commit",
-                                      "after a", "done a ok", "done t1 ok"}));
+                                      "done t1 ok"}));
+  EXPECT_EQ(conn_.ends(), (std::vector<std::string>{"after a", "done a ok"}));
 }
 
 }  // namespace

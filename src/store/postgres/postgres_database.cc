@@ -592,6 +592,7 @@ Result<std::unique_ptr<PostgresDatabase>> PostgresDatabase::Open(const PostgresO
     group.retryable_attempts = kConflictAttempts;
     group.back_off_after_failure = true;  // a server that is down fails every batch: do not spin
     group.thread_name = "pg-writer";      // for ps, perf and the benchmark
+    group.finisher_name = "pg-finish";
     db->groups_.push_back(std::make_unique<GroupCommitWriter>(*w, std::move(group)));
   }
   return db;

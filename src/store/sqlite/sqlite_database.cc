@@ -217,6 +217,7 @@ Result<std::unique_ptr<SqliteDatabase>> SqliteDatabase::Open(const SqliteOptions
   GroupCommitOptions group;
   group.max_batch = options.max_batch;
   group.thread_name = "sqlite-writer";  // for ps, perf and the benchmark
+  group.finisher_name = "sqlite-finish";
   GroupCommitConnection& conn = *db;  // a private base: converted here, where it is accessible
   db->group_ = std::make_unique<GroupCommitWriter>(conn, std::move(group));
   return db;
