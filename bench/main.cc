@@ -330,9 +330,11 @@ json DeletePhase(const Options& o, const std::string& label, ServerProcess& serv
   double wait_start = MonoSeconds();
   double timeout = 120 + static_cast<double>(files.size()) / 100.0;
   while (MonoSeconds() - wait_start < timeout) {
-    int64_t in_flight =
-        db.Scalar("SELECT COUNT(*) FROM coordinations WHERE status IN ('waiting', 'deleting')");
-    if (in_flight == 0 || !server.running()) break;
+    // A failed read (no row) is not "none left": it is logged, and the wait goes on.
+    auto in_flight =
+        db.Ints("SELECT COUNT(*) FROM coordinations WHERE status IN ('waiting', 'deleting')");
+    bool none_left = !in_flight.empty() && !in_flight[0].empty() && in_flight[0][0] == 0;
+    if (none_left || !server.running()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   double server_cpu = ProcCpuSeconds(server.pid()) - server_cpu0;

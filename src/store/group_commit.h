@@ -10,9 +10,9 @@
 // callback, in queue order (the tail's units last), on a second thread, the writer's finisher, so
 // that the writer starts its next batch at once: the responses, log lines and metrics a batch
 // leaves behind cost the writer nothing. Only a tail unit's done callback runs on the writer
-// thread itself, before the next batch (the tail decides that batch's work from what it learns
-// there). An engine plugs in through GroupCommitConnection (transaction control on its
-// connection, plus its own rule for which failed units run again).
+// thread itself, right after the commit and so before its AfterCommit work (the tail decides the
+// next batch's work from what it learns there). An engine plugs in through GroupCommitConnection
+// (transaction control on its connection, plus its own rule for which failed units run again).
 #pragma once
 
 #include <condition_variable>
@@ -104,11 +104,11 @@ class GroupCommitWriter {
   GroupCommitWriter(const GroupCommitWriter&) = delete;
   GroupCommitWriter& operator=(const GroupCommitWriter&) = delete;
 
-  // Queues a unit (Database::Write's contract): done is called exactly once, on the finisher
-  // thread (a tail unit's on the writer thread), after the batch holding the unit committed (with
-  // the unit's own status) or failed as a whole, and after the unit's AfterCommit work; at once
-  // with kUnavailable on the calling thread after Stop. Units' done callbacks and AfterCommit work
-  // run in the order the units ran. Thread-safe.
+  // Queues a unit (Database::Write's contract): done is called exactly once, after the batch
+  // holding the unit committed (with the unit's own status) or failed as a whole, on the finisher
+  // thread after the unit's AfterCommit work; at once with kUnavailable on the calling thread
+  // after Stop. The units' ends run in the order the units ran. (A tail unit's done: on the writer
+  // thread, before its AfterCommit work.) Thread-safe.
   void Write(WriteFn fn, WriteDone done);
   // Stops accepting units, runs the queued ones, finishes them (done and AfterCommit work), and
   // joins both threads. Idempotent; thread-safe, but not from the writer or finisher thread.

@@ -68,9 +68,10 @@ class SqlTx {
   virtual SqlDialect dialect() const = 0;
 
   // Registers work to run after this transaction commits (never if it rolls back): in
-  // registration order, before the unit's done callback, on the thread that runs done (the
-  // group-commit writer's finisher, store/group_commit.h), so after the commit is visible to
-  // readers, not with it. Must not block for long, nor wait for a write.
+  // registration order, on the group-commit writer's finisher thread (store/group_commit.h), so
+  // after the commit is visible to readers, not with it; before the unit's done callback, except
+  // for a BatchTail unit, whose done runs first, on the writer. Must not block for long, nor wait
+  // for a write.
   virtual void AfterCommit(std::function<void()> fn) = 0;
 };
 
