@@ -1,5 +1,7 @@
 #include "coordination/coordination_repo.h"
 
+#include <string_view>
+
 #include <nlohmann/json.hpp>
 
 namespace lastcall {
@@ -106,38 +108,35 @@ Result<bool> ClaimCoordination(SqlTx& tx, const std::string& id, ClaimMode mode)
   return r->has_value();
 }
 
-Result<std::vector<Completion>> LoadCompletions(SqlTx& tx, const std::string& coordination_id) {
-  std::vector<Completion> out;
-  Status st = tx.Query(
-      "SELECT consumer, status, detail, expected, completed_at, event_id FROM "
-      "coordination_completions WHERE coordination_id = ? ORDER BY completed_at, consumer",
-      {coordination_id}, [&](const SqlRow& r) {
-        Completion c;
-        c.consumer = r.Text(0);
-        c.status = ParseConsumerStatus(r.Text(1)).value_or(ConsumerStatus::kFailed);
-        c.detail_json = r.Text(2);
-        c.expected = r.Int(3) != 0;
-        c.at = r.Int(4);
-        c.event_id = r.Text(5);
-        out.push_back(std::move(c));
-        return true;
-      });
-  if (!st.ok()) return st;
-  return out;
+namespace {
+
+Completion CompletionFromRow(const SqlRow& r, size_t first) {
+  Completion c;
+  c.consumer = r.Text(first);
+  c.status = ParseConsumerStatus(r.Text(first + 1)).value_or(ConsumerStatus::kFailed);
+  c.detail_json = r.Text(first + 2);
+  c.expected = r.Int(first + 3) != 0;
+  c.at = r.Int(first + 4);
+  c.event_id = r.Text(first + 5);
+  return c;
 }
 
-Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::string& id) {
-  auto row = tx.QueryOne(
-      "SELECT id, user_id, file_id, account_id, transaction_count, expected_consumers, status, "
-      "outcome, missing_consumers, started_at, deadline_at, completed_at, transactions_deleted, "
-      "not_before_at, due_at, hold_reason, cancelled_at, verification, residue, verified_at, "
-      "consumer_policies, proceeded_by, vetoed_by, veto_reason, vetoed_at, overridden_by, "
-      "override_reason, overridden_at FROM coordinations WHERE id = ?",
-      {id});
-  if (!row.ok()) return row.status();
-  if (!*row) return std::optional<Coordination>();
-  const SqlRow& r = **row;
-  Coordination c;
+// The coordination's columns (from its first row), in ReadCoordination's order, then its
+// completions' (CompletionFromRow's order; NULL when it has none), one row per completion in the
+// order they are kept (completed_at, consumer).
+constexpr char kCoordinationWithCompletions[] =
+    "SELECT c.id, c.user_id, c.file_id, c.account_id, c.transaction_count, c.expected_consumers, "
+    "c.status, c.outcome, c.missing_consumers, c.started_at, c.deadline_at, c.completed_at, "
+    "c.transactions_deleted, c.not_before_at, c.due_at, c.hold_reason, c.cancelled_at, "
+    "c.verification, c.residue, c.verified_at, c.consumer_policies, c.proceeded_by, c.vetoed_by, "
+    "c.veto_reason, c.vetoed_at, c.overridden_by, c.override_reason, c.overridden_at, "
+    "k.consumer, k.status, k.detail, k.expected, k.completed_at, k.event_id "
+    "FROM coordinations c LEFT JOIN coordination_completions k ON k.coordination_id = c.id "
+    "WHERE c.id = ? ORDER BY k.completed_at, k.consumer";
+constexpr size_t kFirstCompletionColumn = 28;
+
+Status ReadCoordination(const SqlRow& r, Coordination* out) {
+  Coordination& c = *out;
   c.id = r.Text(0);
   c.user_id = r.Text(1);
   c.file_id = r.Text(2);
@@ -145,7 +144,7 @@ Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::strin
   c.transaction_count = r.Int(4);
   c.expected = SplitJson(r.Text(5));
   auto status = ParseCoordinationStatus(r.Text(6));
-  if (!status) return Status::Internal("coordination " + id + " has an unknown status");
+  if (!status) return Status::Internal("coordination " + c.id + " has an unknown status");
   c.status = *status;
   c.outcome = ParseOutcome(r.Text(7)).value_or(Outcome::kNone);
   c.missing = SplitJson(r.IsNull(8) ? "[]" : r.Text(8));
@@ -164,10 +163,69 @@ Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::strin
   if (!r.IsNull(21)) ParseProceeded(r.Text(21), &c);
   if (!r.IsNull(22)) c.veto = Coordination::Veto{r.Text(22), r.Text(23), r.Int(24)};
   if (!r.IsNull(25)) c.overridden = Coordination::Override{r.Text(25), r.Text(26), r.Int(27)};
-  auto comps = LoadCompletions(tx, id);
-  if (!comps.ok()) return comps.status();
-  c.completions = std::move(comps).value();
-  return std::optional<Coordination>(std::move(c));
+  return Status::Ok();
+}
+
+// Runs kCoordinationWithCompletions followed by suffix (a row-lock clause on PostgreSQL).
+Result<std::optional<Coordination>> QueryCoordination(SqlTx& tx, const std::string& id,
+                                                      std::string_view suffix) {
+  std::optional<Coordination> out;
+  Status parsed = Status::Ok();
+  Status st = tx.Query(std::string(kCoordinationWithCompletions) + std::string(suffix), {id},
+                       [&](const SqlRow& r) {
+                         if (!out) {
+                           out.emplace();
+                           parsed = ReadCoordination(r, &*out);
+                           if (!parsed.ok()) return false;
+                         }
+                         if (!r.IsNull(kFirstCompletionColumn)) {
+                           out->completions.push_back(CompletionFromRow(r, kFirstCompletionColumn));
+                         }
+                         return true;
+                       });
+  if (!st.ok()) return st;
+  if (!parsed.ok()) return parsed;
+  return out;
+}
+
+}  // namespace
+
+Result<std::optional<Coordination>> ClaimAndLoadCoordination(SqlTx& tx, const std::string& id,
+                                                             ClaimMode mode, bool* taken) {
+  if (taken) *taken = false;
+  if (tx.dialect() != SqlDialect::kPostgres) return QueryCoordination(tx, id, "");
+  if (mode == ClaimMode::kWait) {
+    // As ClaimCoordination: the advisory lock first (sent; the query waits behind it), then the
+    // row lock, taken by the read itself. Every writer of a coordination's completions holds the
+    // advisory lock until it commits, so this statement's snapshot, taken once the advisory lock
+    // is ours, has all of them; the row's own columns are its newest version (FOR UPDATE).
+    LASTCALL_RETURN_IF_ERROR(tx.Send("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", {id}));
+    return QueryCoordination(tx, id, " FOR UPDATE OF c");
+  }
+  auto c = QueryCoordination(tx, id, " FOR UPDATE OF c SKIP LOCKED");
+  if (!c.ok() || c->has_value()) return c;
+  // Nothing returned: held by another transaction, or no such row (rare: look which).
+  auto exists = CoordinationExists(tx, id);
+  if (!exists.ok()) return exists.status();
+  if (taken) *taken = *exists;
+  return std::optional<Coordination>();
+}
+
+Result<std::vector<Completion>> LoadCompletions(SqlTx& tx, const std::string& coordination_id) {
+  std::vector<Completion> out;
+  Status st = tx.Query(
+      "SELECT consumer, status, detail, expected, completed_at, event_id FROM "
+      "coordination_completions WHERE coordination_id = ? ORDER BY completed_at, consumer",
+      {coordination_id}, [&](const SqlRow& r) {
+        out.push_back(CompletionFromRow(r, 0));
+        return true;
+      });
+  if (!st.ok()) return st;
+  return out;
+}
+
+Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::string& id) {
+  return QueryCoordination(tx, id, "");
 }
 
 Result<bool> CoordinationExists(SqlTx& tx, const std::string& id) {

@@ -26,6 +26,13 @@ Result<bool> ClaimCoordination(SqlTx& tx, const std::string& id, ClaimMode mode)
 
 // The coordination with all its recorded completions, or nullopt.
 Result<std::optional<Coordination>> LoadCoordination(SqlTx& tx, const std::string& id);
+// ClaimCoordination, then LoadCoordination, in one statement where the engine allows (PostgreSQL:
+// the read takes the row lock; kWait's advisory lock is sent ahead of it without waiting).
+// nullopt: no such coordination, or (kSkipIfTaken only) another transaction holds it, which
+// *taken (when given) tells apart: true only in that case.
+Result<std::optional<Coordination>> ClaimAndLoadCoordination(SqlTx& tx, const std::string& id,
+                                                             ClaimMode mode,
+                                                             bool* taken = nullptr);
 // Whether a coordination with this id exists (one primary-key lookup; no completions read).
 Result<bool> CoordinationExists(SqlTx& tx, const std::string& id);
 // Completions stored under an id (for a coordination that does not exist yet: the early ones).

@@ -262,10 +262,7 @@ Status CoordinationDriver::ApplyStopOrResume(SqlTx& tx, const Decision& d, const
 
 Result<Coordination> CoordinationDriver::Cancel(SqlTx& tx, const std::string& user_id,
                                                 const std::string& coordination_id) {
-  if (auto claimed = ClaimCoordination(tx, coordination_id, ClaimMode::kWait); !claimed.ok()) {
-    return claimed.status();
-  }
-  auto loaded = LoadCoordination(tx, coordination_id);
+  auto loaded = ClaimAndLoadCoordination(tx, coordination_id, ClaimMode::kWait);
   if (!loaded.ok()) return loaded.status();
   if (!*loaded || (*loaded)->user_id != user_id) {
     return Status::NotFound("coordination " + coordination_id + " not found");
@@ -286,10 +283,7 @@ Result<Coordination> CoordinationDriver::Veto(SqlTx& tx, const std::string& cons
                                               const std::string& reason, nlohmann::json detail,
                                               bool* duplicate) {
   if (duplicate) *duplicate = false;
-  if (auto claimed = ClaimCoordination(tx, coordination_id, ClaimMode::kWait); !claimed.ok()) {
-    return claimed.status();
-  }
-  auto loaded = LoadCoordination(tx, coordination_id);
+  auto loaded = ClaimAndLoadCoordination(tx, coordination_id, ClaimMode::kWait);
   if (!loaded.ok()) return loaded.status();
   VetoReported in;
   in.reason = reason;
@@ -331,10 +325,7 @@ Result<Coordination> CoordinationDriver::Veto(SqlTx& tx, const std::string& cons
 Result<Coordination> CoordinationDriver::Override(SqlTx& tx, const std::string& operator_subject,
                                                   const std::string& coordination_id,
                                                   const std::string& reason) {
-  if (auto claimed = ClaimCoordination(tx, coordination_id, ClaimMode::kWait); !claimed.ok()) {
-    return claimed.status();
-  }
-  auto loaded = LoadCoordination(tx, coordination_id);
+  auto loaded = ClaimAndLoadCoordination(tx, coordination_id, ClaimMode::kWait);
   if (!loaded.ok()) return loaded.status();
   if (!*loaded) return Status::NotFound("coordination " + coordination_id + " not found");
   const Coordination& c = **loaded;
@@ -361,10 +352,7 @@ Result<int> CoordinationDriver::PlaceHold(SqlTx& tx, const Hold& h) {
   if (!ids.ok()) return ids.status();
   int held = 0;
   for (const auto& id : *ids) {
-    if (auto claimed = ClaimCoordination(tx, id, ClaimMode::kWait); !claimed.ok()) {
-      return claimed.status();
-    }
-    auto c = LoadCoordination(tx, id);
+    auto c = ClaimAndLoadCoordination(tx, id, ClaimMode::kWait);
     if (!c.ok()) return c.status();
     Decision d = Decide(*c, {}, HoldPlaced{h.reason}, clock_.Now());
     LASTCALL_RETURN_IF_ERROR(Apply(tx, d, *c));
@@ -378,10 +366,7 @@ Result<int> CoordinationDriver::ReleaseHold(SqlTx& tx, const Hold& h) {
   if (!ids.ok()) return ids.status();
   int released = 0;
   for (const auto& id : *ids) {
-    if (auto claimed = ClaimCoordination(tx, id, ClaimMode::kWait); !claimed.ok()) {
-      return claimed.status();
-    }
-    auto c = LoadCoordination(tx, id);
+    auto c = ClaimAndLoadCoordination(tx, id, ClaimMode::kWait);
     if (!c.ok()) return c.status();
     if (!*c) continue;
     auto other = ActiveHoldCovering(tx, (*c)->user_id, (*c)->account_id, (*c)->file_id);
@@ -557,10 +542,7 @@ Status CoordinationDriver::HandleCompletion(const CloudEvent& e, SqlTx& tx) {
   c.detail_json = (detail != d.end() && detail->is_object()) ? detail->dump() : "{}";
   c.at = clock_.Now();
   c.event_id = e.id;
-  if (auto claimed = ClaimCoordination(tx, id, ClaimMode::kWait); !claimed.ok()) {
-    return claimed.status();
-  }
-  auto existing = LoadCoordination(tx, id);
+  auto existing = ClaimAndLoadCoordination(tx, id, ClaimMode::kWait);
   if (!existing.ok()) return existing.status();
   Decision dec = Decide(*existing, {}, CompletionReported{id, c}, clock_.Now());
   if (dec.Has(ActionKind::kKeepEarly)) {
@@ -603,14 +585,10 @@ Status CoordinationDriver::ApplyAndProceed(SqlTx& tx, const Decision& d,
 
 Status CoordinationDriver::ExecuteDeletion(SqlTx& tx, const std::string& coordination_id,
                                            bool* skipped) {
-  auto claimed = ClaimCoordination(tx, coordination_id, ClaimMode::kSkipIfTaken);
-  if (!claimed.ok()) return claimed.status();
-  if (!*claimed) {
-    if (skipped) *skipped = true;
-    return Status::Ok();
-  }
-  auto loaded = LoadCoordination(tx, coordination_id);
+  bool taken = false;
+  auto loaded = ClaimAndLoadCoordination(tx, coordination_id, ClaimMode::kSkipIfTaken, &taken);
   if (!loaded.ok()) return loaded.status();
+  if (taken && skipped) *skipped = true;
   if (!*loaded || (*loaded)->status != CoordinationStatus::kDeleting) return Status::Ok();
   return DeleteNow(tx, **loaded, {});
 }
@@ -728,14 +706,10 @@ bool CoordinationDriver::FireDeadlines() {
     for (const DueCoordination& due : ids) {
       const std::string& id = due.id;
       // Another node firing the same deadline holds it: its decision stands, ours is not needed.
-      auto claimed = ClaimCoordination(tx, id, ClaimMode::kSkipIfTaken);
-      if (!claimed.ok()) return claimed.status();
-      if (!*claimed) {
-        skipped = true;
-        continue;
-      }
-      auto c = LoadCoordination(tx, id);
+      bool taken = false;
+      auto c = ClaimAndLoadCoordination(tx, id, ClaimMode::kSkipIfTaken, &taken);
       if (!c.ok()) return c.status();
+      skipped = skipped || taken;
       if (!*c) continue;
       Decision d = Decide(*c, {}, Tick{}, clock_.Now());
       LASTCALL_RETURN_IF_ERROR(ApplyAndProceed(tx, d, *c));

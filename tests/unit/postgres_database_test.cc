@@ -75,6 +75,57 @@ class PostgresDatabaseTest : public ::testing::Test {
     return testing::CountRows(*db_, sql, params);
   }
 
+  // A unit on db that runs hold and then stays open (its transaction and locks held) until
+  // Release(), then runs finish in the same transaction. Constructed once hold has run.
+  class OpenUnit {
+   public:
+    OpenUnit(Database& db, WriteFn hold, WriteFn finish) {
+      std::promise<void> held;
+      db.Write(
+          [&held, hold = std::move(hold), finish = std::move(finish),
+           released = release_.get_future().share()](SqlTx& tx) -> Status {
+            Status st = hold(tx);
+            held.set_value();
+            if (!st.ok()) return st;
+            released.wait();
+            return finish(tx);
+          },
+          [this](Status s) { done_.set_value(std::move(s)); });
+      held.get_future().wait();
+    }
+    // A test that stopped early still lets the unit end before what it refers to goes.
+    ~OpenUnit() {
+      if (!released_) (void)Release();
+    }
+    // Lets the unit finish; its result.
+    Status Release() {
+      released_ = true;
+      release_.set_value();
+      return done_.get_future().get();
+    }
+
+   private:
+    bool released_ = false;
+    std::promise<void> release_;
+    std::promise<Status> done_;
+  };
+
+  // A waiting coordination stored under id, expecting those consumers.
+  Coordination InsertWaiting(const std::string& id, std::vector<std::string> expected) {
+    Coordination c;
+    c.id = id;
+    c.user_id = "u";
+    c.file_id = "f";
+    c.account_id = "a";
+    c.expected = std::move(expected);
+    c.status = CoordinationStatus::kWaiting;
+    c.started_at = 1;
+    c.deadline_at = 2;
+    Status st = db_->WriteSync([&](SqlTx& tx) { return InsertCoordination(tx, c); });
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return c;
+  }
+
   // Whether a unit of work on db claims coordination id (the claim ends with the unit).
   static bool Claim(Database& db, const std::string& id, ClaimMode mode) {
     bool claimed = false;
@@ -413,34 +464,19 @@ TEST_F(PostgresDatabaseTest, MigratedSchemaHoldsSixtyFourBitValues) {
 
 TEST_F(PostgresDatabaseTest, ASweepSkipsACoordinationAnotherNodeHoldsAndAnEventWaitsForIt) {
   ASSERT_TRUE(Migrate(*db_).ok());
-  Coordination c;
-  c.id = "c-1";
-  c.user_id = "u";
-  c.file_id = "f";
-  c.account_id = "a";
-  c.expected = {"x"};
-  c.status = CoordinationStatus::kWaiting;
-  c.started_at = 1;
-  c.deadline_at = 2;
-  ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) { return InsertCoordination(tx, c); }).ok());
+  Coordination c = InsertWaiting("c-1", {"x"});
 
   auto other = OpenDb();
   ASSERT_TRUE(other);
   // Node A holds the coordination in an open transaction.
-  std::promise<void> held, release;
-  std::shared_future<void> released = release.get_future().share();
-  std::promise<Status> a_done;
-  db_->Write(
+  OpenUnit a(
+      *db_,
       [&](SqlTx& tx) -> Status {
         auto r = ClaimCoordination(tx, c.id, ClaimMode::kSkipIfTaken);
         if (!r.ok()) return r.status();
-        if (!*r) return Status::Internal("node A could not claim a free coordination");
-        held.set_value();
-        released.wait();
-        return Status::Ok();
+        return *r ? Status::Ok() : Status::Internal("node A could not claim a free coordination");
       },
-      [&](Status s) { a_done.set_value(s); });
-  held.get_future().wait();
+      [](SqlTx&) { return Status::Ok(); });
 
   // Node B's sweep leaves it.
   EXPECT_FALSE(Claim(*other, c.id, ClaimMode::kSkipIfTaken));
@@ -454,12 +490,74 @@ TEST_F(PostgresDatabaseTest, ASweepSkipsACoordinationAnotherNodeHoldsAndAnEventW
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_FALSE(b_waited_done.load());
-  release.set_value();
-  EXPECT_TRUE(a_done.get_future().get().ok());
+  EXPECT_TRUE(a.Release().ok());
   EXPECT_TRUE(b_event.get());
 
   // Free again: B's sweep takes it.
   EXPECT_TRUE(Claim(*other, c.id, ClaimMode::kSkipIfTaken));
+  other->Close();
+}
+
+// ClaimAndLoadCoordination takes the claim with the read: a sweep leaves a coordination another
+// node holds (and tells that from a missing one), and an event's read waits for the holder and
+// then has everything it committed, the row's new state and the completion it added.
+TEST_F(PostgresDatabaseTest, AClaimingLoadSkipsAHeldCoordinationOrWaitsAndSeesWhatTheHolderCommitted) {
+  ASSERT_TRUE(Migrate(*db_).ok());
+  Coordination c = InsertWaiting("c-2", {"x", "y"});
+
+  auto other = OpenDb();
+  ASSERT_TRUE(other);
+  // Node A claims and reads it, and (once released) records a completion and a new state.
+  std::optional<Coordination> a_read;
+  OpenUnit a(
+      *db_,
+      [&](SqlTx& tx) -> Status {
+        auto loaded = ClaimAndLoadCoordination(tx, c.id, ClaimMode::kWait);
+        if (!loaded.ok()) return loaded.status();
+        a_read = std::move(loaded).value();
+        return a_read ? Status::Ok() : Status::Internal("node A did not find the coordination");
+      },
+      [&](SqlTx& tx) -> Status {
+        Completion done{"x", ConsumerStatus::kCompleted, "{}", 5, "e-1", true};
+        LASTCALL_RETURN_IF_ERROR(UpsertCompletion(tx, c.id, done));
+        Coordination next = *a_read;
+        next.hold_reason = "audit";
+        return UpdateCoordinationDecision(tx, next);
+      });
+
+  auto load = [&](const std::string& id, ClaimMode mode, bool* taken) {
+    std::optional<Coordination> out;
+    Status st = other->WriteSync([&](SqlTx& tx) -> Status {
+      auto r = ClaimAndLoadCoordination(tx, id, mode, taken);
+      if (!r.ok()) return r.status();
+      out = std::move(r).value();
+      return Status::Ok();
+    });
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return out;
+  };
+  bool taken = false;
+  EXPECT_FALSE(load(c.id, ClaimMode::kSkipIfTaken, &taken).has_value());
+  EXPECT_TRUE(taken);
+  taken = true;
+  EXPECT_FALSE(load("c-missing", ClaimMode::kSkipIfTaken, &taken).has_value());
+  EXPECT_FALSE(taken);
+
+  std::atomic<bool> b_done{false};
+  auto b_event = std::async(std::launch::async, [&] {
+    auto r = load(c.id, ClaimMode::kWait, nullptr);
+    b_done = true;
+    return r;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(b_done.load());
+  ASSERT_TRUE(a.Release().ok());
+  std::optional<Coordination> seen = b_event.get();
+  ASSERT_TRUE(seen.has_value());
+  EXPECT_EQ(seen->hold_reason, std::optional<std::string>("audit"));
+  ASSERT_EQ(seen->completions.size(), 1u);
+  EXPECT_EQ(seen->completions[0].consumer, "x");
+  EXPECT_EQ(seen->completions[0].event_id, "e-1");
   other->Close();
 }
 
