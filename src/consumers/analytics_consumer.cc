@@ -53,7 +53,7 @@ Result<int64_t> TakeOutFileContribution(SqlTx& tx, const std::string& file_id,
   // holds until the commit. A bucket without its monthly row (never expected) has nothing to
   // subtract from, as in AddToMonthly.
   auto rows = tx.QueryAll(
-      std::string("SELECT m.total_units, m.count, t.total_units, t.count FROM "
+      std::string("SELECT m.total_units, m.count, t.total_units, t.count, t.user_id FROM "
                   "analytics_file_totals t JOIN analytics_monthly m ON m.user_id = t.user_id AND "
                   "m.month = t.month AND m.category = t.category WHERE t.file_id = ? "
                   "ORDER BY t.month, t.category") +
@@ -91,12 +91,14 @@ Result<int64_t> TakeOutFileContribution(SqlTx& tx, const std::string& file_id,
     if (!upd.ok()) return upd.status();
   }
   if (empties) {
-    // A row-value IN (not a correlated EXISTS) so that SQLite looks the buckets up by the
-    // primary key instead of scanning every monthly row.
+    // The user (every bucket of a file is its owner's) as an equality on the primary key's first
+    // column, then a row-value IN on the other two: both engines then look the buckets up by the
+    // primary key. With the user inside the IN instead, PostgreSQL's generic plan hash-joined a
+    // scan of every monthly row (about 0.3 ms a deletion at 10,000 monthly rows).
     auto emptied = tx.Exec(
-        "DELETE FROM analytics_monthly WHERE (user_id, month, category) IN (SELECT user_id, "
-        "month, category FROM analytics_file_totals WHERE file_id = ?) AND count <= 0",
-        {file_id});
+        "DELETE FROM analytics_monthly WHERE user_id = ? AND (month, category) IN (SELECT month, "
+        "category FROM analytics_file_totals WHERE file_id = ?) AND count <= 0",
+        {(*rows)[0].Text(4), file_id});
     if (!emptied.ok()) return emptied.status();
   }
   auto del = tx.Exec("DELETE FROM analytics_file_totals WHERE file_id = ?", {file_id});
