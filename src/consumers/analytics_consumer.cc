@@ -69,37 +69,37 @@ Result<int64_t> TakeOutFileContribution(SqlTx& tx, const std::string& file_id,
     }
     empties = empties || n <= 0;
   }
+  // The three writes below are sent without waiting where the engine can: the rows are locked
+  // and the arithmetic checked above, so only the store can fail them, and such a failure fails
+  // the caller's whole unit (which its bus runs again) rather than only the consumer's work.
   if (archive_coordination_id) {
-    auto ins = tx.Exec(
+    LASTCALL_RETURN_IF_ERROR(tx.Send(
         "INSERT INTO analytics_archive (user_id, file_id, coordination_id, month, category, "
         "total_units, count, archived_at) SELECT user_id, file_id, ?, month, category, "
         "total_units, count, ? FROM analytics_file_totals WHERE file_id = ? "
         "ON CONFLICT (file_id, month, category) DO NOTHING",
-        {*archive_coordination_id, now, file_id});
-    if (!ins.ok()) return ins.status();
+        {*archive_coordination_id, now, file_id}));
   }
   if (!rows->empty()) {
     // UPDATE ... FROM: SQLite 3.33 and later, and PostgreSQL. The SET expressions read the row's
     // values before the update (both engines), and each monthly row matches one bucket at most
     // (the same primary key).
-    auto upd = tx.Exec(
+    LASTCALL_RETURN_IF_ERROR(tx.Send(
         "UPDATE analytics_monthly SET total_units = analytics_monthly.total_units - t.total_units, "
         "count = analytics_monthly.count - t.count FROM analytics_file_totals t "
         "WHERE t.file_id = ? AND analytics_monthly.user_id = t.user_id AND "
         "analytics_monthly.month = t.month AND analytics_monthly.category = t.category",
-        {file_id});
-    if (!upd.ok()) return upd.status();
+        {file_id}));
   }
   if (empties) {
     // The user (every bucket of a file is its owner's) as an equality on the primary key's first
     // column, then a row-value IN on the other two: both engines then look the buckets up by the
     // primary key. With the user inside the IN instead, PostgreSQL's generic plan hash-joined a
     // scan of every monthly row (about 0.3 ms a deletion at 10,000 monthly rows).
-    auto emptied = tx.Exec(
+    LASTCALL_RETURN_IF_ERROR(tx.Send(
         "DELETE FROM analytics_monthly WHERE user_id = ? AND (month, category) IN (SELECT month, "
         "category FROM analytics_file_totals WHERE file_id = ?) AND count <= 0",
-        {(*rows)[0].Text(4), file_id});
-    if (!emptied.ok()) return emptied.status();
+        {(*rows)[0].Text(4), file_id}));
   }
   auto del = tx.Exec("DELETE FROM analytics_file_totals WHERE file_id = ?", {file_id});
   if (!del.ok()) return del.status();

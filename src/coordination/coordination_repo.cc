@@ -235,7 +235,8 @@ Result<bool> CoordinationExists(SqlTx& tx, const std::string& id) {
 }
 
 Status InsertCoordination(SqlTx& tx, const Coordination& c) {
-  auto r = tx.Exec(
+  // Sent: its key is a fresh id (or one its claim found free), so only the store can fail it.
+  LASTCALL_RETURN_IF_ERROR(tx.Send(
       "INSERT INTO coordinations (id, user_id, file_id, account_id, transaction_count, "
       "expected_consumers, status, outcome, missing_consumers, started_at, deadline_at, "
       "completed_at, transactions_deleted, not_before_at, due_at, hold_reason, cancelled_at, "
@@ -248,8 +249,7 @@ Status InsertCoordination(SqlTx& tx, const Coordination& c) {
        JoinJson(c.missing), c.started_at, c.deadline_at, OptInt(c.completed_at),
        OptInt(c.transactions_deleted), c.not_before, OptInt(c.due_at), OptText(c.hold_reason),
        OptInt(c.cancelled_at), PoliciesJson(c), ProceededJson(c), VetoBy(c), VetoReason(c),
-       VetoAt(c), OverrideBy(c), OverrideReason(c), OverrideAt(c)});
-  if (!r.ok()) return r.status();
+       VetoAt(c), OverrideBy(c), OverrideReason(c), OverrideAt(c)}));
   for (const auto& comp : c.completions) LASTCALL_RETURN_IF_ERROR(UpsertCompletion(tx, c.id, comp));
   return Status::Ok();
 }
@@ -303,13 +303,13 @@ Status UpdateCoordinationDecision(SqlTx& tx, const Coordination& c,
 }
 
 Status UpsertCompletion(SqlTx& tx, const std::string& coordination_id, const Completion& c) {
-  auto r = tx.Exec(
+  // Sent: a second report of one consumer is the ON CONFLICT, so only the store can fail it.
+  return tx.Send(
       "INSERT INTO coordination_completions (coordination_id, consumer, status, detail, expected, "
       "completed_at, event_id) VALUES (?, ?, ?, ?, ?, ?, ?) "
       "ON CONFLICT (coordination_id, consumer) DO UPDATE SET expected = excluded.expected",
       {coordination_id, c.consumer, std::string(ToString(c.status)), c.detail_json,
        static_cast<int64_t>(c.expected ? 1 : 0), c.at, c.event_id});
-  return r.ok() ? Status::Ok() : r.status();
 }
 
 Result<std::vector<DueCoordination>> DueCoordinations(SqlTx& tx, CoordinationStatus s,
