@@ -88,21 +88,18 @@ SqlValue OverrideAt(const Coordination& c) {
 }  // namespace
 
 Result<bool> ClaimCoordination(SqlTx& tx, const std::string& id, ClaimMode mode) {
-  if (tx.dialect() != SqlDialect::kPostgres) return true;  // the single writer runs units alone
+  // SQLite: a lookup only (the single writer runs units alone).
+  if (tx.dialect() != SqlDialect::kPostgres) return CoordinationExists(tx, id);
   if (mode == ClaimMode::kWait) {
     // The advisory lock covers a coordination whose row does not exist yet (a completion that
     // arrives before its request, on another node); the row lock conflicts with the driver's
     // SKIP LOCKED claims.
     // Its result is not read: sent without waiting (the row lock below waits behind it).
     LASTCALL_RETURN_IF_ERROR(tx.Send("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", {id}));
-    auto r = tx.QueryOne(std::string("SELECT 1 FROM coordinations WHERE id = ?") +
-                             std::string(LockRowsClause(tx)),
-                         {id});
-    if (!r.ok()) return r.status();
-    return true;
   }
   auto r = tx.QueryOne(std::string("SELECT 1 FROM coordinations WHERE id = ?") +
-                           std::string(SkipLockedRowsClause(tx)),
+                           std::string(mode == ClaimMode::kWait ? LockRowsClause(tx)
+                                                                : SkipLockedRowsClause(tx)),
                        {id});
   if (!r.ok()) return r.status();
   return r->has_value();

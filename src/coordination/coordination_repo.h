@@ -19,9 +19,10 @@ enum class ClaimMode {
                    // does not exist yet, so a completion and its request never race)
   kSkipIfTaken,    // a sweep (deadlines, deletions): leave it to the node that holds it
 };
-// True when this transaction holds the coordination now; false only for kSkipIfTaken when another
-// transaction holds it or it does not exist. On SQLite always true (its single writer runs every
-// write unit alone).
+// True when the coordination exists and this transaction holds it now; false when it does not
+// exist or (kSkipIfTaken) another transaction holds it. With kWait a missing one is still claimed:
+// nobody else acts on that id until this transaction ends. On SQLite a lookup only (its single
+// writer runs every write unit alone).
 Result<bool> ClaimCoordination(SqlTx& tx, const std::string& id, ClaimMode mode);
 
 // The coordination with all its recorded completions, or nullopt.

@@ -449,10 +449,7 @@ Status CoordinationDriver::HandleDeleteRequested(const CloudEvent& e, SqlTx& tx)
     log::Warn("file.delete_requested without a valid coordinationId ignored", {{"eventId", e.id}});
     return Status::Ok();
   }
-  if (auto claimed = ClaimCoordination(tx, id, ClaimMode::kWait); !claimed.ok()) {
-    return claimed.status();
-  }
-  auto exists = CoordinationExists(tx, id);
+  auto exists = ClaimCoordination(tx, id, ClaimMode::kWait);
   if (!exists.ok()) return exists.status();
   if (*exists) return Status::Ok();  // created with the request, as it should be
   // Created elsewhere (another producer): build it from the event.
@@ -602,7 +599,7 @@ Status CoordinationDriver::DeleteNow(SqlTx& tx, const Coordination& c,
   WallMillis now = clock_.Now();
   int64_t deleted = 0;
   std::optional<std::string> blob_key;
-  auto file = FindFileById(tx, c.file_id);
+  auto file = FindFileForDeletion(tx, c.file_id);
   if (!file.ok()) return file.status();
   if (*file) {
     DeletionRecord rec{c.id, c.started_at, ToString(c.outcome), now};

@@ -814,7 +814,10 @@ class Api::Impl {
                        {{"transactionCount", f->transaction_count}, {"status", kFileDeletionRequested}}}});
       }
       DeletionRecord rec{std::nullopt, clock_.Now(), "synchronous", clock_.Now()};
-      auto n = DeleteFileData(tx, *f, rec);
+      auto locked = FindFileForDeletion(tx, id);
+      if (!locked.ok()) return locked.status();
+      if (!*locked) return Status::NotFound("file " + id + " is already deleted");
+      auto n = DeleteFileData(tx, **locked, rec);
       if (!n.ok()) return n.status();
       // No consumer gets a last look on this path; keep analytics from counting a file that is gone.
       auto removed = RemoveFileContribution(tx, id);

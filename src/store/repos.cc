@@ -120,6 +120,13 @@ Result<std::optional<FileRecord>> FindFileById(SqlTx& tx, const std::string& fil
   return Files().One(tx, "SELECT " + Files().columns() + " FROM files WHERE id = ?", {file_id});
 }
 
+Result<std::optional<FileRecord>> FindFileForDeletion(SqlTx& tx, const std::string& file_id) {
+  return Files().One(tx,
+                     "SELECT " + Files().columns() + " FROM files WHERE id = ?" +
+                         std::string(LockRowsClause(tx)),
+                     {file_id});
+}
+
 Result<std::vector<FileRecord>> ListFiles(SqlTx& tx, const std::string& user_id) {
   return Files().All(tx, "SELECT " + Files().columns() + " FROM files WHERE user_id = ? ORDER BY seq DESC",
                      {user_id});
@@ -221,23 +228,18 @@ Status SetCategories(SqlTx& tx, const std::vector<std::string>& transaction_ids,
 }
 
 Result<int64_t> DeleteFileData(SqlTx& tx, const FileRecord& file, const DeletionRecord& record) {
-  // Locked: of two nodes deleting the same file at once, the second waits and finds it gone.
-  auto present = tx.QueryOne(std::string("SELECT 1 FROM files WHERE id = ?") +
-                                 std::string(LockRowsClause(tx)),
-                             {file.id});
-  if (!present.ok()) return present.status();
-  if (!*present) return Status::NotFound("file " + file.id + " is already deleted");
-
-  // One aggregate over the file's rows, then one set-based delete: complete whatever the size.
-  auto agg = tx.QueryOne("SELECT COUNT(*), COALESCE(SUM(amount_units), 0) FROM transactions "
-                         "WHERE file_id = ?",
-                         {file.id});
-  if (!agg.ok()) return agg.status();
-  int64_t count = (*agg)->Int(0);
-  int64_t sum = (*agg)->Int(1);
-  auto deleted = tx.Exec("DELETE FROM transactions WHERE file_id = ?", {file.id});
-  if (!deleted.ok()) return deleted.status();
-  if (*deleted != count) return Status::Internal("transaction count changed during deletion");
+  // One set-based delete, complete whatever the size, that returns each row's amount for the
+  // account's new balance (RETURNING: SQLite 3.35 and later, and PostgreSQL).
+  int64_t count = 0;
+  int64_t sum = 0;
+  bool overflow = false;
+  LASTCALL_RETURN_IF_ERROR(tx.Query("DELETE FROM transactions WHERE file_id = ? RETURNING amount_units",
+                                    {file.id}, [&](const SqlRow& r) {
+                                      ++count;
+                                      overflow = overflow || __builtin_add_overflow(sum, r.Int(0), &sum);
+                                      return true;  // every row: stopping early would stop the delete
+                                    }));
+  if (overflow) return Status::Internal("the file's transaction amounts overflow their sum");
 
   // Locked before the balance is read and the latest date recomputed, so that two nodes deleting
   // files of one account at once do not lose each other's update.

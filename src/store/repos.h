@@ -28,6 +28,10 @@ Status InsertFile(SqlTx& tx, const FileRecord& f);
 Result<std::optional<FileRecord>> FindFile(SqlTx& tx, const std::string& user_id,
                                            const std::string& file_id);
 Result<std::optional<FileRecord>> FindFileById(SqlTx& tx, const std::string& file_id);
+// FindFileById with the row locked until the transaction ends (PostgreSQL), as DeleteFileData
+// needs it: of two nodes deleting the same file at once, the second waits here and then finds it
+// gone (nullopt).
+Result<std::optional<FileRecord>> FindFileForDeletion(SqlTx& tx, const std::string& file_id);
 Result<std::vector<FileRecord>> ListFiles(SqlTx& tx, const std::string& user_id);
 // Marks the file deletion_requested with the coordination id, only if it is still active.
 // Returns true when this call changed it.
@@ -63,7 +67,7 @@ struct DeletionRecord {
 // Deletes the file's transactions (all of them, whatever their number) and its row, moves the
 // account's derived values in the same transaction, leaves a tombstone (no user content) and
 // queues the blob for removal after commit (blob_gc). Returns the number of transactions deleted.
-// Idempotent: a file that is already gone returns kNotFound and changes nothing.
+// file: as FindFileForDeletion returned it in this transaction (the row is there and locked).
 Result<int64_t> DeleteFileData(SqlTx& tx, const FileRecord& file, const DeletionRecord& record);
 
 // ---- blobs queued for removal ----

@@ -493,8 +493,9 @@ TEST_F(PostgresDatabaseTest, ASweepSkipsACoordinationAnotherNodeHoldsAndAnEventW
   EXPECT_TRUE(a.Release().ok());
   EXPECT_TRUE(b_event.get());
 
-  // Free again: B's sweep takes it.
+  // Free again: B's sweep takes it. An id with no row is claimed but reported missing.
   EXPECT_TRUE(Claim(*other, c.id, ClaimMode::kSkipIfTaken));
+  EXPECT_FALSE(Claim(*other, "c-missing", ClaimMode::kWait));
   other->Close();
 }
 
