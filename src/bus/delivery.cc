@@ -46,10 +46,38 @@ Result<DeliveryOutcome> DeliverInTx(SqlTx& tx, const std::string& target, EventH
     if (!rel.ok()) return rel.status();
   }
   if (!out.failure.ok()) return out;
+  if (steps.defer_processed) {
+    steps.defer_processed->rows.emplace_back(e.id, now);
+    return out;
+  }
   // Sent without waiting where the engine can: its failure fails the caller's whole unit.
   LASTCALL_RETURN_IF_ERROR(tx.Send(
       "INSERT INTO processed (target, event_id, processed_at) VALUES (?, ?, ?)", {target, e.id, now}));
   return out;
+}
+
+Status RecordProcessed(SqlTx& tx, const std::string& target, const ProcessedRecords& records) {
+  // Chunks of 64, 32, ..., 1 rows: at most seven statement texts for the engines to keep prepared.
+  constexpr size_t kMaxRows = 64;
+  size_t at = 0;
+  while (at < records.rows.size()) {
+    size_t left = records.rows.size() - at;
+    size_t n = kMaxRows;
+    while (n > left) n /= 2;
+    std::string sql = "INSERT INTO processed (target, event_id, processed_at) VALUES (?, ?, ?)";
+    SqlParams params;
+    params.reserve(3 * n);
+    for (size_t i = 0; i < n; ++i) {
+      if (i > 0) sql += ", (?, ?, ?)";
+      const auto& [event_id, processed_at] = records.rows[at + i];
+      params.emplace_back(std::in_place_type<std::string>, target);
+      params.emplace_back(std::in_place_type<std::string>, event_id);
+      params.emplace_back(std::in_place_type<int64_t>, processed_at);
+    }
+    LASTCALL_RETURN_IF_ERROR(tx.Send(sql, params));
+    at += n;
+  }
+  return Status::Ok();
 }
 
 Status ReplayInTx(SqlTx& tx, const std::string& target, EventHandler* handler, const CloudEvent& e,

@@ -9,6 +9,8 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "bus/event_bus.h"
 #include "common/clock.h"
@@ -28,6 +30,12 @@ struct DeliveryOutcome {
   Status failure;          // the handler's error (its effects were rolled back); ok otherwise
 };
 
+// processed(target, event id) records that a caller handling many events in one unit writes
+// together, with RecordProcessed, instead of one statement per event.
+struct ProcessedRecords {
+  std::vector<std::pair<std::string, WallMillis>> rows;  // event id, processed_at
+};
+
 // What a caller that handles many events in one unit already did itself.
 struct DeliverySteps {
   // false: the caller checked in this tx that processed(target, e.id) does not exist (nor an
@@ -36,7 +44,14 @@ struct DeliverySteps {
   // false: no savepoint around the handler. A handler's failure then leaves its partial effects
   // in tx: the caller must fail the whole unit (and may retry the events one by one).
   bool savepoint = true;
+  // Set: a handled event's record is appended here instead of inserted, and the caller must write
+  // them with RecordProcessed in the same transaction before the unit ends.
+  ProcessedRecords* defer_processed = nullptr;
 };
+
+// Inserts the records (none when empty) in a few multi-row statements, sent without waiting where
+// the engine can (a failure fails the unit).
+Status RecordProcessed(SqlTx& tx, const std::string& target, const ProcessedRecords& records);
 
 // Runs handler for e inside tx (a savepoint around the handler) and, when it succeeds, records
 // processed(target, e.id) at now. The returned Status is the transaction's own failure (the unit

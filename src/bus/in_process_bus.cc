@@ -255,6 +255,7 @@ Status InProcessBus::DeliverBatch(const Target& t, bool careful, SqlTx& tx, Prog
           return true;
         }));
   }
+  ProcessedRecords handled;  // written together once the loop ends
   for (size_t i = 0; i < rows->size(); ++i) {
     const SqlRow& r = (*rows)[i];
     if (!wanted[i]) {
@@ -272,7 +273,8 @@ Status InProcessBus::DeliverBatch(const Target& t, bool careful, SqlTx& tx, Prog
     // writes first). A handler that fails then fails the whole unit, and the batch runs again
     // with a savepoint per event, so that the events before the failing one commit without it.
     auto delivered = DeliverInTx(tx, t.name, *t.handler, e, clock_.Now(),
-                                 {.check_processed = false, .savepoint = careful});
+                                 {.check_processed = false, .savepoint = careful,
+                                  .defer_processed = &handled});
     if (!delivered.ok()) return delivered.status();
     p->failure = delivered->failure;
     if (!p->failure.ok()) {
@@ -299,6 +301,7 @@ Status InProcessBus::DeliverBatch(const Target& t, bool careful, SqlTx& tx, Prog
     ++p->consumed;
     p->types.push_back(e.type);
   }
+  LASTCALL_RETURN_IF_ERROR(RecordProcessed(tx, t.name, handled));
   if (last != cursor) {
     LASTCALL_RETURN_IF_ERROR(SetCursor(tx, t.name, last));
     if (p->consumed == 0) p->consumed = -1;  // moved past unmatched events: look again at once

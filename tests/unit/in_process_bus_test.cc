@@ -182,6 +182,24 @@ TEST_F(InProcessBusTest, DeliversByRuleInOrderPerTarget) {
   EXPECT_EQ(b_.seen(), expect_b);
 }
 
+// A batch of 101 events (one unit publishes them) records each as processed once, in chunks of
+// 64, 32, 4 and 1 rows.
+TEST_F(InProcessBusTest, EveryEventOfALargeBatchIsRecordedAsProcessedOnce) {
+  StartBus();
+  ASSERT_TRUE(db_->WriteSync([&](SqlTx& tx) -> Status {
+                   for (int i = 0; i < 101; ++i) {
+                     CloudEvent e{ids_.NewUuid(), "/src", "t.one", "s", "t", {{"n", i}}};
+                     LASTCALL_RETURN_IF_ERROR(outbox_->Append(tx, e, 0));
+                   }
+                   return Status::Ok();
+                 }).ok());
+  ASSERT_TRUE(Eventually([&] { return a_.seen().size() == 101; }));
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed p JOIN outbox o ON o.id = p.event_id "
+                  "WHERE p.target = 'a'"),
+            101);
+  EXPECT_EQ(Count("SELECT COUNT(*) FROM processed"), 101);
+}
+
 // The bus is the store's batch tail: a unit that publishes returns once its events are handled,
 // in the same commit, with no wait for the dispatcher thread.
 TEST_F(InProcessBusTest, EventsAreHandledInTheCommitThatPublishesThem) {

@@ -979,6 +979,7 @@ bool NatsBus::HandleHeld(Target& t, Fetcher* f) {
     // processed records; the stream may hold such a copy until its max age), is settled for
     // this target like a handled one.
     std::unordered_set<std::string> processed, dead, kept;
+    ProcessedRecords handled;  // written together once the loop ends
     {
       std::string in;
       SqlParams ids;
@@ -1039,7 +1040,8 @@ bool NatsBus::HandleHeld(Target& t, Fetcher* f) {
       // Optimistic first: no savepoint per event (two round trips each). A handler that fails
       // then fails the whole unit, and the batch is redone with a savepoint per event.
       auto r = DeliverInTx(tx, t.name, *t.handler, e, now,
-                           {.check_processed = false, .savepoint = f->careful});
+                           {.check_processed = false, .savepoint = f->careful,
+                            .defer_processed = &handled});
       if (!r.ok()) return r.status();
       if (!r->failure.ok()) {
         failure = r->failure;
@@ -1054,7 +1056,7 @@ bool NatsBus::HandleHeld(Target& t, Fetcher* f) {
       processed.insert(e.id);
       done.push_back({r->duplicate, false, 0, {}});
     }
-    return Status::Ok();
+    return RecordProcessed(tx, t.name, handled);
   });
   if (fenced) return false;
   if (redo_carefully) {
