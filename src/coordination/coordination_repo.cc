@@ -1,6 +1,8 @@
 #include "coordination/coordination_repo.h"
 
+#include <algorithm>
 #include <string_view>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -119,8 +121,8 @@ Completion CompletionFromRow(const SqlRow& r, size_t first) {
 }
 
 // The coordination's columns (from its first row), in ReadCoordination's order, then its
-// completions' (CompletionFromRow's order; NULL when it has none), one row per completion in the
-// order they are kept (completed_at, consumer).
+// completions' (CompletionFromRow's order; NULL when it has none), one row per completion in no
+// particular order (QueryCoordination sorts them: a few rows, and no sort step in the engine).
 constexpr char kCoordinationWithCompletions[] =
     "SELECT c.id, c.user_id, c.file_id, c.account_id, c.transaction_count, c.expected_consumers, "
     "c.status, c.outcome, c.missing_consumers, c.started_at, c.deadline_at, c.completed_at, "
@@ -129,7 +131,7 @@ constexpr char kCoordinationWithCompletions[] =
     "c.veto_reason, c.vetoed_at, c.overridden_by, c.override_reason, c.overridden_at, "
     "k.consumer, k.status, k.detail, k.expected, k.completed_at, k.event_id "
     "FROM coordinations c LEFT JOIN coordination_completions k ON k.coordination_id = c.id "
-    "WHERE c.id = ? ORDER BY k.completed_at, k.consumer";
+    "WHERE c.id = ?";
 constexpr size_t kFirstCompletionColumn = 28;
 
 Status ReadCoordination(const SqlRow& r, Coordination* out) {
@@ -182,6 +184,13 @@ Result<std::optional<Coordination>> QueryCoordination(SqlTx& tx, const std::stri
                        });
   if (!st.ok()) return st;
   if (!parsed.ok()) return parsed;
+  if (out) {
+    // The order they are kept in (LoadCompletions'): completed_at, then consumer.
+    std::sort(out->completions.begin(), out->completions.end(),
+              [](const Completion& a, const Completion& b) {
+                return std::tie(a.at, a.consumer) < std::tie(b.at, b.consumer);
+              });
+  }
   return out;
 }
 
