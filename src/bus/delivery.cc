@@ -64,17 +64,16 @@ Status RecordProcessed(SqlTx& tx, const std::string& target, const ProcessedReco
     size_t left = records.rows.size() - at;
     size_t n = kMaxRows;
     while (n > left) n /= 2;
-    std::string sql = "INSERT INTO processed (target, event_id, processed_at) VALUES (?, ?, ?)";
     SqlParams params;
     params.reserve(3 * n);
     for (size_t i = 0; i < n; ++i) {
-      if (i > 0) sql += ", (?, ?, ?)";
       const auto& [event_id, processed_at] = records.rows[at + i];
       params.emplace_back(std::in_place_type<std::string>, target);
       params.emplace_back(std::in_place_type<std::string>, event_id);
       params.emplace_back(std::in_place_type<int64_t>, processed_at);
     }
-    LASTCALL_RETURN_IF_ERROR(tx.Send(sql, params));
+    LASTCALL_RETURN_IF_ERROR(tx.Send(
+        "INSERT INTO processed (target, event_id, processed_at) VALUES " + ValuesRows(3, n), params));
     at += n;
   }
   return Status::Ok();

@@ -87,18 +87,21 @@ SqlValue OverrideAt(const Coordination& c) {
   return c.overridden ? SqlValue(c.overridden->at) : SqlNull{};
 }
 
+// kWait's advisory lock on the id (PostgreSQL): it also covers a coordination whose row does not
+// exist yet (a completion that arrives before its request, on another node). Its result is not
+// read: sent without waiting (the caller's row lock waits behind it). Held until the transaction
+// ends, by every writer of a coordination's completions.
+Status LockCoordinationId(SqlTx& tx, const std::string& id) {
+  return tx.Send("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", {id});
+}
+
 }  // namespace
 
 Result<bool> ClaimCoordination(SqlTx& tx, const std::string& id, ClaimMode mode) {
   // SQLite: a lookup only (the single writer runs units alone).
   if (tx.dialect() != SqlDialect::kPostgres) return CoordinationExists(tx, id);
-  if (mode == ClaimMode::kWait) {
-    // The advisory lock covers a coordination whose row does not exist yet (a completion that
-    // arrives before its request, on another node); the row lock conflicts with the driver's
-    // SKIP LOCKED claims.
-    // Its result is not read: sent without waiting (the row lock below waits behind it).
-    LASTCALL_RETURN_IF_ERROR(tx.Send("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", {id}));
-  }
+  // The row lock conflicts with the driver's SKIP LOCKED claims.
+  if (mode == ClaimMode::kWait) LASTCALL_RETURN_IF_ERROR(LockCoordinationId(tx, id));
   auto r = tx.QueryOne(std::string("SELECT 1 FROM coordinations WHERE id = ?") +
                            std::string(mode == ClaimMode::kWait ? LockRowsClause(tx)
                                                                 : SkipLockedRowsClause(tx)),
@@ -205,7 +208,7 @@ Result<std::optional<Coordination>> ClaimAndLoadCoordination(SqlTx& tx, const st
     // row lock, taken by the read itself. Every writer of a coordination's completions holds the
     // advisory lock until it commits, so this statement's snapshot, taken once the advisory lock
     // is ours, has all of them; the row's own columns are its newest version (FOR UPDATE).
-    LASTCALL_RETURN_IF_ERROR(tx.Send("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", {id}));
+    LASTCALL_RETURN_IF_ERROR(LockCoordinationId(tx, id));
     return QueryCoordination(tx, id, " FOR UPDATE OF c");
   }
   auto c = QueryCoordination(tx, id, " FOR UPDATE OF c SKIP LOCKED");
@@ -349,12 +352,11 @@ Status AppendTimeline(SqlTx& tx, const std::string& coordination_id,
                       const std::vector<TimelineEntry>& entries) {
   if (entries.empty()) return Status::Ok();
   // One multi-row INSERT: both engines insert VALUES rows in their order, so seq keeps it.
-  std::string sql =
-      "INSERT INTO coordination_timeline (coordination_id, at, kind, detail) VALUES (?, ?, ?, ?)";
+  std::string sql = "INSERT INTO coordination_timeline (coordination_id, at, kind, detail) VALUES " +
+                    ValuesRows(4, entries.size());
   SqlParams params;
   params.reserve(entries.size() * 4);
   for (size_t i = 0; i < entries.size(); ++i) {
-    if (i > 0) sql += ", (?, ?, ?, ?)";
     params.push_back(coordination_id);
     params.push_back(entries[i].at);
     params.push_back(entries[i].kind);

@@ -92,4 +92,17 @@ std::string PaddedInList(SqlParams& values) {
   return out + ")";
 }
 
+std::string ValuesRows(size_t columns, size_t rows) {
+  std::string row = "(";
+  for (size_t c = 0; c < columns; ++c) row += c == 0 ? "?" : ", ?";
+  row += ")";
+  std::string out;
+  out.reserve(rows * (row.size() + 2));
+  for (size_t r = 0; r < rows; ++r) {
+    if (r > 0) out += ", ";
+    out += row;
+  }
+  return out;
+}
+
 }  // namespace lastcall

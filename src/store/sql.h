@@ -88,6 +88,9 @@ std::string_view SkipLockedRowsClause(const SqlTx& tx);
 // life), so lists of every length from 1 to n would keep n statements; padded, at most
 // log2(n) + 1.
 std::string PaddedInList(SqlParams& values);
+// The placeholders of a multi-row VALUES list: rows groups of `columns` placeholders,
+// "(?, ?), (?, ?)" for 2 and 2. Both engines insert VALUES rows in their order.
+std::string ValuesRows(size_t columns, size_t rows);
 
 // A unit of work for the writer: runs in a batch transaction. Returning an error rolls back this
 // unit only; the other units of the batch still commit. A unit may run more than once before its

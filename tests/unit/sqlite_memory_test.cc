@@ -121,6 +121,12 @@ TEST_F(SqliteMemoryTest, BudgetHoldsAfterAWorkloadThatWouldExceedIt) {
   EXPECT_GT(usage.used_bytes, kBudget / 2) << "the caches were used at all";
 }
 
+TEST(ValuesRowsTest, GroupsPlaceholdersIntoRows) {
+  EXPECT_EQ(ValuesRows(1, 1), "(?)");
+  EXPECT_EQ(ValuesRows(3, 1), "(?, ?, ?)");
+  EXPECT_EQ(ValuesRows(2, 3), "(?, ?), (?, ?), (?, ?)");
+}
+
 TEST(PaddedInListTest, PadsToThePowerOfTwoWithTheLastValue) {
   std::set<std::string> texts;
   for (int64_t n = 1; n <= 1000; ++n) {
